@@ -1,0 +1,234 @@
+"""The `maskdepth` command line: subcommands and argument parsing, nothing else.
+
+    maskdepth make-data OUT.zip [--size 192] [--num-bg 100] [--num-fg 100] [--per-pair 20] ...
+    maskdepth check-data DATA [DATA ...]
+    maskdepth index --bg A.zip --fg-bg B.zip --mask C.zip --depth D.zip --out manifest.csv
+    maskdepth train CONFIG.yaml [key=value ...]
+    maskdepth evaluate CHECKPOINT [--data PATH] [--split test] [--out metrics.json]
+    maskdepth predict CHECKPOINT --bg BG --fg-bg FGBG [--out DIR]
+
+Heavy modules (torch, the data pipeline) are imported inside each handler so that
+`maskdepth --help` is instant. A user error (`MaskDepthError`, or an OS error such as a full
+disk) is printed as one line, without a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from typing import Sequence
+
+from maskdepth import __version__
+from maskdepth.errors import MaskDepthError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from maskdepth.data.synthetic import make_dataset
+
+    summary = make_dataset(
+        args.out,
+        size=args.size,
+        num_bg=args.num_bg,
+        num_fg=args.num_fg,
+        per_pair=args.per_pair,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        image_format=args.format,
+        progress=not args.quiet,
+    )
+    print(summary.format() if hasattr(summary, "format") else summary)
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from maskdepth.data.check import check_data
+
+    report = check_data(args.data, size=args.size, limit=args.limit, progress=not args.quiet)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from maskdepth.data.manifest import build_manifest
+
+    report = build_manifest(
+        bg=args.bg,
+        fg_bg=args.fg_bg,
+        mask=args.mask,
+        depth=args.depth,
+        bg_pattern=args.bg_pattern,
+        out=args.out,
+    )
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from maskdepth.config import load_config
+    from maskdepth.train import fit
+
+    cfg = load_config(args.config, args.overrides)
+    fit(cfg)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from maskdepth.inference import evaluate_checkpoint, format_metrics
+
+    results = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        split=args.split,
+        out=args.out,
+        batch_size=args.batch_size,
+        overrides=args.overrides,
+    )
+    print(format_metrics(results))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from maskdepth.inference import predict_pairs
+
+    written = predict_pairs(args.checkpoint, bg=args.bg, fg_bg=args.fg_bg, out=args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (also used by the tests)."""
+    parser = argparse.ArgumentParser(
+        prog="maskdepth",
+        description="Foreground mask and depth from (bg, fg_bg) image pairs.",
+    )
+    parser.add_argument("--version", action="version", version=f"maskdepth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "make-data",
+        help="generate a synthetic dataset archive",
+        description="Render a procedural dataset: num_bg * num_fg * 2 (flip) * per_pair samples.",
+    )
+    p.add_argument("out", metavar="OUT.zip", help="archive to write (written to a temp file, renamed when complete)")
+    p.add_argument("--size", type=int, default=192, help="image side in pixels, >= 32 (default 192)")
+    p.add_argument("--num-bg", type=int, default=100, help="number of background scenes (default 100)")
+    p.add_argument("--num-fg", type=int, default=100, help="number of foreground objects (default 100)")
+    p.add_argument("--per-pair", type=int, default=20, help="placements per bg x fg x flip (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same arguments give a byte-identical archive")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="jpg like the original, or png with 16-bit depth")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_make_data)
+
+    p = sub.add_parser(
+        "check-data",
+        help="verify that every entry decodes and pairs; print statistics",
+        description="Decode every entry, check pairing, sizes and value ranges, print statistics. "
+        "Exit status 0 if clean, 1 if problems were found (each one named).",
+    )
+    p.add_argument("data", nargs="+", metavar="DATA", help="a zip with its manifest, or a manifest.csv")
+    p.add_argument("--size", type=int, default=None, help="expected image side (default: from dataset.json or the first image)")
+    p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_check_data)
+
+    p = sub.add_parser(
+        "index",
+        help="build a manifest for archives that have none (the original S15 layout)",
+        description="Pair fg_bg, mask and depth entries by file stem, and fg_bg to bg by the key that "
+        "--bg-pattern captures. Unpaired entries are named, never guessed.",
+    )
+    p.add_argument("--bg", required=True, help="zip of backgrounds")
+    p.add_argument("--fg-bg", required=True, help="zip of composites")
+    p.add_argument("--mask", required=True, help="zip of masks")
+    p.add_argument("--depth", required=True, help="zip of depth maps")
+    p.add_argument("--bg-pattern", default=None, help="regex whose first group is the background key (default: see docs)")
+    p.add_argument("--out", required=True, help="manifest.csv to write")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser(
+        "train",
+        help="train from a YAML config, resuming the run if it has a checkpoint",
+        description="Train from CONFIG.yaml with key=value overrides, e.g. "
+        "`maskdepth train configs/quick.yaml train.epochs=3 data.size=64`.",
+    )
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="full metric set of a checkpoint on a split",
+        description="Evaluate a checkpoint; the data, size and normalisation come from its config unless overridden.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's data.path)")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    p.add_argument("--out", default=None, help="write the metrics as JSON here")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.num_workers=2")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict mask and depth for image pairs",
+        description="BG and FGBG are two files, two folders of files with matching names, or two globs.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--bg", required=True, help="background image, folder or glob")
+    p.add_argument("--fg-bg", required=True, help="composite image, folder or glob")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    """A one-line message; errors re-raised from DataLoader workers carry a traceback, keep its last line."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    if len(lines) > 1 and ": " in last and last.split(": ", 1)[0].endswith("Error"):
+        last = last.split(": ", 1)[1]  # "maskdepth.errors.DataError: msg" -> "msg"
+    return last
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script. Returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MaskDepthError as exc:
+        print(f"maskdepth: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            where = f": {exc.filename}" if exc.filename else ""
+            print(f"maskdepth: error: no space left on device{where}", file=sys.stderr)
+        else:
+            print(f"maskdepth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskdepth: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        # Flush before a possible os._exit in a DataLoader worker teardown.
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

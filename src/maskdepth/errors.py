@@ -1,0 +1,21 @@
+"""Errors the user can fix. The CLI prints their message on one line and exits non-zero.
+
+Every message names the thing at fault (a file, an archive entry, a config key) and, where
+there is one, what to do about it.
+"""
+
+
+class MaskDepthError(Exception):
+    """Base class: a problem with the user's input, not a bug in maskdepth."""
+
+
+class ConfigError(MaskDepthError):
+    """Unknown config key, wrong value type, or an invalid combination of settings."""
+
+
+class DataError(MaskDepthError):
+    """A dataset problem: missing or corrupt archive entry, bad pairing, wrong size or range."""
+
+
+class CheckpointError(MaskDepthError):
+    """A checkpoint that is missing, unreadable, or belongs to another architecture."""
