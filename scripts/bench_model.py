@@ -1,0 +1,191 @@
+"""python scripts/bench_model.py [--sizes 64 128 192] [--models maskdepth seed] [--device auto]
+
+Training-step and inference throughput (images/s) of MaskDepthNet and the seed network side by
+side, on random inputs, with the real losses (DiceBCELoss + DepthLoss) and an Adam step.
+
+Batch sizes: 32 at 64 px, 16 at 128 px, 8 at 192 px by default (smaller at the larger sizes to
+keep a CPU run to a few minutes; throughput is per image, so they remain comparable across
+models); `--batch N` uses N everywhere. Timing: `--warmup` untimed steps, then `--steps` timed
+ones; the figure is images / wall-clock seconds of the timed steps.
+
+CPU by default when no GPU is present (all cores torch sees; set `--threads`). On CUDA the
+defaults are AMP in bfloat16 and channels_last on, torch.compile off; toggle with
+`--amp/--no-amp`, `--channels-last/--no-channels-last`, `--compile/--no-compile` (the same
+flags work on the CPU, where AMP means CPU autocast in bfloat16).
+
+Prints one row per (size, model) and the speed-up of the first model over the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from maskdepth.losses import DepthLoss, DiceBCELoss
+from maskdepth.model import build_model, count_parameters
+
+DEFAULT_BATCH = {64: 32, 128: 16, 192: 8}
+
+
+@dataclass
+class Result:
+    model: str
+    size: int
+    batch: int
+    params: int
+    gflops: float  # forward, per image
+    train_ips: float
+    infer_ips: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def _batch(size: int, batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = {
+        "bg": torch.rand(batch, 3, size, size, generator=gen),
+        "fg_bg": torch.rand(batch, 3, size, size, generator=gen),
+        "mask": (torch.rand(batch, 1, size, size, generator=gen) > 0.7).float(),
+        "depth": torch.rand(batch, 1, size, size, generator=gen).clamp_min(0.01),
+    }
+    return {k: v.to(device).contiguous(memory_format=fmt) for k, v in images.items()}
+
+
+def _forward_gflops(model: torch.nn.Module, size: int, device: torch.device) -> float:
+    """Forward FLOPs per image (2 per multiply-add), counted by torch on one eval forward."""
+    model.eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x, x)
+    return counter.get_total_flops() / 1e9
+
+
+def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device: torch.device) -> Result:
+    model = build_model(name).to(device)
+    params = count_parameters(model)
+    gflops = _forward_gflops(model, size, device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if args.compile else model
+    data = _batch(size, batch, device, args.channels_last)
+    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train_step() -> None:
+        with _autocast(device, args.amp):
+            pred_mask_logits, pred_depth = step_model(data["bg"], data["fg_bg"])
+        loss = mask_loss(pred_mask_logits, data["mask"]) + depth_loss(pred_depth, data["depth"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), _autocast(device, args.amp):
+            step_model(data["bg"], data["fg_bg"])
+
+    def timed(step, train: bool) -> float:
+        model.train(train)
+        for _ in range(args.warmup):
+            step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _sync(device)
+        return args.steps * batch / (time.perf_counter() - start)
+
+    train_ips = timed(train_step, train=True)
+    infer_ips = timed(infer_step, train=False)
+    return Result(name, size, batch, params, gflops, train_ips, infer_ips)
+
+
+def format_table(results: list[Result], models: list[str]) -> str:
+    lines = [
+        f"{'size':>5} {'batch':>5} {'model':<10} {'params':>10} {'GFLOP/img':>10} {'train img/s':>12} {'infer img/s':>12}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r.size:>5} {r.batch:>5} {r.model:<10} {r.params:>10,} {r.gflops:>10.3f} "
+            f"{r.train_ips:>12.1f} {r.infer_ips:>12.1f}"
+        )
+    if len(models) >= 2:
+        fast, slow = models[0], models[1]
+        lines.append("")
+        lines.append(f"speed-up of {fast} over {slow} (throughput ratio)")
+        for size in sorted({r.size for r in results}):
+            by = {r.model: r for r in results if r.size == size}
+            if fast in by and slow in by:
+                lines.append(
+                    f"{size:>5} px  train x{by[fast].train_ips / by[slow].train_ips:.2f}  "
+                    f"infer x{by[fast].infer_ips / by[slow].infer_ips:.2f}"
+                )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["maskdepth", "seed"], help="first is compared to second")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 192])
+    parser.add_argument("--batch", type=int, default=None, help="batch at every size (default: 32/16/8 at 64/128/192)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="autocast in bfloat16 (default: on for CUDA, off for CPU)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels_last memory format (default: on for CUDA, off for CPU)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="torch.compile the model (default off; the first steps compile, raise --warmup)")
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_cuda = args.device.startswith("cuda")
+    args.amp = on_cuda if args.amp is None else args.amp
+    args.channels_last = on_cuda if args.channels_last is None else args.channels_last
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    print(
+        f"device {device} ({where}); torch {torch.__version__}; amp bf16={args.amp} "
+        f"channels_last={args.channels_last} compile={args.compile}; {args.warmup} warm-up + {args.steps} timed steps"
+    )
+    results = []
+    for size in args.sizes:
+        batch = args.batch or DEFAULT_BATCH.get(size, 8)
+        for name in args.models:
+            result = bench_one(name, size, batch, args, device)
+            print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, infer {result.infer_ips:.1f} img/s",
+                  flush=True)
+            results.append(result)
+    print()
+    print(format_table(results, args.models))
+
+
+if __name__ == "__main__":
+    main()

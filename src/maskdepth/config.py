@@ -1,0 +1,305 @@
+"""Typed run configuration: dataclasses, YAML load, `key=value` overrides, dump.
+
+    cfg = load_config("configs/quick.yaml", ["train.epochs=3", "data.size=64"])
+    save_config(cfg, "runs/quick/config.yaml")
+
+Every key is a dataclass field, so an unknown key or a value of the wrong type is caught
+before any work starts, with a one-line `ConfigError` that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import yaml
+
+from maskdepth.errors import ConfigError
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is read (see maskdepth.data.open_dataset)."""
+
+    path: str = ""  # a zip with its manifest, or a manifest.csv
+    size: int = 64  # side of the square images the model sees
+    num_workers: int = 0  # DataLoader worker processes
+    in_memory: bool = True  # load the zip into RAM (Colab) or memory-map it
+    split_mode: str = _choice("bg", "bg", "random")  # hold out whole backgrounds, or leak them
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test
+    split_seed: int = 0
+    augment: bool = False  # paired flip + colour jitter on the training split
+    skip_bad: bool = False  # skip undecodable samples (and count them) instead of stopping
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Options left at null take the model's own defaults."""
+
+    name: str = _choice("maskdepth", "maskdepth", "seed")
+    base_channels: int | None = None
+    num_stages: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options for `build_model`, without the ones left at null."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
+
+
+@dataclass
+class LossConfig:
+    """Weights of DiceBCELoss (mask) and DepthLoss (DenseDepth), and of the two tasks."""
+
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    w_depth: float = 0.1
+    w_ssim: float = 1.0
+    w_edge: float = 1.0
+    mask_weight: float = 1.0
+    depth_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop, checkpoints and what each epoch leaves behind."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = _choice("adamw", "adam", "adamw")
+    schedule: str = _choice("onecycle", "onecycle", "cosine", "constant")
+    warmup: float = 0.1  # fraction of all steps spent warming up
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    amp: str = _choice("auto", "auto", "bf16", "fp16", "fp32")  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model (CUDA)
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    on_nonfinite: str = _choice("stop", "stop", "skip")  # a NaN/inf loss stops the run or skips the batch
+    checkpoint_minutes: float = 10.0  # also save last.pt inside an epoch this often (0: only per epoch)
+    checkpoint_every: int = 0  # also save last.pt every N steps (0: off)
+    keep_last: int = 0  # also keep the last K per-epoch checkpoints as epoch_NNN.pt
+    best_metric: str = "val_iou"  # a metrics.csv column; loss/rmse/rel/log columns are minimised
+    num_samples: int = 8  # rows of the per-epoch sample grid
+    max_steps_per_epoch: int = 0  # cap the steps of an epoch (0: the whole split); for smoke tests
+
+
+@dataclass
+class Config:
+    """A whole run. `run_dir` holds everything the run writes (see design.md)."""
+
+    run_dir: str = "runs/quick"
+    seed: int = 0
+    resume: str = "auto"  # auto | never | path/to/checkpoint.pt
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# type checking of values
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` as type `tp`, or ConfigError naming `key`. ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, item_tp, key) for v in value]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_key(key: str, section: str, valid: Iterable[str]) -> ConfigError:
+    valid = sorted(valid)
+    where = f"in '{section}'" if section else "at the top level"
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+    hint = f" (did you mean '{(section + '.') if section else ''}{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; valid keys {where}: {', '.join(valid)}")
+
+
+def _set(obj: Any, key: str, value: Any, full_key: str | None = None) -> None:
+    """Set dotted `key` on the dataclass tree `obj`, type-checked."""
+    full_key = full_key or key
+    head, _, rest = key.partition(".")
+    fields = _fields(type(obj))
+    section = full_key[: len(full_key) - len(key)].rstrip(".")
+    if head not in fields:
+        raise _unknown_key(full_key, section, fields)
+    tp = _hints(type(obj))[head]
+    current = getattr(obj, head)
+    if dataclasses.is_dataclass(current):
+        if rest:
+            _set(current, rest, value, full_key)
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{full_key}' is a section; set its keys, e.g. {full_key}.{next(iter(_fields(type(current))))}=...")
+        for sub_key, sub_value in value.items():
+            _set(current, str(sub_key), sub_value, f"{full_key}.{sub_key}")
+        return
+    if rest:
+        raise _unknown_key(full_key, section, fields)
+    choices = fields[head].metadata.get("choices")
+    try:
+        value = _coerce(value, tp, full_key)
+    except ConfigError:
+        if not choices:
+            raise
+        value = None  # reported below with the choices
+    if choices and value not in choices:
+        raise ConfigError(f"config key '{full_key}' must be one of {', '.join(choices)}; got {value!r}")
+    setattr(obj, head, value)
+
+
+def _validate(cfg: Config) -> None:
+    checks = [
+        (cfg.data.size >= 16, "data.size", "must be at least 16"),
+        (cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (len(cfg.data.fractions) == 3 and all(f >= 0 for f in cfg.data.fractions) and sum(cfg.data.fractions) > 0,
+         "data.fractions", "must be three non-negative numbers (train, val, test)"),
+        (cfg.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (cfg.train.lr > 0, "train.lr", "must be > 0"),
+        (0 <= cfg.train.warmup < 1, "train.warmup", "must be in [0, 1)"),
+        (cfg.train.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 turns clipping off)"),
+        (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0"),
+        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
+        (cfg.train.keep_last >= 0, "train.keep_last", "must be >= 0"),
+        (cfg.train.num_samples >= 0, "train.num_samples", "must be >= 0"),
+        (cfg.train.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {message}; got {_get(cfg, key)!r}")
+    if not cfg.run_dir:
+        raise ConfigError("config key 'run_dir' must name a folder for the run's outputs")
+
+
+def _get(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', 0.001). The value is read as YAML (numbers, bools, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # A value YAML reads as a date or similar is meant as text.
+    if not isinstance(value, (str, int, float, bool, list, type(None))):
+        value = raw
+    return key.strip(), value
+
+
+def config_from_dict(
+    data: dict[str, Any], overrides: Iterable[str] = (), *, source: str | None = None
+) -> Config:
+    """A validated Config from a nested dict, then `key=value` overrides on top.
+
+    `source` (a file name) prefixes errors about keys that came from `data`.
+    """
+    cfg = Config()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source or 'a config'} must be a mapping of keys, got {type(data).__name__}")
+    try:
+        for key, value in data.items():
+            _set(cfg, str(key), value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(cfg, key, value)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults when `path` is None) and apply overrides."""
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return config_from_dict(data, overrides, source=str(path) if path is not None else None)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON/torch.load(weights_only=True) friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

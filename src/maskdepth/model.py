@@ -1,0 +1,327 @@
+"""Networks: MaskDepthNet (the default) and the seed baseline, built by `build_model()`.
+
+Both take the background and the composite and return the foreground mask as logits and a
+dense depth map:
+
+    pred_mask_logits, pred_depth = model(bg, fg_bg)
+
+    bg, fg_bg          float [B,3,H,W] RGB in [0, 1]; H and W multiples of `model.stride`
+    pred_mask_logits   float [B,1,H,W] logits (apply sigmoid for probabilities)
+    pred_depth         float [B,1,H,W] in [0, 1] (a sigmoid), larger = farther
+
+Inputs are normalised inside the model, `(x - input_mean) / input_std` per channel, with
+buffers that travel in the state_dict (defaults 0.5 / 0.25; `set_normalization()` sets the
+dataset's statistics), so a checkpoint carries everything needed to run it on raw images.
+
+MaskDepthNet (about 3.0M parameters with the defaults):
+- input: the normalised bg, fg_bg and their difference, 9 channels. The background is known,
+  so the difference marks the foreground almost by itself; the network mostly has to clean it
+  up (shadows, colours close to the background) and to reason about depth.
+- shared encoder: a stride-2 stem, then `num_stages` levels (widths base_channels * 2**i, at
+  1/2 ... 1/2**num_stages of the input), each a stride-2 conv and a residual block. Nothing
+  wide runs at full resolution: that is where the seed network spends its time.
+- two U-Net decoders (depth at the encoder's width, mask at half of it): bilinear upsampling,
+  concatenation of the skip, two conv3x3 + BN + ReLU per level, down to 1/2 resolution.
+- a light full-resolution head per output that sees the upsampled decoder features and the
+  raw 9 input channels, so mask edges stay as sharp as the difference image.
+
+Seed baseline (3,165,170 parameters): the network of the original solution, rebuilt from its
+layer list: two full-resolution stems (bg, fg_bg), two stride-2 residual stages, two decoders
+with transposed convolutions. Convolutions followed by BatchNorm have no bias; decoder
+convolutions (1x1, transposed, 3x3, final) have one. Its depth output also goes through a
+sigmoid so that both networks share one contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskdepth.errors import ConfigError
+
+MODEL_NAMES = ("maskdepth", "seed")
+
+
+class InputSizeError(ConfigError, ValueError):
+    """An input whose H or W is not a positive multiple of the network's stride."""
+
+
+def nearest_valid_sizes(size: int, stride: int) -> tuple[int, ...]:
+    """The multiples of `stride` just below and just above `size` (only positive ones)."""
+    below = (size // stride) * stride
+    above = below + stride
+    return tuple(s for s in (below, above) if s > 0)
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; a 1x1 conv + BN projection on the shortcut when shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, zero_init: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+        if zero_init:
+            # Each block starts as the identity: trains from scratch without warm-up tricks.
+            nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class _PairNet(nn.Module):
+    """Shared plumbing: input normalisation buffers and the input-size check."""
+
+    stride: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.full((3,), 0.5))
+        self.register_buffer("input_std", torch.full((3,), 0.25))
+
+    def set_normalization(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
+        """Set the per-channel mean and std (3 values each, std > 0) used to normalise inputs."""
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.numel() != 3 or std_t.numel() != 3:
+            raise ConfigError(
+                f"normalisation needs 3 values (R, G, B) for mean and std, got mean={list(mean_t.tolist())} "
+                f"std={list(std_t.tolist())}"
+            )
+        if not bool(torch.isfinite(mean_t).all()) or not bool((std_t > 0).all()):
+            raise ConfigError(f"normalisation std must be > 0 and values finite, got mean={mean_t.tolist()} std={std_t.tolist()}")
+        with torch.no_grad():
+            self.input_mean.copy_(mean_t)
+            self.input_std.copy_(std_t)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        mean = self.input_mean.to(x.dtype).view(1, 3, 1, 1)
+        std = self.input_std.to(x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def check_inputs(self, bg: Tensor, fg_bg: Tensor) -> None:
+        """Raise InputSizeError (a ConfigError) for inputs this network cannot take."""
+        if bg.dim() != 4 or bg.shape[1] != 3 or bg.shape != fg_bg.shape:
+            raise InputSizeError(
+                f"{type(self).__name__} expects bg and fg_bg of the same shape [B,3,H,W], "
+                f"got {tuple(bg.shape)} and {tuple(fg_bg.shape)}"
+            )
+        height, width = int(bg.shape[-2]), int(bg.shape[-1])
+        bad = [(name, s) for name, s in (("height", height), ("width", width)) if s % self.stride or s <= 0]
+        if bad:
+            hints = "; ".join(
+                f"{name} {s} -> use {' or '.join(map(str, nearest_valid_sizes(s, self.stride)))}" for name, s in bad
+            )
+            raise InputSizeError(
+                f"input size {height}x{width} is not a multiple of the network stride {self.stride} "
+                f"({hints}); resize the images (data.size) to a multiple of {self.stride}"
+            )
+
+
+class MaskDepthNet(_PairNet):
+    """Shared encoder over (bg, fg_bg, fg_bg - bg), a mask and a depth U-Net decoder.
+
+    Args:
+        base_channels: width of the first level; level i has base_channels * 2**i channels.
+        num_stages: number of stride-2 levels; the network's stride is 2**num_stages.
+
+    forward(bg, fg_bg): bg, fg_bg float [B,3,H,W] in [0,1], H and W multiples of `stride`.
+    Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1] via a sigmoid).
+    """
+
+    def __init__(self, base_channels: int = 32, num_stages: int = 4) -> None:
+        super().__init__()
+        if not isinstance(base_channels, int) or base_channels < 4 or base_channels % 2:
+            raise ConfigError(f"model.base_channels must be an even integer >= 4, got {base_channels!r}")
+        if not isinstance(num_stages, int) or not 2 <= num_stages <= 6:
+            raise ConfigError(f"model.num_stages must be an integer from 2 to 6, got {num_stages!r}")
+        self.base_channels = base_channels
+        self.num_stages = num_stages
+        self.stride = 2**num_stages
+        in_ch = 9  # bg, fg_bg, fg_bg - bg
+        widths = [base_channels * 2**i for i in range(num_stages)]
+
+        # Encoder level i runs at 1/2**(i+1) of the input.
+        self.stem = _conv_bn_relu(in_ch, widths[0], stride=2)
+        self.encoder = nn.ModuleList()
+        for i, width in enumerate(widths):
+            down = nn.Identity() if i == 0 else _conv_bn_relu(widths[i - 1], width, stride=2)
+            self.encoder.append(nn.Sequential(down, BasicBlock(width, width, zero_init=True)))
+
+        self.depth_decoder = _UNetDecoder(widths, widths)
+        self.mask_decoder = _UNetDecoder(widths, [w // 2 for w in widths])
+        head_ch = max(base_channels // 2, 8)
+        self.depth_head = _FullResHead(widths[0] + in_ch, head_ch)
+        self.mask_head = _FullResHead(widths[0] // 2 + in_ch, head_ch)
+
+    def forward(self, bg: Tensor, fg_bg: Tensor) -> tuple[Tensor, Tensor]:
+        self.check_inputs(bg, fg_bg)
+        bg_n = self._normalize(bg)
+        fg_n = self._normalize(fg_bg)
+        x = torch.cat([bg_n, fg_n, fg_n - bg_n], dim=1)  # [B,9,H,W]
+
+        skips = []
+        feat = self.stem(x)
+        for level in self.encoder:
+            feat = level(feat)
+            skips.append(feat)
+
+        pred_mask_logits = self.mask_head(self.mask_decoder(skips), x)
+        pred_depth = torch.sigmoid(self.depth_head(self.depth_decoder(skips), x))
+        return pred_mask_logits, pred_depth
+
+
+class _UNetDecoder(nn.Module):
+    """From the deepest skip up to 1/2 resolution: upsample, concat skip, two conv3x3+BN+ReLU."""
+
+    def __init__(self, enc_widths: Sequence[int], dec_widths: Sequence[int]) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList()
+        in_ch = enc_widths[-1]
+        for i in range(len(enc_widths) - 2, -1, -1):
+            self.levels.append(
+                nn.Sequential(
+                    _conv_bn_relu(in_ch + enc_widths[i], dec_widths[i]),
+                    _conv_bn_relu(dec_widths[i], dec_widths[i]),
+                )
+            )
+            in_ch = dec_widths[i]
+
+    def forward(self, skips: Sequence[Tensor]) -> Tensor:
+        x = skips[-1]
+        for level, skip in zip(self.levels, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = level(torch.cat([x, skip], dim=1))
+        return x
+
+
+class _FullResHead(nn.Module):
+    """Upsample 1/2-res features to full size, add the raw inputs, conv3x3+BN+ReLU, conv3x3 -> 1."""
+
+    def __init__(self, in_ch: int, mid_ch: int) -> None:
+        super().__init__()
+        self.refine = _conv_bn_relu(in_ch, mid_ch)
+        self.out = nn.Conv2d(mid_ch, 1, 3, padding=1)
+
+    def forward(self, feat: Tensor, x: Tensor) -> Tensor:
+        feat = F.interpolate(feat, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(self.refine(torch.cat([feat, x], dim=1)))
+
+
+class SeedNet(_PairNet):
+    """The seed solution's network (3,165,170 parameters), for comparison.
+
+    Encoder: per image a full-resolution stem (conv3x3 3->32 + BN + ReLU, two BasicBlocks of
+    32); the two are concatenated to 64 channels; then two stride-2 stages of two BasicBlocks
+    (64->128, 128->256). Decoders (mask 64 wide, depth 128 wide): 1x1 conv 256->f, two
+    up-stages of [ConvTranspose2d(k2, s2), concat skip (128, then 64), conv3x3+ReLU,
+    conv3x3+ReLU] halving the width, a final conv3x3 to 1. Stride 4.
+
+    forward(bg, fg_bg) -> (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1], sigmoid).
+    """
+
+    stride = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bg_stem = self._stem()
+        self.fg_stem = self._stem()
+        self.stage1 = nn.Sequential(BasicBlock(64, 128, stride=2), BasicBlock(128, 128))
+        self.stage2 = nn.Sequential(BasicBlock(128, 256, stride=2), BasicBlock(256, 256))
+        self.mask_decoder = _SeedDecoder(64)
+        self.depth_decoder = _SeedDecoder(128)
+
+    @staticmethod
+    def _stem() -> nn.Sequential:
+        return nn.Sequential(_conv_bn_relu(3, 32), BasicBlock(32, 32), BasicBlock(32, 32))
+
+    def forward(self, bg: Tensor, fg_bg: Tensor) -> tuple[Tensor, Tensor]:
+        self.check_inputs(bg, fg_bg)
+        full = torch.cat([self.bg_stem(self._normalize(bg)), self.fg_stem(self._normalize(fg_bg))], dim=1)
+        half = self.stage1(full)
+        quarter = self.stage2(half)
+        pred_mask_logits = self.mask_decoder(quarter, half, full)
+        pred_depth = torch.sigmoid(self.depth_decoder(quarter, half, full))
+        return pred_mask_logits, pred_depth
+
+
+class _SeedDecoder(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(256, width, 1)
+        self.up1 = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.conv1 = self._double_conv(width + 128, width // 2)
+        self.up2 = nn.ConvTranspose2d(width // 2, width // 2, 2, stride=2)
+        self.conv2 = self._double_conv(width // 2 + 64, width // 4)
+        self.out = nn.Conv2d(width // 4, 1, 3, padding=1)
+
+    @staticmethod
+    def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, quarter: Tensor, half: Tensor, full: Tensor) -> Tensor:
+        x = self.up1(self.reduce(quarter))
+        x = self.conv1(torch.cat([x, half], dim=1))
+        x = self.up2(x)
+        x = self.conv2(torch.cat([x, full], dim=1))
+        return self.out(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (buffers such as BN statistics excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
+    """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
+
+    Options of "maskdepth": base_channels (default 32), num_stages (default 4). "seed" takes
+    none. An option that is None is ignored (so a config can leave it unset). Unknown names or
+    options raise ConfigError naming the valid ones.
+    """
+    options = {key: value for key, value in options.items() if value is not None}
+    valid = {"maskdepth": ("base_channels", "num_stages"), "seed": ()}
+    if name not in valid:
+        raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    unknown = sorted(set(options) - set(valid[name]))
+    if unknown:
+        allowed = ", ".join(valid[name]) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; valid options: {allowed}")
+    if name == "seed":
+        return SeedNet()
+    return MaskDepthNet(**options)
+
+
+__all__ = [
+    "MODEL_NAMES",
+    "InputSizeError",
+    "MaskDepthNet",
+    "SeedNet",
+    "build_model",
+    "count_parameters",
+    "nearest_valid_sizes",
+]

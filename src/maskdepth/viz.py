@@ -1,0 +1,366 @@
+"""Pictures of a run: depth colour maps, per-epoch sample grids, training curves.
+
+    grid = save_sample_grid(run / "samples/epoch_001.png", bg, fg_bg, true_mask, pred_mask,
+                            true_depth, pred_depth, title="epoch 1")
+    save_curves(run / "metrics.csv", run / "curves.png")
+
+Colour conventions, fixed so that pictures of different epochs and runs compare:
+- depth: `DEPTH_CMAP` ("plasma_r") over [0, 1]: near (small depth) is bright yellow, far is dark
+  blue, the DenseDepth convention. Values outside [0, 1] are clipped.
+- depth error |pred - true|: `ERROR_CMAP` ("inferno") over [0, `ERROR_MAX`] = [0, 0.25]: black is
+  exact, bright is wrong by 0.25 or more.
+- masks: grayscale, 1 = white; the predicted mask column shows the probability.
+
+Only matplotlib's object API is used (`Figure` + `FigureCanvasAgg`): no pyplot, no global
+backend, so this works the same in a notebook, a headless server and a DataLoader worker.
+Files are written to a temp file in the target folder and renamed, so a reader (or a Drive sync)
+never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from maskdepth.errors import DataError
+
+DEPTH_CMAP = "plasma_r"
+ERROR_CMAP = "inferno"
+ERROR_MAX = 0.25
+
+GRID_COLUMNS = ("bg", "fg_bg", "true mask", "pred mask", "true depth", "pred depth", "depth error")
+
+_DPI = 100
+_MIN_CELL_PX = 128  # small inputs are upscaled by an integer factor to at least this, for crisp pixels
+
+
+def colorize_depth(
+    depth: Any, vmin: float = 0.0, vmax: float = 1.0, cmap: str = DEPTH_CMAP
+) -> np.ndarray:
+    """Map a depth image to RGB with a fixed range.
+
+    Args:
+        depth: [H, W] (or [1, H, W]) array or tensor; values are clipped to [vmin, vmax], NaN
+            shows as vmax (far).
+        vmin, vmax: the values shown as the two ends of the colour map (fixed, so epochs compare).
+        cmap: a matplotlib colour map name; the default "plasma_r" shows near as bright.
+
+    Returns:
+        uint8 [H, W, 3]; `vmin` gets the colour map's first colour, `vmax` its last.
+    """
+    if vmax <= vmin:
+        raise ValueError(f"vmax must be greater than vmin, got vmin={vmin}, vmax={vmax}")
+    values = _as_image(depth, "depth", channels=1)
+    scaled = (np.nan_to_num(values, nan=vmax) - vmin) / (vmax - vmin)
+    index = np.rint(np.clip(scaled, 0.0, 1.0) * 255).astype(np.intp)
+    lut = (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+    return lut[index]
+
+
+def save_sample_grid(
+    path: str | os.PathLike[str],
+    bg: Any,
+    fg_bg: Any,
+    true_mask: Any,
+    pred_mask: Any,
+    true_depth: Any,
+    pred_depth: Any,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG with one row per sample and the columns of `GRID_COLUMNS`.
+
+    Args:
+        path: the PNG to write (parent folders are created; written atomically).
+        bg, fg_bg: [N, 3, H, W] RGB in [0, 1] (tensors or arrays, any device/dtype).
+        true_mask: [N, 1, H, W] in {0, 1}; pred_mask: [N, 1, H, W] probabilities in [0, 1].
+        true_depth, pred_depth: [N, 1, H, W] in [0, 1], larger = farther.
+        title: an optional line above the grid (e.g. "epoch 3").
+
+    Each row is annotated with its IoU (mask thresholded at 0.5, an empty union scores 1) under
+    the predicted mask and its depth RMSE (pixels with true depth > 1e-3) under the predicted
+    depth. Depth and error use fixed ranges, shown by colour bars at the bottom.
+
+    Returns:
+        The path written.
+    """
+    images = {
+        "bg": _as_batch(bg, "bg", channels=3),
+        "fg_bg": _as_batch(fg_bg, "fg_bg", channels=3),
+        "true_mask": _as_batch(true_mask, "true_mask", channels=1),
+        "pred_mask": _as_batch(pred_mask, "pred_mask", channels=1),
+        "true_depth": _as_batch(true_depth, "true_depth", channels=1),
+        "pred_depth": _as_batch(pred_depth, "pred_depth", channels=1),
+    }
+    shapes = {name: a.shape[:3] for name, a in images.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"save_sample_grid needs the same N, H, W for every input, got {shapes}")
+    n, h, w = images["bg"].shape[:3]
+    if n == 0:
+        raise ValueError("save_sample_grid needs at least one sample, got N=0")
+
+    # Layout in pixels, so that every cell is an integer multiple of the image size and
+    # interpolation="nearest" gives crisp, undistorted pixels.
+    scale = max(1, math.ceil(_MIN_CELL_PX / min(h, w)))
+    cell_w, cell_h = w * scale, h * scale
+    gap, pad = 4, 6
+    title_h = 22 if title else 0
+    header_h = 18
+    note_h = 15  # per-row annotation line under the cells
+    bar_h, bar_note_h = 8, 18
+    bar_gap = 6
+    cols = len(GRID_COLUMNS)
+    width = 2 * pad + cols * cell_w + (cols - 1) * gap
+    height = pad + title_h + header_h + n * (cell_h + note_h) + (n - 1) * gap + bar_gap + bar_h + bar_note_h + pad
+
+    fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+
+    def box(x: float, y_top: float, bw: float, bh: float) -> list[float]:
+        """Figure-fraction rectangle of a box given in pixels from the top-left corner."""
+        return [x / width, 1.0 - (y_top + bh) / height, bw / width, bh / height]
+
+    def col_x(c: int) -> int:
+        return pad + c * (cell_w + gap)
+
+    font = 9 if cell_w >= 160 else 8
+    if title:
+        fig.text(pad / width, 1.0 - (pad + title_h / 2) / height, title,
+                 ha="left", va="center", fontsize=font + 2, weight="bold")
+    header_y = pad + title_h
+    for c, label in enumerate(GRID_COLUMNS):
+        fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (header_y + header_h / 2) / height,
+                 label, ha="center", va="center", fontsize=font + 1)
+
+    true_mask_b = images["true_mask"][..., 0] >= 0.5
+    pred_mask_b = images["pred_mask"][..., 0] >= 0.5
+    true_d = images["true_depth"][..., 0]
+    pred_d = images["pred_depth"][..., 0]
+    error = np.abs(np.clip(pred_d, 0.0, 1.0) - true_d)
+    ious = _iou(pred_mask_b, true_mask_b)
+    rmses = _rmse(pred_d, true_d)
+
+    for r in range(n):
+        y = header_y + header_h + r * (cell_h + note_h + gap)
+        cells = [
+            (images["bg"][r], {}),
+            (images["fg_bg"][r], {}),
+            (images["true_mask"][r, ..., 0], dict(cmap="gray", vmin=0.0, vmax=1.0)),
+            (images["pred_mask"][r, ..., 0], dict(cmap="gray", vmin=0.0, vmax=1.0)),
+            (true_d[r], dict(cmap=DEPTH_CMAP, vmin=0.0, vmax=1.0)),
+            (pred_d[r], dict(cmap=DEPTH_CMAP, vmin=0.0, vmax=1.0)),
+            (error[r], dict(cmap=ERROR_CMAP, vmin=0.0, vmax=ERROR_MAX)),
+        ]
+        for c, (img, style) in enumerate(cells):
+            ax = fig.add_axes(box(col_x(c), y, cell_w, cell_h))
+            ax.imshow(np.clip(img, 0.0, 1.0) if img.ndim == 3 else img,
+                      interpolation="nearest", **style)
+            ax.set_axis_off()
+        notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}", 6: f"mean {np.mean(error[r]):.4f}"}
+        for c, text in notes.items():
+            fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (y + cell_h + note_h / 2 + 1) / height,
+                     text, ha="center", va="center", fontsize=font - 1, color="#333333")
+
+    bar_y = height - pad - bar_note_h - bar_h
+    depth_bar = fig.add_axes(box(col_x(4), bar_y, 2 * cell_w + gap, bar_h))
+    fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), DEPTH_CMAP), cax=depth_bar,
+                 orientation="horizontal", ticks=[0.0, 0.5, 1.0])
+    depth_bar.set_xticklabels(["0 near", "0.5", "1 far"])
+    error_bar = fig.add_axes(box(col_x(6), bar_y, cell_w, bar_h))
+    fig.colorbar(ScalarMappable(Normalize(0.0, ERROR_MAX), ERROR_CMAP), cax=error_bar,
+                 orientation="horizontal", ticks=[0.0, ERROR_MAX / 2, ERROR_MAX])
+    error_bar.set_xticklabels(["0", f"{ERROR_MAX / 2:g}", f"\u2265{ERROR_MAX:g}"])
+    for bar in (depth_bar, error_bar):
+        bar.tick_params(labelsize=font - 1, length=2, pad=1)
+        labels = bar.get_xticklabels()
+        labels[0].set_horizontalalignment("left")  # keep the end labels inside the bar's width
+        labels[-1].set_horizontalalignment("right")
+    fig.text(pad / width, 1.0 - (bar_y + bar_h / 2) / height,
+             f"mask: IoU at p \u2265 0.5    depth: fixed range [0, 1]    error: |pred \u2212 true| clipped at {ERROR_MAX:g}",
+             ha="left", va="center", fontsize=font - 1, color="#333333")
+    return _write_figure(fig, path)
+
+
+# Panels of the curves figure: (title, [(column, label, colour, line style)], log-scale y).
+# A quantity keeps its colour across train and val; val is dashed.
+_CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...], bool], ...] = (
+    ("loss", (("train_loss", "train", "C0", "-"), ("val_loss", "val", "C0", "--")), False),
+    ("loss parts", (
+        ("train_mask_loss", "train mask", "C2", "-"), ("val_mask_loss", "val mask", "C2", "--"),
+        ("train_depth_loss", "train depth", "C3", "-"), ("val_depth_loss", "val depth", "C3", "--"),
+    ), False),
+    ("val mask", (("val_iou", "IoU", "C0", "-"), ("val_dice", "Dice", "C1", "-")), False),
+    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-")), False),
+    ("val depth accuracy", (
+        ("val_delta1", "\u03b4<1.25", "C0", "-"), ("val_delta2", "\u03b4<1.25\u00b2", "C1", "-"),
+        ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"),
+    ), False),
+    ("learning rate", (("lr", "lr", "C0", "-"),), True),
+)
+
+
+def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Plot a run's metrics.csv per epoch: losses (train vs val), IoU/Dice, RMSE/abs_rel, deltas, lr.
+
+    Tolerant of what the CSV holds: missing columns leave their curve out (a panel with none of
+    its columns says so), empty or non-numeric cells are gaps, and when an epoch appears more than
+    once (a resumed run that re-logged it) its last row wins. One epoch is drawn as points.
+
+    Args:
+        metrics_csv: the CSV, with a header row that has an `epoch` column.
+        path: the PNG to write (atomically).
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: the CSV is missing or has no `epoch` column.
+    """
+    epochs, columns = _read_metrics(Path(metrics_csv))
+    fig = Figure(figsize=(12, 6.4), dpi=_DPI, facecolor="white", layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
+    for ax, (name, curves, log_y) in zip(axes.flat, _CURVE_PANELS):
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        drawn = 0
+        for column, label, color, style in curves:
+            values = columns.get(column)
+            if values is None or np.all(np.isnan(values)):
+                continue
+            last = values[~np.isnan(values)][-1]
+            ax.plot(epochs, values, linestyle=style, color=color, marker="o", markersize=3,
+                    label=f"{label} {last:.3g}")
+            drawn += 1
+            if log_y and np.all(values[~np.isnan(values)] > 0):
+                ax.set_yscale("log")
+        if drawn:
+            ax.legend(fontsize=8, title="last epoch", title_fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=9, color="gray")
+        if len(epochs):
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # also gives one epoch a sane axis
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    run_name = Path(metrics_csv).resolve().parent.name
+    fig.suptitle(f"{run_name}: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}", fontsize=11)
+    return _write_figure(fig, path)
+
+
+def _read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Epochs (sorted, unique) and every other numeric column aligned to them (NaN = missing)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except FileNotFoundError:
+        raise DataError(f"{path}: metrics file not found") from None
+    if "epoch" not in header:
+        raise DataError(f"{path}: no 'epoch' column in the header (found: {', '.join(header) or 'nothing'})")
+    by_epoch: dict[float, dict[str, str]] = {}
+    for row in rows:
+        epoch = _to_float(row.get("epoch"))
+        if not math.isnan(epoch):
+            by_epoch[epoch] = row  # a later row for the same epoch wins
+    epochs = np.array(sorted(by_epoch), dtype=np.float64)
+    columns = {
+        name: np.array([_to_float(by_epoch[e].get(name)) for e in epochs], dtype=np.float64)
+        for name in header
+        if name and name != "epoch"
+    }
+    return epochs, columns
+
+
+def _to_float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-image IoU of bool [N, H, W] masks; an empty union scores 1 (design.md)."""
+    inter = np.logical_and(pred, true).sum(axis=(1, 2))
+    union = np.logical_or(pred, true).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def _rmse(pred: np.ndarray, true: np.ndarray, min_depth: float = 1e-3) -> np.ndarray:
+    """Per-image depth RMSE of [N, H, W] over true > min_depth, pred clamped to [min_depth, 1]."""
+    valid = true > min_depth
+    sq = np.where(valid, (np.clip(pred, min_depth, 1.0) - true) ** 2, 0.0)
+    count = valid.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(sq.sum(axis=(1, 2)) / count)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A float32 numpy copy of an array or tensor (detached, on CPU, any dtype incl. bf16)."""
+    if hasattr(x, "detach"):
+        x = x.detach().to("cpu").float().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _as_batch(x: Any, name: str, channels: int) -> np.ndarray:
+    """[N, C, H, W] (or [N, H, W] when channels == 1) -> [N, H, W, C] float32."""
+    a = _to_numpy(x)
+    if channels == 1 and a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[1] != channels:
+        want = f"[N, {channels}, H, W]" + (" or [N, H, W]" if channels == 1 else "")
+        raise ValueError(f"{name} must have shape {want}, got {list(a.shape)}")
+    return a.transpose(0, 2, 3, 1)
+
+
+def _as_image(x: Any, name: str, channels: int) -> np.ndarray:
+    """[H, W] or [1, H, W] -> [H, W] float32."""
+    a = _to_numpy(x)
+    if a.ndim == 3 and a.shape[0] == channels == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must have shape [H, W] or [1, H, W], got {list(a.shape)}")
+    return a
+
+
+def _write_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render `fig` to PNG and put it at `path` atomically (temp file in the same folder, fsync, rename)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor=fig.get_facecolor())
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+
+    The temp file lives in the target folder (a rename across file systems is not atomic) and is
+    fsynced before the rename, since the folder may be a network mount such as Google Drive.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
