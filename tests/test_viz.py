@@ -14,9 +14,7 @@ from PIL import Image
 from maskdepth.errors import DataError
 from maskdepth.viz import (
     DEPTH_CMAP,
-    _iou,
     _read_metrics,
-    _rmse,
     colorize_depth,
     save_curves,
     save_sample_grid,
@@ -129,17 +127,14 @@ def test_sample_grid_replaces_atomically_and_accepts_odd_tensors(tmp_path) -> No
     assert [p.name for p in target.parent.iterdir()] == ["epoch_001.png"]  # no temp file left
 
 
-def test_row_annotations_are_the_design_md_metrics() -> None:
-    true = np.zeros((3, 2, 2), dtype=bool)
-    pred = np.zeros((3, 2, 2), dtype=bool)
-    true[0, 0, :] = True  # 2 pixels
-    pred[0, :, 0] = True  # 2 pixels, 1 shared: IoU = 1 / 3
-    pred[1, 0, 0] = True  # nothing to find, one false positive: IoU = 0
-    np.testing.assert_allclose(_iou(pred, true), [1 / 3, 0.0, 1.0])  # empty union scores 1
-
-    true_d = np.array([[[0.5, 0.5], [0.0, 1.0]]])  # the 0 pixel is invalid
-    pred_d = np.array([[[0.6, 0.3], [0.9, 1.5]]])  # 1.5 is clamped to 1
-    np.testing.assert_allclose(_rmse(pred_d, true_d), [np.sqrt((0.01 + 0.04 + 0.0) / 3)])
+def test_sample_grid_draws_degenerate_rows(tmp_path) -> None:
+    # No valid depth pixel (RMSE is NaN), empty masks, predictions outside [0, 1].
+    bg, fg_bg, true_mask, pred_mask, true_depth, pred_depth = _batch(2, 32)
+    true_depth[0] = 0.0
+    true_mask[1] = 0.0
+    pred_depth[1] = 1.5
+    path = save_sample_grid(tmp_path / "g.png", bg, fg_bg, true_mask, pred_mask * 0, true_depth, pred_depth)
+    assert Image.open(path).size[0] >= 7 * 128
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
@@ -36,6 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from maskdepth.errors import DataError
+from maskdepth.metrics import depth_metrics, mask_metrics
 
 DEPTH_CMAP = "plasma_r"
 ERROR_CMAP = "inferno"
@@ -90,9 +92,8 @@ def save_sample_grid(
         true_depth, pred_depth: [N, 1, H, W] in [0, 1], larger = farther.
         title: an optional line above the grid (e.g. "epoch 3").
 
-    Each row is annotated with its IoU (mask thresholded at 0.5, an empty union scores 1) under
-    the predicted mask and its depth RMSE (pixels with true depth > 1e-3) under the predicted
-    depth. Depth and error use fixed ranges, shown by colour bars at the bottom.
+    Each row is annotated with its IoU under the predicted mask and its depth RMSE under the
+    predicted depth (`maskdepth.metrics` definitions), and the mean error under the error map. Depth and error use fixed ranges, shown by colour bars at the bottom.
 
     Returns:
         The path written.
@@ -145,13 +146,12 @@ def save_sample_grid(
         fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (header_y + header_h / 2) / height,
                  label, ha="center", va="center", fontsize=font + 1)
 
-    true_mask_b = images["true_mask"][..., 0] >= 0.5
-    pred_mask_b = images["pred_mask"][..., 0] >= 0.5
     true_d = images["true_depth"][..., 0]
     pred_d = images["pred_depth"][..., 0]
     error = np.abs(np.clip(pred_d, 0.0, 1.0) - true_d)
-    ious = _iou(pred_mask_b, true_mask_b)
-    rmses = _rmse(pred_d, true_d)
+    ious = mask_metrics(torch.from_numpy(images["pred_mask"]), torch.from_numpy(images["true_mask"]),
+                        reduction="none")["iou"].tolist()
+    rmses = depth_metrics(torch.from_numpy(pred_d), torch.from_numpy(true_d), reduction="none")["rmse"].tolist()
 
     for r in range(n):
         y = header_y + header_h + r * (cell_h + note_h + gap)
@@ -169,7 +169,8 @@ def save_sample_grid(
             ax.imshow(np.clip(img, 0.0, 1.0) if img.ndim == 3 else img,
                       interpolation="nearest", **style)
             ax.set_axis_off()
-        notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}", 6: f"mean {np.mean(error[r]):.4f}"}
+        notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}" if np.isfinite(rmses[r]) else "RMSE n/a",
+                 6: f"mean {np.mean(error[r]):.4f}"}
         for c, text in notes.items():
             fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (y + cell_h + note_h / 2 + 1) / height,
                      text, ha="center", va="center", fontsize=font - 1, color="#333333")
@@ -292,22 +293,6 @@ def _to_float(text: str | None) -> float:
         return float(text) if text not in (None, "") else math.nan
     except ValueError:
         return math.nan
-
-
-def _iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Per-image IoU of bool [N, H, W] masks; an empty union scores 1 (design.md)."""
-    inter = np.logical_and(pred, true).sum(axis=(1, 2))
-    union = np.logical_or(pred, true).sum(axis=(1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def _rmse(pred: np.ndarray, true: np.ndarray, min_depth: float = 1e-3) -> np.ndarray:
-    """Per-image depth RMSE of [N, H, W] over true > min_depth, pred clamped to [min_depth, 1]."""
-    valid = true > min_depth
-    sq = np.where(valid, (np.clip(pred, min_depth, 1.0) - true) ** 2, 0.0)
-    count = valid.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(sq.sum(axis=(1, 2)) / count)
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -1,0 +1,318 @@
+"""Small helpers for notebooks/train_colab.ipynb: data on local disk, resume status, run pictures.
+
+    data_zip = copy_once(DRIVE_DIR / "s15.zip", "/content/data")     # once per runtime
+    print(resume_message(run_dir, epochs=8))                          # where fit() will start
+    show_grid(run_dir)                                                # the latest samples/epoch_NNN.png
+    bg, fg_bg = extract_pair(data_zip, "/content/pair", split_json=run_dir / "split.json")
+
+Nothing here trains: the notebook calls `maskdepth.config.load_config` and `maskdepth.train.fit`
+like the command line does. Nothing here knows about Google Drive either: the notebook passes
+the paths. The `show_*` functions display in a notebook (IPython); torch is imported only by
+`resume_message`, to read a checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+from maskdepth.errors import DataError
+
+# metrics.csv columns shown by `metrics_table` unless asked for others
+TABLE_COLUMNS = (
+    "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_rmse", "val_abs_rel", "val_delta1", "lr", "seconds",
+)
+_CHUNK = 16 << 20  # bytes per read when copying; large reads are what a FUSE mount is fast at
+
+
+def copy_once(src: str | os.PathLike[str], dst_dir: str | os.PathLike[str], *, progress: bool = True) -> Path:
+    """Copy `src` into `dst_dir` unless a copy of the same size is already there; return the copy.
+
+    Meant for a dataset zip on the Drive mount: read once with large sequential reads, then
+    used from local disk. The copy goes to a `.partial` file that is renamed when complete, so
+    a copy interrupted by a disconnect is never mistaken for a whole one.
+    """
+    src, dst_dir = Path(src), Path(dst_dir)
+    if not src.is_file():
+        raise DataError(f"{src} not found; check the path (on Colab, is Drive mounted and the file in MyDrive?)")
+    dst = dst_dir / src.name
+    size = src.stat().st_size
+    if dst.is_file() and dst.stat().st_size == size:
+        return dst
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(dst.name + ".partial")
+    from tqdm.auto import tqdm
+
+    with open(src, "rb") as fin, open(partial, "wb") as fout, tqdm(
+        total=size, unit="B", unit_scale=True, desc=f"copy {src.name}", disable=not progress
+    ) as bar:
+        while chunk := fin.read(_CHUNK):
+            fout.write(chunk)
+            bar.update(len(chunk))
+    os.replace(partial, dst)
+    return dst
+
+
+def synthetic_once(
+    folder: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Path:
+    """A synthetic dataset zip in `folder`, generated only if neither it nor a cached copy exists.
+
+    `options` go to `maskdepth.data.synthetic.make_dataset` (size, num_bg, num_fg, per_pair,
+    seed, workers, ...); the file name spells out the ones that change the data, e.g.
+    `synthetic_64px_100bg_100fg_2pp_seed0.zip`, so other settings give another file. With
+    `cache_dir` (a Drive folder) a newly generated archive is also copied there, and a later
+    runtime copies it back instead of generating it again.
+    """
+    import inspect
+
+    from maskdepth.data.synthetic import make_dataset
+
+    defaults = {k: p.default for k, p in inspect.signature(make_dataset).parameters.items()}
+    o = {**defaults, **options}
+    name = f"synthetic_{o['size']}px_{o['num_bg']}bg_{o['num_fg']}fg_{o['per_pair']}pp_seed{o['seed']}"
+    if o.get("image_format", "jpg") != "jpg":
+        name += f"_{o['image_format']}"
+    path = Path(folder) / f"{name}.zip"
+    if path.is_file():
+        return path
+    cached = Path(cache_dir) / path.name if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        return copy_once(cached, path.parent, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = make_dataset(path, progress=progress, **options)
+    if progress and hasattr(summary, "format"):
+        print(summary.format())
+    if cached is not None:
+        copy_once(path, cached.parent, progress=progress)
+    return path
+
+
+def resume_message(run_dir: str | os.PathLike[str], epochs: int | None = None) -> str:
+    """One line saying where training of `run_dir` starts: fresh, or from its checkpoints/last.pt.
+
+    Reads the checkpoint itself (epoch, position inside the epoch, step), so it tells the truth
+    even when the runtime dropped in the middle of an epoch. `epochs` is the run's target.
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return f"{run_dir}: no checkpoints/last.pt yet, training starts at epoch 1"
+    from maskdepth.checkpoint import load_checkpoint
+
+    state = load_checkpoint(last)
+    done, batch, step = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0)), int(state.get("step", 0))
+    age = _age(time.time() - last.stat().st_mtime)
+    head = f"{last} (written {age} ago): {done} epoch{'s' if done != 1 else ''} done"
+    if batch:
+        head += f" and {batch} batches of epoch {done + 1}"
+    if epochs is not None and done >= epochs:
+        return f"{head}, step {step}; the run has all {epochs} epochs: raise EPOCHS to train longer"
+    where = f"epoch {done + 1}, batch {batch + 1}" if batch else f"epoch {done + 1}"
+    return f"{head}, step {step}; training resumes at {where}"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def sample_grids(run_dir: str | os.PathLike[str]) -> dict[int, Path]:
+    """{epoch: path} of the run's samples/epoch_NNN.png, in epoch order (empty if none yet)."""
+    grids = {}
+    for path in Path(run_dir, "samples").glob("epoch_*.png"):
+        match = re.fullmatch(r"epoch_(\d+)\.png", path.name)
+        if match:
+            grids[int(match.group(1))] = path
+    return dict(sorted(grids.items()))
+
+
+def metrics_table(metrics_csv: str | os.PathLike[str], columns: Sequence[str] | None = None) -> str:
+    """metrics.csv as an aligned text table (for when pandas is not installed).
+
+    `columns` defaults to the main figures (`TABLE_COLUMNS`) that the file has; numbers are
+    shown with 4 significant digits.
+    """
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise DataError(f"{path} not found; it is written after the first epoch")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = list(reader)
+    if columns is None:
+        columns = [c for c in TABLE_COLUMNS if c in header] or header
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path} has no column {', '.join(missing)}; it has {', '.join(header)}")
+    cells = [list(columns)] + [[_short(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _short(text: str | None) -> str:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return text or ""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def extract_pair(
+    archive: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    split_json: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    index: int = 0,
+) -> tuple[Path, Path]:
+    """Write one (bg, fg_bg) pair of a dataset archive to files; return their paths.
+
+    The pair is row `index` of the archive's manifest.csv, counted among the rows whose bg_id is
+    in `split` of a run's split.json (when given), so the pair was not trained on. Files:
+    `out_dir/bg/<name>` and `out_dir/fg_bg/<name>`, `<name>` the fg_bg entry's file name with
+    the bg's extension for the bg (so both also pair up as folders for `predict_pairs`).
+    """
+    archive, out_dir = Path(archive), Path(out_dir)
+    if not archive.is_file():
+        raise DataError(f"{archive} not found")
+    wanted: set[str] | None = None
+    if split_json is not None:
+        splits = json.loads(Path(split_json).read_text())
+        if split not in splits:
+            raise DataError(f"{split_json} has no split {split!r}; it has {', '.join(splits)}")
+        wanted = set(splits[split])
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                manifest = zf.read("manifest.csv").decode("utf-8")
+            except KeyError:
+                raise DataError(f"{archive} has no manifest.csv; build one with `maskdepth index`") from None
+            rows = [r for r in csv.DictReader(io.StringIO(manifest)) if wanted is None or r.get("bg_id") in wanted]
+            if not rows:
+                where = f" with a bg_id of the {split!r} split in {split_json}" if wanted is not None else ""
+                raise DataError(f"{archive}: manifest.csv has no rows{where}")
+            row = rows[index % len(rows)]
+            fg_name = PurePosixPath(row["fg_bg"]).name
+            bg_name = PurePosixPath(fg_name).stem + PurePosixPath(row["bg"]).suffix
+            paths = []
+            for entry, target in ((row["bg"], out_dir / "bg" / bg_name), (row["fg_bg"], out_dir / "fg_bg" / fg_name)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with zf.open(entry) as fin, open(target, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                except KeyError:
+                    raise DataError(f"{archive}: manifest.csv names entry {entry!r}, which the archive lacks") from None
+                paths.append(target)
+    except zipfile.BadZipFile:
+        raise DataError(f"{archive} is not a zip archive") from None
+    return paths[0], paths[1]
+
+
+# --------------------------------------------------------------------------------------------
+# display in a notebook
+
+
+def show_image(path: str | os.PathLike[str]) -> None:
+    """Display a PNG/JPEG file in the notebook."""
+    from IPython.display import Image, display
+
+    display(Image(filename=str(path)))
+
+
+def show_grid(run_dir: str | os.PathLike[str], epoch: int | None = None) -> None:
+    """Display the sample grid of `epoch` (None: the latest) of the run in `run_dir`."""
+    grids = sample_grids(run_dir)
+    if not grids:
+        raise DataError(f"{Path(run_dir, 'samples')} has no epoch_NNN.png yet; one is written at the end of each epoch")
+    epoch = max(grids) if epoch is None else int(epoch)
+    if epoch not in grids:
+        raise DataError(f"no sample grid for epoch {epoch} in {Path(run_dir, 'samples')}; epochs there: {_epochs(grids)}")
+    print(f"epoch {epoch} (grids of epochs {_epochs(grids)})")
+    show_image(grids[epoch])
+
+
+def _epochs(grids: dict[int, Path]) -> str:
+    epochs = list(grids)
+    contiguous = epochs == list(range(epochs[0], epochs[-1] + 1))
+    return f"{epochs[0]}-{epochs[-1]}" if contiguous and len(epochs) > 2 else ", ".join(map(str, epochs))
+
+
+def pick_grid(run_dir: str | os.PathLike[str], epoch: int | None = None) -> None:
+    """A slider over the run's epochs when ipywidgets is installed (as on Colab) and `epoch` is None;
+    otherwise the grid of `epoch` (None: the latest)."""
+    try:
+        import ipywidgets
+    except ImportError:
+        ipywidgets = None
+    if ipywidgets is None or epoch is not None:
+        if ipywidgets is None and epoch is None:
+            print("(no ipywidgets here: set the epoch number in this cell and run it again to see another epoch)")
+        show_grid(run_dir, epoch)
+        return
+    grids = sample_grids(run_dir)
+    if not grids:
+        show_grid(run_dir)  # raises the explanation
+    slider = ipywidgets.SelectionSlider(options=list(grids), value=max(grids), description="epoch", continuous_update=False)
+    ipywidgets.interact(lambda epoch: show_grid(run_dir, epoch), epoch=slider)
+
+
+def show_metrics(metrics_csv: str | os.PathLike[str]) -> None:
+    """Display metrics.csv: a pandas table when pandas is installed (as on Colab), else aligned text."""
+    try:
+        import pandas as pd
+    except ImportError:
+        print(metrics_table(metrics_csv))
+        return
+    from IPython.display import display
+
+    if not Path(metrics_csv).is_file():
+        raise DataError(f"{metrics_csv} not found; it is written after the first epoch")
+    display(pd.read_csv(metrics_csv).set_index("epoch"))
+
+
+def show_images(paths: Sequence[str | os.PathLike[str]], *, height: float = 2.6) -> None:
+    """Display image files side by side, titled by file name (with its folder where two names are
+    the same); 16-bit depth PNGs are scaled to [0, 1]."""
+    import numpy as np
+    from IPython.display import Image, display
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image as PILImage
+
+    paths = [Path(p) for p in paths]
+    names = [p.name for p in paths]
+    titles = [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+    fig = Figure(figsize=(height * len(paths), height + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, path, title in zip(fig.subplots(1, len(paths), squeeze=False)[0], paths, titles):
+        with PILImage.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I"):
+                pixels = np.asarray(im, dtype=np.float32) / 65535.0
+            else:
+                pixels = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
+        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1 if pixels.dtype != np.uint8 else 255)
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    display(Image(data=buffer.getvalue(), format="png"))

@@ -1,0 +1,45 @@
+"""Datasets: zip archives read from RAM, manifests that pair their entries, tensors and splits.
+
+    from maskdepth.data import open_dataset, collate
+    train = open_dataset("data.zip", size=64, split="train")
+
+Modules: `archive` (zip index and entry bytes), `manifest` (pairing, `build_manifest` for the
+original layout), `images` (decoding), `dataset` (`open_dataset`, `collate`, splits), `check`
+(`check_data`), `synthetic` (`make_dataset`). The names below are imported on first use, so
+`import maskdepth.data.synthetic` does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "open_dataset": "maskdepth.data.dataset",
+    "collate": "maskdepth.data.dataset",
+    "MaskDepthDataset": "maskdepth.data.dataset",
+    "split_backgrounds": "maskdepth.data.dataset",
+    "read_image_file": "maskdepth.data.images",
+    "check_data": "maskdepth.data.check",
+    "CheckReport": "maskdepth.data.check",
+    "build_manifest": "maskdepth.data.manifest",
+    "IndexReport": "maskdepth.data.manifest",
+    "load_manifest": "maskdepth.data.manifest",
+    "ZipArchive": "maskdepth.data.archive",
+    "make_dataset": "maskdepth.data.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'maskdepth.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

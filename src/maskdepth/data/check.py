@@ -1,0 +1,255 @@
+"""`maskdepth check-data`: decode every entry of a dataset, check pairing, sizes and values, and
+compute the statistics that the original authors computed in a separate notebook.
+
+A problem is anything that would make training fail on a sample (a missing, corrupt, wrongly
+sized or out-of-range entry, an unreadable manifest); each one is named by archive and entry.
+Notes are things worth knowing that do not break training (image entries no sample uses, an
+fg_bg listed in two rows, empty masks).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from maskdepth.data.images import ImageError, decode_depth, decode_mask, decode_rgb
+from maskdepth.data.manifest import INFO_NAME, MANIFEST_NAME, ROLES, IMAGE_EXTENSIONS, Manifest, load_manifest
+from maskdepth.errors import DataError
+
+FG_BG, BG, MASK, DEPTH = range(4)
+_LISTED_NOTES = 10
+
+
+class _Moments:
+    """Per-channel running sums in float64, for a mean and std over many images."""
+
+    def __init__(self, channels: int) -> None:
+        self.total = np.zeros(channels)
+        self.squares = np.zeros(channels)
+        self.pixels = 0
+
+    def add(self, image: np.ndarray) -> None:
+        x = image.reshape(-1, self.total.shape[0]).astype(np.float64)
+        self.total += x.sum(0)
+        self.squares += np.square(x).sum(0)
+        self.pixels += x.shape[0]
+
+    def merge(self, other: "_Moments") -> "_Moments":
+        out = _Moments(len(self.total))
+        out.total, out.squares, out.pixels = self.total + other.total, self.squares + other.squares, self.pixels + other.pixels
+        return out
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        if not self.pixels:
+            return [], []
+        mean = self.total / self.pixels
+        std = np.sqrt(np.maximum(self.squares / self.pixels - mean**2, 0))
+        return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+@dataclass
+class CheckReport:
+    """Outcome of `check_data`: `.ok`, `.problems` (one line each, archive and entry named),
+    `.notes`, and `.stats` {dataset path: statistics dict}."""
+
+    paths: list[str]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = []
+        for path, s in self.stats.items():
+            lines.append(f"{path}:")
+            checked = f"{s['checked']} of {s['samples']} checked" if s["checked"] != s["samples"] else "all checked"
+            lines.append(
+                f"  samples {s['samples']} ({checked}), backgrounds {s['backgrounds']}, "
+                f"foregrounds {s['foregrounds']}, archives {', '.join(s['archives'])}"
+            )
+            if s.get("image_size"):
+                lines.append(f"  image size {s['image_size'][0]}x{s['image_size'][1]} px")
+            for key in ("fg_bg", "bg", "fg_bg+bg"):
+                if s.get(f"{key}_mean"):
+                    lines.append(f"  {key:9s} mean {_fmt(s[f'{key}_mean'])}  std {_fmt(s[f'{key}_std'])}  (RGB, 0-1)")
+            cov = s.get("mask_coverage")
+            if cov:
+                lines.append(
+                    f"  mask coverage mean {100 * cov['mean']:.2f}%  min {100 * cov['min']:.2f}%  "
+                    f"max {100 * cov['max']:.2f}%  (empty masks: {cov['empty']})"
+                )
+            depth = s.get("depth")
+            if depth:
+                lines.append(
+                    f"  depth min {depth['min']:.4f}  max {depth['max']:.4f}  mean {depth['mean']:.4f}  "
+                    f"std {depth['std']:.4f}  (0-1, larger = farther; zero pixels {100 * depth['zero_fraction']:.3f}%)"
+                )
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        if self.ok:
+            lines.append("OK: no problems found.")
+        else:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines.extend(f"  {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
+
+
+def check_data(
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    *,
+    size: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> CheckReport:
+    """Decode every entry of each dataset (a zip with manifest, or a manifest CSV) and check it.
+
+    Args:
+        paths: one or several datasets.
+        size: the expected stored image side; default dataset.json's "size", else the size of
+            the first background decoded.
+        limit: check only the first `limit` samples of each dataset.
+        progress: show a tqdm bar.
+
+    Returns:
+        CheckReport; it never raises for a problem in the data (each one is listed instead).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    report = CheckReport(paths=[os.fspath(p) for p in paths])
+    for path in report.paths:
+        try:
+            manifest = load_manifest(path, in_memory=False, list_missing=None)
+        except DataError as exc:
+            report.problems.append(str(exc))
+            continue
+        _check_one(manifest, path, size, limit, progress, report)
+    return report
+
+
+def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool, report: CheckReport) -> None:
+    from tqdm import tqdm
+
+    problems = report.problems
+    problems.extend(manifest.missing)
+    n = len(manifest)
+    count = n if limit is None else max(0, min(n, int(limit)))
+    stored = manifest.info.get("size") if size is None else size
+    expected = (int(stored), int(stored)) if isinstance(stored, (int, float)) else None
+    reference = f"{size} (--size)" if size is not None else f"{stored} ({INFO_NAME})"
+
+    moments = {"fg_bg": _Moments(3), "bg": _Moments(3)}
+    depth_moments = _Moments(1)
+    depth_min, depth_max, depth_zero, depth_pixels = np.inf, -np.inf, 0, 0
+    coverage = []
+    bg_seen: dict[tuple[int, int], tuple[int, int] | None] = {}
+
+    def decode(decoder, role: int, row: int):
+        try:
+            return decoder(manifest.read(role, row), None)
+        except ImageError as exc:
+            problems.append(f"{manifest.where(role, row)}: {exc}")
+        except DataError as exc:
+            problems.append(str(exc))
+        return None
+
+    def check_size(role: int, row: int, got: tuple[int, int]) -> None:
+        nonlocal expected, reference
+        if expected is None:  # no --size, no dataset.json: the first image sets the size
+            expected, reference = got, f"{got[0]}x{got[1]} (the first background, {manifest.where(role, row)})"
+        if got != expected:
+            problems.append(
+                f"{manifest.where(role, row)}: image is {got[0]}x{got[1]} px, expected {expected[0]}x{expected[1]} "
+                f"from {reference}"
+            )
+
+    for row in tqdm(range(count), desc=f"check {os.path.basename(path)}", unit="sample", disable=not progress):
+        if manifest.entries[BG, row] >= 0:
+            key = (int(manifest.archive_ids[BG, row]), int(manifest.entries[BG, row]))
+            if key not in bg_seen:
+                result = decode(decode_rgb, BG, row)
+                bg_seen[key] = None
+                if result is not None:
+                    check_size(BG, row, result[1])
+                    moments["bg"].add(result[0] / 255.0)
+        for role, decoder in ((FG_BG, decode_rgb), (MASK, decode_mask), (DEPTH, decode_depth)):
+            if manifest.entries[role, row] < 0:
+                continue  # already listed as missing
+            result = decode(decoder, role, row)
+            if result is None:
+                continue
+            image, got = result
+            check_size(role, row, got)
+            if role == FG_BG:
+                moments["fg_bg"].add(image / 255.0)
+            elif role == MASK:
+                coverage.append(float(image.mean()))
+            else:
+                valid = image[image > 0]
+                depth_zero += image.size - valid.size
+                depth_pixels += image.size
+                depth_moments.add(valid)
+                depth_min, depth_max = min(depth_min, float(valid.min())), max(depth_max, float(valid.max()))
+
+    stats: dict = {
+        "samples": n,
+        "checked": count,
+        "backgrounds": len(set(manifest.bg_code[:count].tolist())),
+        "foregrounds": len(set(manifest.fg_code[:count].tolist())),
+        "archives": [f"{a.path} ({len(a)} entries)" for a in manifest.archives],
+        "image_size": list(expected) if expected else None,
+    }
+    for key, m in list(moments.items()) + [("fg_bg+bg", moments["fg_bg"].merge(moments["bg"]))]:
+        stats[f"{key}_mean"], stats[f"{key}_std"] = m.mean_std()
+    if coverage:
+        cov = np.asarray(coverage)
+        stats["mask_coverage"] = {"mean": float(cov.mean()), "min": float(cov.min()), "max": float(cov.max()), "empty": int((cov == 0).sum())}
+        if (cov == 0).any():
+            report.notes.append(f"{path}: {int((cov == 0).sum())} sample(s) have an empty mask")
+    if depth_pixels:
+        mean, std = depth_moments.mean_std()
+        stats["depth"] = {
+            "min": depth_min if depth_moments.pixels else 0.0,
+            "max": depth_max if depth_moments.pixels else 0.0,
+            "mean": mean[0] if mean else 0.0,
+            "std": std[0] if std else 0.0,
+            "zero_fraction": depth_zero / depth_pixels,
+        }
+    report.stats[path] = stats
+    if count == n:
+        _note_pairing(manifest, path, report)
+
+
+def _note_pairing(manifest: Manifest, path: str, report: CheckReport) -> None:
+    """Notes on fg_bg entries listed twice and on image entries that no sample uses."""
+    for role in (FG_BG, MASK, DEPTH):
+        keys = manifest.archive_ids[role].astype(np.int64) << 32 | manifest.entries[role].astype(np.int64)
+        keys = keys[manifest.entries[role] >= 0]
+        unique, counts = np.unique(keys, return_counts=True)
+        if (counts > 1).any():
+            repeated = unique[counts > 1][:_LISTED_NOTES]
+            names = [f"{manifest.archives[int(k >> 32)].path}: {manifest.archives[int(k >> 32)].name(int(k & 0xFFFFFFFF))}" for k in repeated]
+            report.notes.append(f"{path}: {int((counts > 1).sum())} {ROLES[role]} entries appear in several samples, e.g. {'; '.join(names)}")
+    for number, archive in enumerate(manifest.archives):
+        used = np.zeros(len(archive), dtype=bool)
+        for role in range(len(ROLES)):
+            mine = (manifest.archive_ids[role] == number) & (manifest.entries[role] >= 0)
+            used[manifest.entries[role][mine]] = True
+        unused = [
+            archive.name(int(i))
+            for i in np.flatnonzero(~used)
+            if archive.name(int(i)) not in (MANIFEST_NAME, INFO_NAME)
+            and os.path.splitext(archive.name(int(i)))[1].lower() in IMAGE_EXTENSIONS
+        ]
+        if unused:
+            shown = ", ".join(unused[:_LISTED_NOTES]) + (", ..." if len(unused) > _LISTED_NOTES else "")
+            report.notes.append(f"{archive.path}: {len(unused)} image entries are in no sample: {shown}")

@@ -1,0 +1,396 @@
+"""The training dataset: samples read from zip archives as tensors, splits that hold out backgrounds.
+
+    ds = open_dataset("data.zip", size=64, split="train")
+    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=2, collate_fn=collate)
+
+Each item is a dict:
+    bg, fg_bg   float32 [3, size, size] in [0, 1]
+    mask        float32 [1, size, size] in {0, 1}
+    depth       float32 [1, size, size] in [0, 1], > 0 where valid (larger = farther)
+    index       int, the item's position in this dataset
+    name        str, the fg_bg entry's stem;  bg_id, fg_id  str
+
+Splits (`split_mode="bg"`, the default) hold out whole backgrounds: the sorted background ids are
+shuffled with `split_seed` and cut by `fractions` (80/10/10), each split with a non-zero fraction
+getting at least one; the result does not depend on the manifest's row order and is saved in
+each run (`dataset.splits`). `split_mode="random"` splits samples instead, as older solutions
+did; it warns, because the same scenes then appear in training and validation.
+
+Bad data: a corrupt or missing entry, an image whose stored size differs from dataset.json's
+`size` (or from its background's size when there is no dataset.json), or an out-of-range depth
+raises DataError naming the archive and entry. With `skip_bad=True` such an item is None instead,
+`collate` drops it and reports the count of dropped items of each batch as `batch["skipped"]`
+(sum it in the training loop; a batch where every item was bad is returned as None). The
+dataset also counts the bad items it met in `bad_count` (per process: with workers, each worker
+has its own copy, so use `batch["skipped"]` for the total).
+
+Workers: the dataset pickles without archive bytes (see `maskdepth.data.archive`): with *fork*
+workers share the parent's in-RAM zip copy-on-write; with *spawn* / *forkserver* each worker
+memory-maps the zip file instead of copying it. Decoded backgrounds are cached per process
+(bounded LRU, `bg_cache_size`).
+
+Augmentation (`augment=True`): per sample one draw from a generator seeded by (augment_seed,
+epoch, sample), so it is reproducible and identical with any number of workers: horizontal flip
+of all four images, and the same brightness / contrast / saturation change on bg and fg_bg (never
+on mask or depth). Call `set_epoch(epoch)` before each epoch; workers copy the dataset when they
+start, so with `persistent_workers=True` they would keep the epoch they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from maskdepth.data.images import ImageError, decode_depth, decode_mask, decode_rgb
+from maskdepth.data.manifest import Manifest, load_manifest
+from maskdepth.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_MODES = ("bg", "random")
+FG_BG, BG, MASK, DEPTH = range(4)  # roles, in manifest.ROLES order
+JITTER = 0.2  # brightness, contrast and saturation factors are drawn from [1 - JITTER, 1 + JITTER]
+_STATS_SAMPLES = 64
+
+log = logging.getLogger(__name__)
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError(f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}")
+    return values  # type: ignore[return-value]
+
+
+def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
+    """Sizes of train/val/test for n items: rounded, at least one for a non-zero fraction."""
+    val = max(1, round(fractions[1] * n)) if fractions[1] > 0 else 0
+    test = max(1, round(fractions[2] * n)) if fractions[2] > 0 else 0
+    while fractions[0] > 0 and n - val - test < 1:  # give train its one back from the larger held-out split
+        if val >= test:
+            val -= 1
+        else:
+            test -= 1
+    return [n - val - test, val, test]
+
+
+def split_backgrounds(
+    bg_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *, source: str = "the dataset"
+) -> dict[str, list[str]]:
+    """Assign whole backgrounds to train / val / test: {split: sorted bg ids}.
+
+    Raises:
+        DataError: fewer backgrounds than splits with a non-zero fraction.
+    """
+    fractions = _check_fractions(fractions)
+    ids = sorted(set(bg_ids))
+    needed = sum(f > 0 for f in fractions)
+    if len(ids) < needed:
+        shown = ", ".join(ids[:5])
+        raise DataError(
+            f"{source} has {len(ids)} background(s) ({shown}); holding out whole backgrounds for "
+            f"train/val/test needs at least {needed}. Make a dataset with more backgrounds "
+            "(make-data --num-bg 3 or more), train on split 'all' without validation, or use "
+            "split_mode='random' (splits samples; leaks backgrounds into validation)"
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    shuffled = [ids[i] for i in order]
+    n_train, n_val, _ = _split_counts(len(ids), fractions)
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train : n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val :]),
+    }
+
+
+class MaskDepthDataset(Dataset):
+    """Samples of one split of a manifest as tensors (see the module docstring for the item).
+
+    Build it with `open_dataset`. Attributes: `size`, `split`, `splits` ({split: bg ids}),
+    `info` (dataset.json; mean/std estimated if absent), `bad_count`, `manifest`.
+    """
+
+    bg_cache_size = 128  # decoded backgrounds kept per process (float32: 442 kB each at 192 px)
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        rows: np.ndarray,
+        *,
+        size: int,
+        split: str,
+        splits: dict[str, list[str]],
+        augment: bool = False,
+        augment_seed: int = 0,
+        skip_bad: bool = False,
+    ) -> None:
+        self.manifest = manifest
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.size = int(size)
+        self.split = split
+        self.splits = splits
+        self.augment = bool(augment)
+        self.augment_seed = int(augment_seed)
+        self.skip_bad = bool(skip_bad)
+        self.epoch = 0
+        self.bad_count = 0
+        self._info = dict(manifest.info)
+        stored = self._info.get("size")
+        self._stored_size = (int(stored), int(stored)) if isinstance(stored, (int, float)) else None
+        self._bg_cache: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_bg_cache"] = OrderedDict()  # rebuilt per worker; the archives drop their bytes themselves
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of `epoch` (no effect without augment)."""
+        self.epoch = int(epoch)
+
+    @property
+    def info(self) -> dict:
+        """dataset.json; "mean" / "std" (3 floats, over fg_bg and bg) estimated from up to 64
+        evenly spaced samples of this split when dataset.json does not give them."""
+        if "mean" not in self._info or "std" not in self._info:
+            self._info.update(self._estimate_mean_std())
+        return self._info
+
+    def _estimate_mean_std(self) -> dict:
+        picks = np.unique(np.linspace(0, len(self) - 1, min(_STATS_SAMPLES, len(self))).astype(np.int64))
+        total = np.zeros(3)
+        squares = np.zeros(3)
+        pixels = 0
+        for i in picks:
+            item = self._load(int(i), augment=False)
+            for key in ("fg_bg", "bg"):
+                x = item[key].double().flatten(1)
+                total += x.sum(1).numpy()
+                squares += (x * x).sum(1).numpy()
+                pixels += x.shape[1]
+        mean = total / pixels
+        std = np.sqrt(np.maximum(squares / pixels - mean**2, 0))
+        return {
+            "mean": [round(float(v), 5) for v in mean],
+            "std": [round(float(v), 5) for v in std],
+            "mean_std_source": f"estimated from {len(picks)} samples of split {self.split!r}",
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        try:
+            return self._load(int(i), augment=self.augment)
+        except DataError as exc:
+            if not self.skip_bad:
+                raise
+            self.bad_count += 1
+            log.warning("skipping bad sample %d: %s", i, exc)
+            return None
+
+    def _where(self, role: int, row: int) -> str:
+        return self.manifest.where(role, row)
+
+    def _decode(self, decoder, role: int, row: int):
+        data = self.manifest.read(role, row)
+        try:
+            return decoder(data, self.size)
+        except ImageError as exc:
+            raise DataError(f"{self._where(role, row)}: {exc}") from None
+
+    def _background(self, row: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """float32 [3, size, size] (a copy: callers may change it) and the stored size."""
+        key = (int(self.manifest.archive_ids[BG, row]), int(self.manifest.entries[BG, row]))
+        cached = self._bg_cache.get(key)
+        if cached is not None:
+            self._bg_cache.move_to_end(key)
+            return cached[0].copy(), cached[1]
+        image, stored = self._decode(decode_rgb, BG, row)
+        cached = self._bg_cache[key] = (_rgb_float(image), stored)
+        if len(self._bg_cache) > self.bg_cache_size:
+            self._bg_cache.popitem(last=False)
+        return cached[0].copy(), cached[1]
+
+    def _load(self, i: int, *, augment: bool) -> dict[str, Any]:
+        if not 0 <= i < len(self.rows):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self.rows)} samples")
+        row = int(self.rows[i])
+        m = self.manifest
+        fg_bg, fg_bg_stored = self._decode(decode_rgb, FG_BG, row)
+        bg, bg_stored = self._background(row)
+        mask, mask_stored = self._decode(decode_mask, MASK, row)
+        depth, depth_stored = self._decode(decode_depth, DEPTH, row)
+
+        if self._stored_size is not None:
+            expected, reference = self._stored_size, f"the dataset's size in dataset.json"
+            checks = ((BG, bg_stored), (FG_BG, fg_bg_stored), (MASK, mask_stored), (DEPTH, depth_stored))
+        else:
+            expected, reference = bg_stored, f"its background {self._where(BG, row)}"
+            checks = ((FG_BG, fg_bg_stored), (MASK, mask_stored), (DEPTH, depth_stored))
+        for role, stored in checks:
+            if stored != expected:
+                raise DataError(
+                    f"{self._where(role, row)}: image is {stored[0]}x{stored[1]} px but "
+                    f"{reference} is {expected[0]}x{expected[1]}; re-create or remove this sample"
+                )
+
+        # numpy until the end: tiny torch ops in the main process pay for its thread pool
+        bg_f, fg_bg_f, mask_f, depth_f = bg, _rgb_float(fg_bg), mask[None], depth[None]
+        if augment:
+            rng = np.random.default_rng((self.augment_seed, self.epoch, row))
+            flip = rng.random() < 0.5
+            brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
+            if flip:
+                bg_f, fg_bg_f, mask_f, depth_f = (np.ascontiguousarray(a[..., ::-1]) for a in (bg_f, fg_bg_f, mask_f, depth_f))
+            bg_f, fg_bg_f = _jitter(bg_f, fg_bg_f, float(brightness), float(contrast), float(saturation))
+
+        entry = m.entry_name(FG_BG, row)
+        return {
+            "bg": torch.from_numpy(bg_f),
+            "fg_bg": torch.from_numpy(fg_bg_f),
+            "mask": torch.from_numpy(mask_f),
+            "depth": torch.from_numpy(depth_f),
+            "index": i,
+            "name": os.path.splitext(entry.rpartition("/")[2])[0],
+            "bg_id": m.bg_ids[m.bg_code[row]],
+            "fg_id": m.fg_ids[m.fg_code[row]],
+        }
+
+
+def _rgb_float(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1] (value / 255), contiguous."""
+    out = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+    return np.divide(out, np.float32(255), out=out)
+
+
+def _gray(x: np.ndarray) -> np.ndarray:
+    """[3, H, W] -> [1, H, W] luma (ITU-R 601 weights, as torchvision)."""
+    return (np.float32(0.299) * x[0] + np.float32(0.587) * x[1] + np.float32(0.114) * x[2])[None]
+
+
+def _jitter(
+    bg: np.ndarray, fg_bg: np.ndarray, brightness: float, contrast: float, saturation: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same colour change on both float32 [3, H, W] images. Contrast pivots on the
+    background's mean gray for both, so pixels that bg and fg_bg share stay equal."""
+    pivot = np.float32(_gray(bg).mean() * brightness)
+    b, c, s = np.float32(brightness), np.float32(contrast), np.float32(saturation)
+    out = []
+    for x in (bg, fg_bg):
+        x = (x * b - pivot) * c + pivot
+        gray = _gray(x)
+        x = (x - gray) * s + gray
+        out.append(np.clip(x, 0.0, 1.0, out=x))
+    return out[0], out[1]
+
+
+def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Default-collate the items that are not None (bad samples under skip_bad).
+
+    Returns the batch with `batch["skipped"]` = how many items were dropped (an int), or None
+    when every item was bad.
+    """
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        return None
+    out = default_collate(kept)
+    out["skipped"] = len(batch) - len(kept)
+    return out
+
+
+def open_dataset(
+    path: str | os.PathLike,
+    size: int,
+    split: str = "train",
+    *,
+    split_mode: str = "bg",
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    in_memory: bool = True,
+    augment: bool = False,
+    augment_seed: int = 0,
+    skip_bad: bool = False,
+) -> MaskDepthDataset:
+    """One split of a dataset.
+
+    Args:
+        path: a zip holding manifest.csv (what make-data writes), or a manifest CSV naming its
+            archives (what `maskdepth index` writes).
+        size: output side in pixels; images are resized to size x size.
+        split: "train", "val", "test" or "all".
+        split_mode: "bg" (hold out whole backgrounds) or "random" (per sample; warns: it leaks
+            backgrounds into validation).
+        fractions: train / val / test shares (of backgrounds, or of samples in random mode).
+        split_seed: seed of the split; the same seed gives the same split.
+        in_memory: read each zip whole into RAM (True) or memory-map it (False).
+        augment, augment_seed: paired random flip and colour jitter (see module docstring).
+        skip_bad: bad samples become None (dropped by `collate`) instead of raising DataError.
+
+    Raises:
+        ConfigError: an invalid size, split, split_mode or fractions.
+        DataError: the dataset is missing or unreadable, names entries its archives lack (unless
+            skip_bad), or has too few backgrounds for a background split.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ConfigError(f"data.size must be a positive integer, got {size!r}")
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split_mode not in SPLIT_MODES:
+        raise ConfigError(f"data.split_mode must be 'bg' or 'random', got {split_mode!r}")
+    fractions = _check_fractions(fractions)
+    manifest = load_manifest(path, in_memory=in_memory)
+    if manifest.missing_count:
+        listed = "\n  ".join(manifest.missing)
+        more = manifest.missing_count - len(manifest.missing)
+        tail = f"\n  ... and {more} more" if more else ""
+        message = f"{manifest.missing_count} manifest entries are not in their archive:\n  {listed}{tail}"
+        if not skip_bad:
+            raise DataError(f"{manifest.source}: {message}\n(set data.skip_bad=true to skip these samples)")
+        warnings.warn(f"{manifest.source}: {message}\n(skip_bad: these samples are skipped)", stacklevel=2)
+
+    n = len(manifest)
+    bg_names = np.asarray(manifest.bg_ids, dtype=object)
+    if split_mode == "bg":
+        try:
+            splits = split_backgrounds(manifest.bg_ids, fractions, split_seed, source=manifest.source)
+        except DataError:
+            if split != "all":
+                raise
+            splits = {"train": sorted(manifest.bg_ids), "val": [], "test": []}
+        if split == "all":
+            rows = np.arange(n)
+        else:
+            chosen = set(splits[split])
+            in_split = np.array([bg in chosen for bg in manifest.bg_ids], dtype=bool)
+            rows = np.flatnonzero(in_split[manifest.bg_code])
+    else:
+        warnings.warn(
+            "split_mode='random' splits samples, not backgrounds: validation and test scenes are also "
+            "in training, which inflates their scores; use split_mode='bg' for honest figures",
+            UserWarning,
+            stacklevel=2,
+        )
+        order = np.random.default_rng(split_seed).permutation(n)
+        n_train, n_val, _ = _split_counts(n, fractions)
+        parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+        splits = {name: sorted(set(bg_names[manifest.bg_code[p]])) for name, p in parts.items()}
+        rows = np.arange(n) if split == "all" else np.sort(parts[split])
+    if len(rows) == 0:
+        raise DataError(f"{manifest.source}: split {split!r} has no samples (fractions {list(fractions)}); choose other fractions")
+    return MaskDepthDataset(
+        manifest,
+        rows,
+        size=int(size),
+        split=split,
+        splits=splits,
+        augment=augment,
+        augment_seed=augment_seed,
+        skip_bad=skip_bad,
+    )

@@ -1,0 +1,178 @@
+"""Evaluation metrics: per image over its valid pixels, then averaged over images.
+
+    mask_metrics(prob, target)         -> {"iou", "dice"}
+    depth_metrics(pred, target)        -> {"rmse", "abs_rel", "sq_rel", "rmse_log", "log10",
+                                           "delta1", "delta2", "delta3"}
+    MetricAccumulator                  per-image values over batches (and DDP ranks) -> epoch figures
+
+Definitions (docs/metrics.md explains why they differ from the seed notebook's figures):
+- mask: P = prob >= threshold, T = target >= 0.5; iou = |P n T| / |P u T|,
+  dice = 2 |P n T| / (|P| + |T|); an image whose union is empty scores 1.0 on both.
+- depth: valid = target > min_depth (and `region`, when given); pred clamped to
+  [min_depth, max_depth]; over the valid pixels of each image:
+  rmse = sqrt(mean((t - p)^2)), abs_rel = mean(|t - p| / t), sq_rel = mean((t - p)^2 / t),
+  rmse_log = sqrt(mean((ln t - ln p)^2)), log10 = mean(|log10 t - log10 p|),
+  delta_k = mean(max(t / p, p / t) < 1.25**k). An image without valid pixels gives NaN, which
+  the means skip.
+All arithmetic is float64, so the per-image sums do not drift at 192 x 192 pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+MASK_KEYS = ("iou", "dice")
+DEPTH_KEYS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
+
+
+def _per_image(x: Tensor) -> Tensor:
+    """[B,...] -> [B,N] float64."""
+    return x.detach().reshape(x.shape[0], -1).double()
+
+
+def _reduce(values: dict[str, Tensor], reduction: str) -> dict[str, Tensor] | dict[str, float]:
+    if reduction == "none":
+        return values
+    if reduction == "mean":
+        return {key: _nanmean(value) for key, value in values.items()}
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def _nanmean(value: Tensor) -> float:
+    finite = value[~torch.isnan(value)]
+    return float(finite.mean()) if finite.numel() else math.nan
+
+
+def mask_metrics(
+    prob: Tensor, target: Tensor, threshold: float = 0.5, reduction: str = "mean"
+) -> dict[str, Tensor] | dict[str, float]:
+    """IoU and Dice of thresholded masks, per image.
+
+    Args:
+        prob: [B,1,H,W] (or [B,H,W]) foreground probabilities in [0,1] (not logits).
+        target: same shape, true mask in {0,1}.
+        threshold: P = prob >= threshold; the target is thresholded at 0.5.
+        reduction: "mean" -> python floats, the mean over images; "none" -> float64 tensors [B].
+    """
+    if prob.shape != target.shape:
+        raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ in shape")
+    pred_fg = _per_image(prob) >= threshold
+    true_fg = _per_image(target) >= 0.5
+    intersection = (pred_fg & true_fg).sum(1).double()
+    union = (pred_fg | true_fg).sum(1).double()
+    total = pred_fg.sum(1).double() + true_fg.sum(1).double()
+    empty = union == 0
+    iou = torch.where(empty, 1.0, intersection / union.clamp_min(1))
+    dice = torch.where(empty, 1.0, 2 * intersection / total.clamp_min(1))
+    return _reduce({"iou": iou, "dice": dice}, reduction)
+
+
+def depth_metrics(
+    pred: Tensor,
+    target: Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float = 1.0,
+    region: Tensor | None = None,
+    reduction: str = "mean",
+) -> dict[str, Tensor] | dict[str, float]:
+    """The standard monocular-depth metrics, per image over its valid pixels.
+
+    Args:
+        pred: [B,1,H,W] (or [B,H,W]) predicted depth in [0,1]; clamped to [min_depth, max_depth]
+            (a NaN counts as min_depth: a broken prediction scores badly instead of vanishing).
+        target: same shape, true depth; pixels with target <= min_depth (or not finite) are invalid.
+        region: optional bool tensor of the same shape; only pixels where it is True count
+            (e.g. `true_mask > 0.5` for the foreground, its negation for the background).
+        reduction: "mean" -> python floats, mean over the images that have valid pixels (NaN if
+            none has); "none" -> float64 tensors [B], NaN for an image without valid pixels.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if region is not None and region.shape != target.shape:
+        raise ValueError(f"region {tuple(region.shape)} and target {tuple(target.shape)} differ in shape")
+    true_d = _per_image(target)
+    pred_d = _per_image(pred).nan_to_num(nan=min_depth).clamp(min_depth, max_depth)
+    valid = torch.isfinite(true_d) & (true_d > min_depth)
+    if region is not None:
+        valid &= _per_image(region).bool()
+    # Invalid pixels get t = p = 1 so that every term there is exactly 0 (no inf * 0 = NaN).
+    true_d = torch.where(valid, true_d, 1.0)
+    pred_d = torch.where(valid, pred_d, 1.0)
+    count = valid.sum(1).double()
+
+    def mean(x: Tensor) -> Tensor:
+        return x.sum(1) / count  # NaN (0 / 0) where an image has no valid pixel
+
+    diff = true_d - pred_d
+    log_diff = torch.log(true_d) - torch.log(pred_d)
+    ratio = torch.maximum(true_d / pred_d, pred_d / true_d)
+    values = {
+        "rmse": mean(diff**2).sqrt(),
+        "abs_rel": mean(diff.abs() / true_d),
+        "sq_rel": mean(diff**2 / true_d),
+        "rmse_log": mean(log_diff**2).sqrt(),
+        "log10": mean((torch.log10(true_d) - torch.log10(pred_d)).abs()),
+    }
+    for k in (1, 2, 3):
+        values[f"delta{k}"] = mean(((ratio < 1.25**k) & valid).double())
+    return _reduce(values, reduction)
+
+
+class MetricAccumulator:
+    """Sums of per-image metric values and their counts, so every image weighs the same.
+
+    update({"iou": Tensor[B], ...}) adds a batch (NaNs skipped, per key); compute() gives the
+    means as python floats (NaN for a key with no value). In DDP, call all_reduce() once on
+    every rank before compute(): it sums values and counts over the ranks (all ranks must call
+    it; keys seen on any rank are included). Note that a DistributedSampler pads the dataset
+    with repeated samples so that ranks get equal shares; those repeats are counted.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def update(self, values: Mapping[str, Tensor | float]) -> None:
+        for key, value in values.items():
+            flat = torch.as_tensor(value).detach().double().flatten().cpu()
+            flat = flat[~torch.isnan(flat)]
+            self._sums[key] = self._sums.get(key, 0.0) + float(flat.sum())
+            self._counts[key] = self._counts.get(key, 0) + int(flat.numel())
+
+    def compute(self) -> dict[str, float]:
+        return {
+            key: (self._sums[key] / self._counts[key]) if self._counts[key] else math.nan for key in self._sums
+        }
+
+    def all_reduce(self) -> MetricAccumulator:
+        """Sum (value, count) over torch.distributed ranks; a no-op when it is not initialised."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        gathered: list[list[str] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, sorted(self._sums))
+        keys = sorted({key for rank_keys in gathered for key in (rank_keys or [])})
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        packed = torch.tensor(
+            [[self._sums.get(key, 0.0), float(self._counts.get(key, 0))] for key in keys],
+            dtype=torch.float64,
+            device=device,
+        )
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        packed = packed.cpu()
+        self._sums = {key: float(packed[i, 0]) for i, key in enumerate(keys)}
+        self._counts = {key: int(round(float(packed[i, 1]))) for i, key in enumerate(keys)}
+        return self
+
+
+__all__ = ["DEPTH_KEYS", "MASK_KEYS", "MetricAccumulator", "depth_metrics", "mask_metrics"]

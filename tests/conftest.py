@@ -1,0 +1,45 @@
+"""Shared fixtures: one tiny synthetic archive per session and a shrunken training config.
+
+Everything runs on the CPU with 32 px images, a few dozen samples and no DataLoader workers,
+so that an end-to-end training run takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "configs" / "quick.yaml"
+
+# Both cores for torch, but no oversubscription when tests start subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px archive: 5 backgrounds x 3 objects x 2 flips x 2 placements = 60 samples."""
+    from maskdepth.data.synthetic import make_dataset
+
+    out = tmp_path_factory.mktemp("data") / "tiny.zip"
+    make_dataset(out, size=32, num_bg=5, num_fg=3, per_pair=2, seed=0, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture
+def tiny_overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
+    """key=value overrides that shrink configs/quick.yaml to a seconds-long CPU run in tmp_path/run."""
+    return [
+        f"data.path={tiny_data}",
+        f"run_dir={tmp_path / 'run'}",
+        "data.size=32",
+        "data.num_workers=0",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.num_samples=2",
+        "train.checkpoint_minutes=0",
+        "model.base_channels=8",
+        "device=cpu",
+    ]

@@ -1,0 +1,166 @@
+"""Networks: output contract, size errors, options, parameter counts, that it can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskdepth.errors import ConfigError
+from maskdepth.losses import DepthLoss, DiceBCELoss
+from maskdepth.model import InputSizeError, MaskDepthNet, SeedNet, build_model, count_parameters, nearest_valid_sizes
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    return {"maskdepth": build_model("maskdepth").eval(), "seed": build_model("seed").eval()}
+
+
+def test_parameter_counts(models):
+    # The seed's count comes from its published layer list; ours must stay within that budget.
+    assert count_parameters(models["seed"]) == 3_165_170
+    assert count_parameters(models["maskdepth"]) <= 3_200_000
+    assert count_parameters(models["maskdepth"]) == 3_060_258  # the defaults; update on purpose
+
+
+@pytest.mark.parametrize("name", ["maskdepth", "seed"])
+@pytest.mark.parametrize("size", [32, 64, 192])
+def test_output_shapes_and_ranges(models, name, size):
+    batch = 1 if size > 64 else 2
+    bg = torch.rand(batch, 3, size, size)
+    fg_bg = torch.rand(batch, 3, size, size)
+    with torch.no_grad():
+        pred_mask_logits, pred_depth = models[name](bg, fg_bg)
+    assert pred_mask_logits.shape == (batch, 1, size, size)
+    assert pred_depth.shape == (batch, 1, size, size)
+    assert pred_mask_logits.dtype == torch.float32
+    assert bool(torch.isfinite(pred_mask_logits).all())
+    assert float(pred_depth.min()) >= 0.0 and float(pred_depth.max()) <= 1.0
+
+
+def test_non_square_input(models):
+    with torch.no_grad():
+        pred_mask_logits, pred_depth = models["maskdepth"](torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64))
+    assert pred_mask_logits.shape == pred_depth.shape == (1, 1, 32, 64)
+
+
+def test_bad_size_names_nearest_valid_sizes(models):
+    model = models["maskdepth"]
+    assert model.stride == 16
+    with pytest.raises(ConfigError, match=r"50x64 .*stride 16.*height 50 -> use 48 or 64") as info:
+        model(torch.rand(1, 3, 50, 64), torch.rand(1, 3, 50, 64))
+    assert isinstance(info.value, ValueError)  # callers catching ValueError see it too
+    with pytest.raises(InputSizeError, match=r"width 8 -> use 16\b"):
+        model(torch.rand(1, 3, 16, 8), torch.rand(1, 3, 16, 8))
+    assert models["seed"].stride == 4
+    with pytest.raises(InputSizeError, match=r"width 66 -> use 64 or 68"):
+        models["seed"](torch.rand(1, 3, 64, 66), torch.rand(1, 3, 64, 66))
+
+
+def test_mismatched_inputs_rejected(models):
+    with pytest.raises(InputSizeError, match="same shape"):
+        models["maskdepth"](torch.rand(1, 3, 32, 32), torch.rand(1, 3, 64, 64))
+
+
+def test_nearest_valid_sizes():
+    assert nearest_valid_sizes(50, 16) == (48, 64)
+    assert nearest_valid_sizes(7, 16) == (16,)
+    assert nearest_valid_sizes(64, 16) == (64, 80)
+
+
+def test_build_model_names_and_options():
+    model = build_model("maskdepth", base_channels=16, num_stages=3)
+    assert isinstance(model, MaskDepthNet) and model.stride == 8
+    assert count_parameters(model) < count_parameters(build_model("maskdepth"))
+    assert isinstance(build_model("seed"), SeedNet)
+    assert isinstance(build_model("maskdepth", base_channels=None), MaskDepthNet)  # null = default
+    with pytest.raises(ConfigError, match="valid names: maskdepth, seed"):
+        build_model("unet")
+    with pytest.raises(ConfigError, match="width.*valid options: base_channels, num_stages"):
+        build_model("maskdepth", width=3)
+    with pytest.raises(ConfigError, match="valid options: none"):
+        build_model("seed", base_channels=32)
+    with pytest.raises(ConfigError, match="num_stages"):
+        build_model("maskdepth", num_stages=9)
+
+
+def test_normalization_buffers_in_state_dict():
+    model = build_model("maskdepth")
+    assert torch.equal(model.input_mean, torch.full((3,), 0.5))
+    assert torch.equal(model.input_std, torch.full((3,), 0.25))
+    model.set_normalization([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
+    state = model.state_dict()
+    assert torch.allclose(state["input_mean"], torch.tensor([0.4, 0.5, 0.6]))
+    restored = build_model("maskdepth")
+    restored.load_state_dict(state)
+    assert torch.allclose(restored.input_std, torch.tensor([0.2, 0.25, 0.3]))
+    with pytest.raises(ConfigError, match="std must be > 0"):
+        model.set_normalization([0.5] * 3, [0.2, 0.0, 0.2])
+    with pytest.raises(ConfigError, match="3 values"):
+        model.set_normalization([0.5] * 2, [0.2] * 3)
+
+
+def test_normalization_is_applied():
+    # Same network, inputs shifted with the mean: identical outputs only if the model subtracts it.
+    torch.manual_seed(0)
+    model = build_model("maskdepth", base_channels=8, num_stages=2).eval()
+    x_bg, x_fg = torch.rand(1, 3, 32, 32) * 0.5, torch.rand(1, 3, 32, 32) * 0.5
+    with torch.no_grad():
+        ref = model(x_bg, x_fg)
+        model.set_normalization([0.75] * 3, [0.25] * 3)
+        shifted = model(x_bg + 0.25, x_fg + 0.25)
+    assert torch.allclose(ref[0], shifted[0], atol=1e-5)
+    assert torch.allclose(ref[1], shifted[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maskdepth", "seed"])
+def test_finite_gradients_under_cpu_autocast(name):
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    bg, fg_bg = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    true_mask = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    true_depth = torch.rand(2, 1, 32, 32).clamp_min(0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred_mask_logits, pred_depth = model(bg, fg_bg)
+        loss = DiceBCELoss()(pred_mask_logits, true_mask) + DepthLoss()(pred_depth, true_depth)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def _toy_scenes(n: int, size: int) -> tuple[torch.Tensor, ...]:
+    """A rectangle pasted on a smooth background whose depth ramps from far (top) to near."""
+    gen = torch.Generator().manual_seed(0)
+    bg = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(size, size), mode="bilinear")
+    ramp = torch.linspace(0.9, 0.3, size).view(1, 1, size, 1).expand(n, 1, size, size)
+    true_mask = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        y0, x0 = (torch.randint(0, size // 2, (2,), generator=gen)).tolist()
+        true_mask[i, :, y0 : y0 + size // 3, x0 : x0 + size // 3] = 1.0
+    colour = torch.rand(n, 3, 1, 1, generator=gen)
+    fg_bg = bg * (1 - true_mask) + colour * true_mask
+    true_depth = torch.where(true_mask.bool(), 0.15, ramp)
+    return bg, fg_bg, true_mask, true_depth
+
+
+def test_maskdepth_learns_toy_scenes():
+    """Overfit 8 toy scenes for 40 steps: both losses fall far below their starting values."""
+    torch.manual_seed(0)
+    bg, fg_bg, true_mask, true_depth = _toy_scenes(8, 32)
+    model = build_model("maskdepth", base_channels=16).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
+    history = []
+    for _ in range(40):
+        pred_mask_logits, pred_depth = model(bg, fg_bg)
+        m, d = mask_loss(pred_mask_logits, true_mask), depth_loss(pred_depth, true_depth)
+        optimizer.zero_grad()
+        (m + d).backward()
+        optimizer.step()
+        history.append((m.item(), d.item()))
+    first, last = history[0], history[-1]
+    # Measured: mask 1.53 -> 0.20, depth 0.49 -> 0.04.
+    assert last[0] < 0.35 * first[0], history[::10]
+    assert last[1] < 0.2 * first[1], history[::10]

@@ -1,0 +1,356 @@
+"""The synthetic dataset generator: layout, contents, geometry, statistics, determinism, bad input."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdepth.cli import main
+from maskdepth.data import synthetic
+from maskdepth.data.synthetic import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.errors import ConfigError, DataError
+
+TINY = dict(size=32, num_bg=4, num_fg=3, per_pair=1, workers=1, progress=False)  # 24 samples
+
+
+def _read(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(zf.read(name))))
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    out = mask.copy()
+    padded = np.pad(mask, r)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out |= padded[r + dy: r + dy + mask.shape[0], r + dx: r + dx + mask.shape[1]]
+    return out
+
+
+def _manifest(zf: zipfile.ZipFile) -> list[dict]:
+    return list(csv.DictReader(io.TextIOWrapper(zf.open("manifest.csv"), encoding="utf-8")))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "d.zip"
+    summary = make_dataset(path, **TINY)
+    assert summary.path == path and summary.count == 24
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("png") / "d.zip"
+    make_dataset(path, size=48, num_bg=3, num_fg=2, per_pair=2, workers=1, progress=False, image_format="png")
+    return path
+
+
+# ------------------------------------------------------------------------------ format
+
+
+def test_layout_counts_and_manifest(tiny):
+    with zipfile.ZipFile(tiny) as zf:
+        names = zf.namelist()
+        rows = _manifest(zf)
+        info = json.loads(zf.read("dataset.json"))
+        for entry in zf.infolist():
+            assert entry.compress_type == zipfile.ZIP_STORED
+            assert entry.date_time == (1980, 1, 1, 0, 0, 0)
+    assert len(rows) == 4 * 3 * 2 * 1 == info["count"]
+    assert len(names) == len(set(names)) == 4 + 3 * len(rows) + 2
+    assert sorted(n for n in names if n.startswith("bg/")) == [f"bg/bg00{i}.jpg" for i in range(4)]
+    assert set(rows[0]) == set(MANIFEST_COLUMNS)
+    assert {"fg_bg", "bg", "mask", "depth", "bg_id", "fg_id", "flip", "x", "y", "scale", "distance"} <= set(rows[0])
+    for row in rows:
+        for key in ("fg_bg", "bg", "mask", "depth"):
+            assert row[key] in names
+        stem = f"{row['bg_id']}_{row['fg_id']}_{row['flip']}_00"
+        assert row["fg_bg"] == f"fg_bg/{stem}.jpg" and row["mask"] == f"mask/{stem}.png"
+        assert row["depth"] == f"depth/{stem}.jpg" and row["bg"] == f"bg/{row['bg_id']}.jpg"
+    # Every (bg, fg, flip) combination exactly once.
+    assert len({(r["bg_id"], r["fg_id"], r["flip"]) for r in rows}) == 24
+    assert {r["flip"] for r in rows} == {"0", "1"}
+
+
+def test_dataset_json(tiny):
+    with zipfile.ZipFile(tiny) as zf:
+        info = json.loads(zf.read("dataset.json"))
+    assert info["size"] == 32 and info["count"] == 24 and info["seed"] == 0
+    assert info["generator"] == "maskdepth.data.synthetic" and info["version"] == synthetic.GENERATOR_VERSION
+    assert info["image_format"] == "jpg" and info["depth_divisor"] == 255
+    assert "larger = farther" in info["depth_encoding"] and "255" in info["depth_encoding"]
+    for key in ("mean", "std", "fg_bg_mean", "fg_bg_std", "bg_mean", "bg_std"):
+        assert len(info[key]) == 3 and all(0.0 < v < 1.0 for v in info[key])
+    assert {"mean", "std", "min", "max", "p50"} <= set(info["mask_coverage"])
+
+
+def test_images_masks_and_depth_decode(tiny):
+    with zipfile.ZipFile(tiny) as zf:
+        rows = _manifest(zf)
+        for row in rows:
+            fg_bg, mask, depth = _read(zf, row["fg_bg"]), _read(zf, row["mask"]), _read(zf, row["depth"])
+            assert fg_bg.shape == (32, 32, 3) and fg_bg.dtype == np.uint8
+            assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+            assert depth.shape == (32, 32) and depth.min() > 0
+            assert float(row["coverage"]) == pytest.approx((mask == 255).mean(), abs=1e-4)
+            assert (mask == 255).sum() >= 3
+        assert _read(zf, rows[0]["bg"]).shape == (32, 32, 3)
+
+
+def test_mean_std_match_the_images(tiny):
+    with zipfile.ZipFile(tiny) as zf:
+        info = json.loads(zf.read("dataset.json"))
+        rows = _manifest(zf)
+        fg = np.stack([_read(zf, r["fg_bg"]) for r in rows]).reshape(-1, 3) / 255.0
+        bg = np.stack([_read(zf, f"bg/bg00{i}.jpg") for i in range(4)]).reshape(-1, 3) / 255.0
+    # Statistics are of the pixels before JPEG encoding; decoding moves them by well under 0.01.
+    np.testing.assert_allclose(info["fg_bg_mean"], fg.mean(0), atol=0.01)
+    np.testing.assert_allclose(info["fg_bg_std"], fg.std(0), atol=0.01)
+    np.testing.assert_allclose(info["bg_mean"], bg.mean(0), atol=0.01)
+    both = np.concatenate([fg, np.repeat(bg, 6, axis=0)])  # each bg is the background of 6 samples
+    np.testing.assert_allclose(info["mean"], both.mean(0), atol=0.01)
+    np.testing.assert_allclose(info["std"], both.std(0), atol=0.01)
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def test_png_archive_is_lossless_16_bit(tiny_png):
+    with zipfile.ZipFile(tiny_png) as zf:
+        info = json.loads(zf.read("dataset.json"))
+        row = _manifest(zf)[0]
+        depth = Image.open(io.BytesIO(zf.read(row["depth"])))
+        assert row["fg_bg"].endswith(".png") and row["depth"].endswith(".png")
+        assert depth.mode.startswith("I") and np.asarray(depth).max() > 255
+    assert info["depth_divisor"] == 65535 and "65535" in info["depth_encoding"]
+
+
+def test_object_stands_on_the_floor_and_occludes(tiny_png):
+    """Composite depth = the scene's, except on the mask, where the object is nearer."""
+    with zipfile.ZipFile(tiny_png) as zf:
+        rows = _manifest(zf)
+        for row in rows:
+            b = int(row["bg_id"][2:])
+            bg_rgb, bg_depth, floor = render_background(b, size=48, seed=0)
+            depth = _read(zf, row["depth"]).astype(np.float64) / 65535
+            mask = _read(zf, row["mask"]) == 255
+            fg_bg = _read(zf, row["fg_bg"])
+            assert np.array_equal(_read(zf, row["bg"]), bg_rgb)
+            true_bg = np.round(bg_depth * 65535) / 65535
+            np.testing.assert_allclose(depth[~mask], true_bg[~mask], atol=1e-9)
+            assert np.all(depth[mask] <= true_bg[mask] + 1e-9)
+            assert depth.min() > 0
+            # The foot point is a floor pixel, the object's distance is the floor's depth there,
+            # and its pixel height is focal * height / distance (the manifest's scale).
+            x, y = int(row["x"]), int(row["y"])
+            assert floor[y, x]
+            assert float(row["distance"]) == pytest.approx(bg_depth[y, x] * synthetic.FAR_M, abs=2e-3)
+            # Away from the object (its soft edge, 2 px) and its contact shadow (on the floor), fg_bg is bg.
+            far = ~_dilate(mask, 2) & ~floor
+            assert far.sum() > 0 and np.array_equal(fg_bg[far], bg_rgb[far])
+
+
+def test_nearer_floor_is_lower_in_the_image():
+    _, depth, floor = render_background(0, size=64, seed=3)
+    rows = [r for r in range(64) if floor[r].any()]
+    nearest = [depth[r][floor[r]].mean() for r in rows]
+    assert len(rows) > 10
+    assert nearest[-1] < nearest[0]  # the bottom rows of the floor are the nearest
+    assert 0 < depth.min() and depth.max() <= 1
+
+
+def test_object_size_follows_distance(tmp_path):
+    """scale = pixel height / size and distance obey h = focal * H / z, so scale * distance ~ const."""
+    path = tmp_path / "d.zip"
+    make_dataset(path, size=64, num_bg=1, num_fg=1, per_pair=12, workers=1, progress=False)
+    with zipfile.ZipFile(path) as zf:
+        rows = _manifest(zf)
+    k = [float(r["scale"]) * float(r["distance"]) / float(r["height_m"]) for r in rows]
+    assert np.ptp(k) / np.mean(k) < 1e-3  # focal / size, the same for every placement in the scene
+    ys = np.array([int(r["y"]) for r in rows])
+    scale = np.array([float(r["scale"]) / float(r["height_m"]) for r in rows])
+    assert scale[ys.argmax()] > scale[ys.argmin()]  # lower = nearer = larger
+
+
+def test_coverage_statistics(tmp_path):
+    # 4 bg x 12 fg x 2 flips x 2 = 192 samples at 32 px (~2 s). Placements aim at a log-uniform
+    # coverage, so with this many samples the mean lies near the ~9% of the full dataset, several
+    # objects cover under 2% and several over 25% (measured: mean 9%, 5% under 1%, 6% over 25%).
+    path = tmp_path / "d.zip"
+    summary = make_dataset(path, size=32, num_bg=4, num_fg=12, per_pair=2, workers=1, progress=False)
+    with zipfile.ZipFile(path) as zf:
+        rows = _manifest(zf)
+        masks = np.stack([_read(zf, r["mask"]) == 255 for r in rows])
+    coverage = masks.mean(axis=(1, 2))
+    assert 0.05 <= coverage.mean() <= 0.2
+    assert coverage.min() < 0.02
+    assert coverage.max() > 0.25
+    assert summary.info["mask_coverage"]["mean"] == pytest.approx(coverage.mean(), abs=1e-4)
+    assert summary.info["mask_coverage"]["max"] == pytest.approx(coverage.max(), abs=1e-4)
+    assert summary.info["mask_coverage"]["empty"] == 0
+    # Depth uses the whole range: near floors, mid-range walls, far streets and sky.
+    hist = np.array(summary.info["depth"]["histogram_fraction_by_tenth"])
+    assert hist.sum() == pytest.approx(1.0, abs=1e-3) and (hist > 0).sum() >= 8
+
+
+# ------------------------------------------------------------------------- determinism
+
+
+def test_deterministic_whatever_the_workers(tiny, tmp_path):
+    again = tmp_path / "again.zip"
+    make_dataset(again, **{**TINY, "workers": 2})
+    assert again.read_bytes() == tiny.read_bytes()
+
+
+def test_different_seed_differs(tiny, tmp_path):
+    other = tmp_path / "other.zip"
+    make_dataset(other, **{**TINY, "seed": 1})
+    assert other.read_bytes() != tiny.read_bytes()
+    with zipfile.ZipFile(other) as zf, zipfile.ZipFile(tiny) as zt:
+        assert zf.namelist() == zt.namelist()  # same layout, other content
+        assert zf.read("bg/bg000.jpg") != zt.read("bg/bg000.jpg")
+
+
+def test_zip64_records_are_readable(tiny, tmp_path, monkeypatch):
+    """Beyond 65,535 entries or 4 GiB zipfile switches to zip64 records; force them on a tiny archive."""
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 8)
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    path = tmp_path / "z64.zip"
+    make_dataset(path, **TINY)
+    monkeypatch.undo()
+    data = path.read_bytes()
+    assert b"PK\x06\x06" in data and data != tiny.read_bytes()  # zip64 end of central directory
+    with zipfile.ZipFile(path) as z64, zipfile.ZipFile(tiny) as zt:
+        assert z64.namelist() == zt.namelist()
+        assert all(z64.read(n) == zt.read(n) for n in zt.namelist())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def no_rendering(monkeypatch):
+    """Fail the test if any rendering starts: argument errors must come before any work."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("rendering started before the arguments were checked")
+
+    monkeypatch.setattr(synthetic, "render_scene", boom)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("bad", [dict(num_bg=0), dict(num_fg=-1), dict(per_pair=0), dict(size=31),
+                                 dict(size=0), dict(workers=0), dict(image_format="bmp"), dict(seed=-1)])
+def test_bad_arguments(tmp_path, no_rendering, bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        make_dataset(tmp_path / "d.zip", **{**TINY, **bad})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_out_without_overwrite(tmp_path, no_rendering):
+    out = tmp_path / "d.zip"
+    out.write_bytes(b"precious")
+    with pytest.raises(DataError, match="already exists.*overwrite"):
+        make_dataset(out, **TINY)
+    assert out.read_bytes() == b"precious" and _leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces(tiny, tmp_path):
+    out = tmp_path / "d.zip"
+    out.write_bytes(b"old")
+    make_dataset(out, **TINY, overwrite=True)
+    assert out.read_bytes() == tiny.read_bytes()
+
+
+def test_missing_parent_folder(tmp_path, no_rendering):
+    with pytest.raises(DataError, match="does not exist"):
+        make_dataset(tmp_path / "nope" / "d.zip", **TINY)
+
+
+def test_parent_is_a_file(tmp_path, no_rendering):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        make_dataset(tmp_path / "file" / "d.zip", **TINY)
+
+
+def test_out_is_a_directory(tmp_path, no_rendering):
+    (tmp_path / "d.zip").mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        make_dataset(tmp_path / "d.zip", **TINY, overwrite=True)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_folder(tmp_path, no_rendering):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(DataError, match="cannot write"):
+            make_dataset(folder / "d.zip", **TINY)
+    finally:
+        folder.chmod(0o700)
+
+
+def _fail_writes_after(monkeypatch, n: int, exc: BaseException) -> None:
+    real = zipfile.ZipFile.writestr
+    calls = {"n": 0}
+
+    def writestr(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise exc
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, workers):
+    out = tmp_path / "d.zip"
+    out.write_bytes(b"old archive")
+    _fail_writes_after(monkeypatch, 10, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(DataError, match="no space left on device"):
+        make_dataset(out, **{**TINY, "workers": workers}, overwrite=True)
+    assert out.read_bytes() == b"old archive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zip"]
+
+
+def test_interrupt_leaves_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "d.zip"
+    _fail_writes_after(monkeypatch, 5, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(out, **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def test_cli_make_data(tiny, tmp_path, capsys):
+    out = tmp_path / "cli.zip"
+    args = ["make-data", str(out), "--size", "32", "--num-bg", "4", "--num-fg", "3", "--per-pair", "1",
+            "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "24 samples" in printed
+    assert out.read_bytes() == tiny.read_bytes()
+
+    assert main(args) == 2  # exists now, no --overwrite
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("maskdepth: error:") and "--overwrite" in err and "\n" not in err
+
+    assert main(["make-data", str(tmp_path / "x.zip"), "--size", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "size" in err and "\n" not in err and not (tmp_path / "x.zip").exists()

@@ -1,0 +1,197 @@
+"""Training engine: the run directory, exact resume after SIGKILL, extension, NaN guard, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskdepth.checkpoint import load_checkpoint
+from maskdepth.cli import main
+from maskdepth.config import load_config
+from maskdepth.errors import CheckpointError, ConfigError
+from maskdepth.train import CSV_COLUMNS, EpochBatches, TrainingError, fit
+
+from conftest import QUICK, REPO
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_epoch_batches_are_a_pure_function_of_seed_and_epoch() -> None:
+    a = EpochBatches(50, 8, seed=3, shuffle=True)
+    b = EpochBatches(50, 8, seed=3, shuffle=True)
+    a.set_epoch(2)
+    b.set_epoch(2, start=2)
+    full, resumed = list(a), list(b)
+    assert len(full) == 6 and all(len(x) == 8 for x in full)  # ragged tail dropped in training
+    assert resumed == full[2:]
+    a.set_epoch(3)
+    assert list(a) != full  # a new order each epoch
+    ranks = [EpochBatches(50, 4, seed=3, shuffle=True, rank=r, world=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(2)
+    seen = [sum(list(r), []) for r in ranks]
+    assert len(seen[0]) == len(seen[1]) and not set(seen[0]) & set(seen[1])
+    val = [EpochBatches(11, 4, seed=0, shuffle=False, rank=r, world=3) for r in range(3)]
+    assert sorted(sum((sum(list(v), []) for v in val), [])) == list(range(11))  # eval sees every sample once
+
+
+def test_train_end_to_end_writes_the_run_directory(tiny_overrides: list[str], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(QUICK), *tiny_overrides]) == 0
+    run = tmp_path / "run"
+    out = capsys.readouterr().err + capsys.readouterr().out
+    for name in ["config.yaml", "split.json", "metrics.csv", "curves.png", "samples/epoch_001.png",
+                 "samples/epoch_002.png", "checkpoints/last.pt", "checkpoints/best.pt"]:
+        assert (run / name).is_file(), name
+    assert load_config(run / "config.yaml").train.epochs == 2
+    split = json.loads((run / "split.json").read_text())
+    assert set(split) >= {"train", "val", "test"}
+    assert not set(split["train"]) & set(split["val"]) and not set(split["train"]) & set(split["test"])
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == CSV_COLUMNS
+    for key in ("train_loss", "val_loss", "val_iou", "val_dice", "val_rmse", "val_abs_rel", "val_delta1", "lr"):
+        value = float(rows[-1][key])
+        assert value == value, key  # not NaN
+    assert 0.0 <= float(rows[-1]["val_iou"]) <= 1.0
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["batch_in_epoch"] == 0 and state["step"] > 0
+    for key in ("optimizer", "scheduler", "scaler", "rng", "config", "version", "best_metric", "sampler_seed"):
+        assert key in state, key
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_extend_a_finished_run(tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    first = _rows(run)
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))  # nothing to do
+    assert "already trained 1/1 epochs" in capsys.readouterr().out
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=2"]))
+    rows = _rows(run)
+    assert len(rows) == 2 and rows[0] == first[0]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_resume_never_and_architecture_mismatch(tiny_overrides: list[str]) -> None:
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    with pytest.raises(ConfigError, match="not empty and resume=never"):
+        fit(load_config(QUICK, [*tiny_overrides, "resume=never"]))
+    with pytest.raises(CheckpointError, match=r"another architecture: model.base_channels=8"):
+        fit(load_config(QUICK, [*tiny_overrides, "model.base_channels=16"]))
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        fit(load_config(QUICK, [*tiny_overrides, "resume=/no/such.pt"]))
+
+
+def test_nonfinite_loss_stops_without_touching_the_checkpoint(tiny_overrides: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from maskdepth import losses
+
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = _weights(last)
+    original = losses.DepthLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, pred, true, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, pred, true, *args, **kwargs)
+        return out * float("nan") if calls["n"] == 2 else out
+
+    monkeypatch.setattr(losses.DepthLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2.*train.on_nonfinite=skip"):
+        fit(load_config(QUICK, [*tiny_overrides, "train.epochs=2"]))
+    after = _weights(last)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    calls["n"] = 0
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=2", "train.on_nonfinite=skip"]))
+    rows = _rows(tmp_path / "run")
+    assert rows[-1]["epoch"] == "2" and int(rows[-1]["skipped_batches"]) == 1
+    assert all(torch.isfinite(v).all() for v in _weights(last).values() if v.is_floating_point())
+
+
+def _train_cmd(overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "maskdepth", "train", str(QUICK), *overrides]
+
+
+def _wait_for_mid_epoch_checkpoint(last: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """Poll until last.pt is a mid-epoch checkpoint; returns its step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early with {proc.returncode}")
+        if last.is_file():
+            try:
+                state = torch.load(last, weights_only=True)
+            except Exception:  # replaced while reading: try again
+                continue
+            if state["batch_in_epoch"] > 0:
+                return state["step"]
+        time.sleep(0.05)
+    raise AssertionError("no mid-epoch checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_gives_the_same_weights(tiny_overrides: list[str], tmp_path: Path) -> None:
+    common = [*tiny_overrides, "train.epochs=3", "train.checkpoint_every=1"]
+    reference = [*common, f"run_dir={tmp_path / 'reference'}"]
+    killed = [*common, f"run_dir={tmp_path / 'killed'}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run(_train_cmd(reference), check=True, env=env, capture_output=True)
+
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    kills = 0
+    for delay in (0.0, 0.7):  # once right at a mid-epoch checkpoint, once at an arbitrary moment
+        proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_mid_epoch_checkpoint(last, proc)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        finally:
+            proc.wait()
+    assert kills >= 1
+    resumed = subprocess.run(_train_cmd(killed), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout + resumed.stderr
+
+    ref, got = _weights(tmp_path / "reference" / "checkpoints" / "last.pt"), _weights(last)
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref), "resumed run differs from the uninterrupted one"
+    ref_rows, got_rows = _rows(tmp_path / "reference"), _rows(tmp_path / "killed")
+    for a, b in zip(ref_rows, got_rows, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_iou"] == b["val_iou"]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "maskdepth", "train", str(QUICK), *tiny_overrides, "train.epochs=1"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    rows = _rows(run)
+    assert len(rows) == 1 and float(rows[0]["val_iou"]) == float(rows[0]["val_iou"])
+    assert len(list((run / "samples").glob("*.png"))) == 1
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped, loads without DDP
