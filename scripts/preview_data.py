@@ -39,19 +39,19 @@ def pick_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def save_preview(data: str | Path, out: str | Path, n: int = 8, seed: int = 0) -> Path:
+    """Write the grid of `n` samples of `data` to `out` (PNG) and return its path."""
     with zipfile.ZipFile(data) as zf:
         rows = list(csv.DictReader(io.TextIOWrapper(zf.open("manifest.csv"), encoding="utf-8")))
         chosen = pick_rows(rows, n, seed)
-        fig = Figure(figsize=(4 * 2.2, len(chosen) * 2.35), dpi=100)
+        fig = Figure(figsize=(4 * 2.0 + 0.4, len(chosen) * 2.2 + 0.3), dpi=110)
         FigureCanvasAgg(fig)
-        titles = ("bg", "fg_bg", "mask", "depth (0 near .. 1 far)")
+        axes = fig.subplots(len(chosen), 4, squeeze=False)
+        titles = ("bg", "fg_bg", "mask", "depth (near 0 .. 1 far)")
         for r, row in enumerate(chosen):
             images = [_load(zf, row[key]) for key in ("bg", "fg_bg", "mask", "depth")]
-            axes = [fig.add_subplot(len(chosen), 4, r * 4 + c + 1) for c in range(4)]
-            for c, (ax, img) in enumerate(zip(axes, images)):
+            for c, (ax, img) in enumerate(zip(axes[r], images)):
                 if c == 3:
                     shown = ax.imshow(img, cmap="magma_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-                    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
                 elif img.ndim == 2:
                     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
                 else:
@@ -62,11 +62,14 @@ def save_preview(data: str | Path, out: str | Path, n: int = 8, seed: int = 0) -
                     ax.set_title(titles[c], fontsize=9)
             label = Path(row["fg_bg"]).stem
             if "coverage" in row:
-                label += f"  {row.get('bg_kind', '')}/{row.get('fg_kind', '')}  cov {100 * float(row['coverage']):.1f}%"
+                label += f"  {row.get('bg_kind', '')}/{row.get('fg_kind', '')}  mask {100 * float(row['coverage']):.1f}%"
             if "distance" in row:
-                label += f"  z {float(row['distance']):.1f} m"
-            axes[0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-        fig.tight_layout()
+                label += f"  at {float(row['distance']):.1f} m"
+            axes[r][0].text(0.0, -0.04, label, transform=axes[r][0].transAxes, fontsize=7, va="top", ha="left")
+        fig.subplots_adjust(left=0.01, right=0.9, top=1 - 0.3 / fig.get_figheight(), bottom=0.02,
+                            wspace=0.04, hspace=0.14)
+        cax = fig.add_axes((0.915, 0.3, 0.02, 0.4))
+        fig.colorbar(shown, cax=cax, label="depth")
         out = Path(out)
         fig.savefig(out)
     return out

@@ -99,3 +99,9 @@ def test_cli_reports_config_error_on_one_line(tmp_path: Path, capsys: pytest.Cap
     assert code == 2
     assert err.count("\n") == 1 and "unknown config key 'train.epoch'" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_text_values_are_taken_as_typed() -> None:
+    cfg = load_config(None, ["data.path=/drive/My Drive/run: 2/data.zip", "run_dir=[runs]", "train.best_metric=val_rmse"])
+    assert cfg.data.path == "/drive/My Drive/run: 2/data.zip"
+    assert cfg.run_dir == "[runs]"

@@ -154,8 +154,9 @@ def test_object_stands_on_the_floor_and_occludes(tiny_png):
             x, y = int(row["x"]), int(row["y"])
             assert floor[y, x]
             assert float(row["distance"]) == pytest.approx(bg_depth[y, x] * synthetic.FAR_M, abs=2e-3)
-            # Away from the object (its soft edge, 2 px) and its contact shadow (on the floor), fg_bg is bg.
-            far = ~_dilate(mask, 2) & ~floor
+            # Away from the object (its soft edges and thin parts under alpha 0.5, within 3 px of the
+            # mask here) and from its contact shadow (on the floor), fg_bg is exactly bg.
+            far = ~_dilate(mask, 3) & ~floor
             assert far.sum() > 0 and np.array_equal(fg_bg[far], bg_rgb[far])
 
 
@@ -182,9 +183,10 @@ def test_object_size_follows_distance(tmp_path):
 
 
 def test_coverage_statistics(tmp_path):
-    # 4 bg x 12 fg x 2 flips x 2 = 192 samples at 32 px (~2 s). Placements aim at a log-uniform
-    # coverage, so with this many samples the mean lies near the ~9% of the full dataset, several
-    # objects cover under 2% and several over 25% (measured: mean 9%, 5% under 1%, 6% over 25%).
+    # 4 bg x 12 fg x 2 flips x 2 = 192 samples at 32 px (~1 s). Placements aim at a log-uniform
+    # coverage (0.01 .. 1.6, capped by how near the floor comes into view), which gives a mean of
+    # ~10% over many scenes (6,400 samples: mean 9.9%, 1st percentile 0.8%, 99th 52%). This
+    # sample, with only 4 scenes, measures mean 7.4%, min 0.7%, max 33%: the bounds leave margin.
     path = tmp_path / "d.zip"
     summary = make_dataset(path, size=32, num_bg=4, num_fg=12, per_pair=2, workers=1, progress=False)
     with zipfile.ZipFile(path) as zf:
@@ -301,6 +303,19 @@ def test_unwritable_folder(tmp_path, no_rendering):
             make_dataset(folder / "d.zip", **TINY)
     finally:
         folder.chmod(0o700)
+
+
+def test_unwritable_folder_simulated(tmp_path, no_rendering, monkeypatch):
+    """The same as above for root, who can write anywhere: creating the temp file is refused."""
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(DataError, match="cannot write to .*Permission denied"):
+        make_dataset(tmp_path / "d.zip", **TINY)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
 
 
 def _fail_writes_after(monkeypatch, n: int, exc: BaseException) -> None:

@@ -232,6 +232,18 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("config key 'run_dir' must name a folder for the run's outputs")
 
 
+def _field_type(key: str) -> Any:
+    """The declared type of dotted `key`, or None if there is no such key."""
+    cls: Any = Config
+    tp: Any = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls) or part not in _fields(cls):
+            return None
+        tp = _hints(cls)[part]
+        cls = tp
+    return tp
+
+
 def _get(obj: Any, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
@@ -270,6 +282,8 @@ def config_from_dict(
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
     for text in overrides:
         key, value = parse_override(text)
+        if _field_type(key) is str and value is not None and not isinstance(value, str):
+            value = text.partition("=")[2].strip()  # text fields take the text as typed, e.g. paths with ': '
         _set(cfg, key, value)
     _validate(cfg)
     return cfg

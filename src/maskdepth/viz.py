@@ -195,21 +195,22 @@ def save_sample_grid(
     return _write_figure(fig, path)
 
 
-# Panels of the curves figure: (title, [(column, label, colour, line style)], log-scale y).
+# Panels of the curves figure: (title, [(column, label, colour, line style)], y axis), where the
+# y axis is "linear", "log", or "fraction" (fixed [0, 1], so runs and epochs compare at a glance).
 # A quantity keeps its colour across train and val; val is dashed.
-_CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...], bool], ...] = (
-    ("loss", (("train_loss", "train", "C0", "-"), ("val_loss", "val", "C0", "--")), False),
+_CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...], str], ...] = (
+    ("loss", (("train_loss", "train", "C0", "-"), ("val_loss", "val", "C0", "--")), "linear"),
     ("loss parts", (
         ("train_mask_loss", "train mask", "C2", "-"), ("val_mask_loss", "val mask", "C2", "--"),
         ("train_depth_loss", "train depth", "C3", "-"), ("val_depth_loss", "val depth", "C3", "--"),
-    ), False),
-    ("val mask", (("val_iou", "IoU", "C0", "-"), ("val_dice", "Dice", "C1", "-")), False),
-    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-")), False),
+    ), "linear"),
+    ("val mask", (("val_iou", "IoU", "C0", "-"), ("val_dice", "Dice", "C1", "-")), "fraction"),
+    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-")), "linear"),
     ("val depth accuracy", (
         ("val_delta1", "\u03b4<1.25", "C0", "-"), ("val_delta2", "\u03b4<1.25\u00b2", "C1", "-"),
         ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"),
-    ), False),
-    ("learning rate", (("lr", "lr", "C0", "-"),), True),
+    ), "fraction"),
+    ("learning rate", (("lr", "lr", "C0", "-"),), "log"),
 )
 
 
@@ -234,7 +235,7 @@ def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str
     fig = Figure(figsize=(12, 6.4), dpi=_DPI, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3)
-    for ax, (name, curves, log_y) in zip(axes.flat, _CURVE_PANELS):
+    for ax, (name, curves, y_axis) in zip(axes.flat, _CURVE_PANELS):
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -248,10 +249,12 @@ def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str
             ax.plot(epochs, values, linestyle=style, color=color, marker="o", markersize=3,
                     label=f"{label} {last:.3g}")
             drawn += 1
-            if log_y and np.all(values[~np.isnan(values)] > 0):
+            if y_axis == "log" and np.all(values[~np.isnan(values)] > 0):
                 ax.set_yscale("log")
+        if y_axis == "fraction":
+            ax.set_ylim(0.0, 1.02)
         if drawn:
-            ax.legend(fontsize=8, title="last epoch", title_fontsize=7)
+            ax.legend(fontsize=8, title="last epoch", title_fontsize=7, framealpha=0.7)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
                     fontsize=9, color="gray")

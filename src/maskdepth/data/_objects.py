@@ -183,7 +183,6 @@ def _animal(rng) -> tuple[list[Part], float, float]:
     body_l = rng.uniform(0.45, 0.8)  # half length of the body in height units
     body_h = rng.uniform(0.16, 0.26)
     body_y = rng.uniform(0.38, 0.5)
-    leg_len = 1 - body_y
     coat = _color(rng, (0.0, 0.14), (0.1, 0.8), (0.15, 0.9))
     pat = _pattern(rng, ("plain", "plain", "spots", "stripes", "noise"))
     leg_r = body_h * rng.uniform(0.18, 0.3)
@@ -443,7 +442,7 @@ def random_object(rng: np.random.Generator) -> ObjectSpec:
                       rng.uniform(-1, 1, size=(16, 16)).astype(np.float32))
 
 
-def _texture(part: Part, idx_mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def _texture(part: Part, xs: np.ndarray, ys: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Per-pixel multiplier [k] for the pixels of one part (coordinates in height units)."""
     c, s = np.cos(part.angle), np.sin(part.angle)
     u = (c * xs + s * ys) / part.period
@@ -484,7 +483,7 @@ def rasterize(spec: ObjectSpec, height_px: int) -> Sprite:
     for k, part in enumerate(spec.parts, start=1):
         sel = pid == k
         if sel.any():
-            tex = _texture(part, sel, xs[sel], ys[sel], spec.seed_grid)
+            tex = _texture(part, xs[sel], ys[sel], spec.seed_grid)
             rgb[yy[sel], xx[sel]] = part.color[None, :] * tex[:, None]
     # Relief: a blurred silhouette, 1 in the thick middle, falling to 0 at the rim.
     alpha_img = Image.fromarray((inside * 255).astype(np.uint8))

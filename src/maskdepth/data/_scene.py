@@ -168,7 +168,7 @@ def _random_material(rng: np.random.Generator, kind: str, role: str) -> Material
         color2 = _hsv(rng.uniform(0.55, 0.65), rng.uniform(0.1, 0.4), rng.uniform(0.15, 0.4))
     if kind == "road":
         extra["centre"] = 0.0
-        color2 = _hsv(rng.choice([0.14, 0.0]), rng.choice([0.8, 0.0]), 0.9)
+        color2 = _hsv(0.14, 0.8, 0.9) if rng.uniform() < 0.4 else _hsv(0.0, 0.0, 0.9)  # yellow or white
     return Material(kind, color.astype(np.float32), color2.astype(np.float32), float(period), grid,
                     float(rng.uniform(0.05, 0.15)), extra)
 
@@ -235,10 +235,9 @@ class _Prim:
             uv = p[:, [2, 1]]
         else:
             uv = p[:, [0, 1]]
-        normal = np.broadcast_to(n if True else n, d.shape)
         # Face the viewer: a wall seen from either side is lit on the side we see.
-        flip = (denom > 0)[:, None]
-        return t, np.where(flip, -normal, normal), np.nan_to_num(uv, posinf=0.0, neginf=0.0)
+        normal = np.where((denom > 0)[:, None], -n, n)
+        return t, normal, np.nan_to_num(uv, posinf=0.0, neginf=0.0)
 
     def _rot(self):
         c, s = np.cos(self.yaw), np.sin(self.yaw)
@@ -588,11 +587,10 @@ def render_scene(spec: SceneSpec, size: int) -> Scene:
         sel = pid_h == i
         if not sel.any():
             continue
-        mat = prim.top if prim.top is not None else prim.mat
-        up = nh[sel, 1] > 0.9
         a = prim.mat.albedo(uv[idx][sel], ph[sel])
-        if prim.top is not None and up.any():
-            a[up] = mat.albedo(uv[idx][sel][up], ph[sel][up])
+        up = nh[sel, 1] > 0.9
+        if prim.top is not None and up.any():  # roofs differ from facades
+            a[up] = prim.top.albedo(uv[idx][sel][up], ph[sel][up])
         albedo[sel] = a
 
     # Direct light with hard shadows, an ambient term, soft falloff for lamps.
@@ -634,6 +632,9 @@ def render_scene(spec: SceneSpec, size: int) -> Scene:
         a = a.reshape(size, _SS, size, _SS, *a.shape[1:])
         return a.mean(axis=(1, 3))
 
+    # Roll highlights off softly instead of clipping them flat (a lamp close to a pale floor).
+    knee = 0.8
+    rgb = np.where(rgb > knee, knee + (1 - knee) * np.tanh((rgb - knee) / (1 - knee)), rgb)
     rgb_img = np.clip(down(rgb), 0, 1).astype(np.float32)
     floor = down(on_floor.astype(np.float32)) >= 1.0
     return Scene(

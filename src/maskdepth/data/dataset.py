@@ -160,7 +160,8 @@ class MaskDepthDataset(Dataset):
     @property
     def info(self) -> dict:
         """dataset.json; "mean" / "std" (3 floats, over fg_bg and bg) estimated from up to 64
-        evenly spaced samples of this split when dataset.json does not give them."""
+        evenly spaced samples of this split when dataset.json does not give them (bad samples
+        are left out of the estimate)."""
         if "mean" not in self._info or "std" not in self._info:
             self._info.update(self._estimate_mean_std())
         return self._info
@@ -171,12 +172,17 @@ class MaskDepthDataset(Dataset):
         squares = np.zeros(3)
         pixels = 0
         for i in picks:
-            item = self._load(int(i), augment=False)
+            try:
+                item = self._load(int(i), augment=False)
+            except DataError:
+                continue  # reported when training reaches it
             for key in ("fg_bg", "bg"):
                 x = item[key].double().flatten(1)
                 total += x.sum(1).numpy()
                 squares += (x * x).sum(1).numpy()
                 pixels += x.shape[1]
+        if not pixels:
+            raise DataError(f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} could be read")
         mean = total / pixels
         std = np.sqrt(np.maximum(squares / pixels - mean**2, 0))
         return {

@@ -97,7 +97,7 @@ def decode_depth(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, 
     img = _open(data)
     stored = img.size
     try:
-        _shrink_in_decoder(img, "L", size)
+        _shrink_in_decoder(img, img.mode, size)  # not "L": a colour depth map must stay detectable
         if img.mode == "L":
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)

@@ -23,14 +23,20 @@ Archive (zip, entries stored uncompressed: JPEG and PNG do not compress further)
     fg_bg/<stem>.jpg               stem = <bg_id>_<fg_id>_<flip>_<k>, e.g. bg007_fg042_1_13
     mask/<stem>.png                0/255 grayscale PNG (always lossless)
     depth/<stem>.jpg               grayscale, value / 255 = z / 20 m (16-bit PNG / 65535 with png)
-    manifest.csv                   one row per sample, columns MANIFEST_COLUMNS
+    manifest.csv                   one row per sample, columns MANIFEST_COLUMNS (below)
     dataset.json                   sizes, seed, generator version, encodings, mean/std, statistics
+
+Manifest columns: fg_bg, bg, mask, depth (entry names); bg_id, fg_id; flip (1 = mirrored);
+x, y (the foot pixel: column, row); scale (object height in pixels / image size); distance
+(metres from the camera along its axis, at the foot); height_m (the object's real height);
+coverage (mask fraction); bg_kind (room | hall | street | yard); fg_kind (person, animal, ...).
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import functools
 import io
 import json
 import math
@@ -62,7 +68,7 @@ MANIFEST_COLUMNS = (
     "height_m", "coverage", "bg_kind", "fg_kind",
 )
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-_COVERAGE_RANGE = (0.008, 1.3)  # placements aim at a log-uniform mask coverage in this range
+_COVERAGE_RANGE = (0.01, 1.6)  # placements aim at a log-uniform mask coverage in this range
 _MIN_VISIBLE = 0.001  # a placement must show at least this fraction of the image (and 3 pixels)
 _TRIES = 12
 
@@ -73,7 +79,6 @@ class _Job:
 
     size: int
     seed: int
-    num_fg: int
     per_pair: int
     image_format: str
     bg_width: int
@@ -129,7 +134,7 @@ def _fmt3(v: list[float]) -> str:
 def _encode_rgb(img: np.ndarray, fmt: str) -> bytes:
     """uint8 [H,W,3] -> JPEG (quality 90, 4:4:4) or PNG bytes."""
     buf = io.BytesIO()
-    pil = Image.fromarray(img, "RGB")
+    pil = Image.fromarray(img)  # uint8 [H,W,3]: RGB
     if fmt == "jpg":
         pil.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
     else:
@@ -139,7 +144,7 @@ def _encode_rgb(img: np.ndarray, fmt: str) -> bytes:
 
 def _encode_mask(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(buf, "PNG", compress_level=6)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, "PNG", compress_level=6)
     return buf.getvalue()
 
 
@@ -154,11 +159,11 @@ def _encode_depth(depth: np.ndarray, fmt: str) -> tuple[bytes, np.ndarray]:
     floor = int(codes.min())
     while True:
         buf = io.BytesIO()
-        Image.fromarray(np.maximum(codes, floor), "L").save(buf, "JPEG", quality=DEPTH_JPEG_QUALITY, subsampling=0)
+        Image.fromarray(np.maximum(codes, floor)).save(buf, "JPEG", quality=DEPTH_JPEG_QUALITY, subsampling=0)
         data = buf.getvalue()
         # JPEG ringing next to a strong edge could push a near value to 0: check the few near maps.
         if floor >= 24 or int(np.asarray(Image.open(io.BytesIO(data))).min()) > 0:
-            return data, codes
+            return data, np.maximum(codes, floor)
         floor += 4
 
 
@@ -204,7 +209,7 @@ def render_background(bg_index: int, *, size: int = 192, seed: int = 0) -> tuple
     Returns (rgb uint8 [S,S,3] as written to bg/, depth float32 [S,S] in (0,1] before quantisation
     (z / FAR_M, larger = farther), floor bool [S,S]: the pixels where an object may stand).
     """
-    job = _Job(size=size, seed=seed, num_fg=1, per_pair=1, image_format="png", bg_width=3, fg_width=3, k_width=2)
+    job = _Job(size=size, seed=seed, per_pair=1, image_format="png", bg_width=3, fg_width=3, k_width=2)
     bd = _prepare_background(job, bg_index)["backdrop"]
     return bd.rgb, np.clip(bd.depth_m / FAR_M, DEPTH_MIN, 1.0).astype(np.float32), bd.floor
 
@@ -356,9 +361,13 @@ def _init_worker(job: _Job) -> None:
     _JOB = job
 
 
-def _work_prepare(task: tuple[str, int]) -> Any:
+def _prepare(job: _Job, task: tuple[str, int]) -> Any:
     kind, i = task
-    return _prepare_background(_JOB, i) if kind == "bg" else _prepare_object(_JOB, i)
+    return _prepare_background(job, i) if kind == "bg" else _prepare_object(job, i)
+
+
+def _work_prepare(task: tuple[str, int]) -> Any:
+    return _prepare(_JOB, task)
 
 
 def _work_chunk(task: tuple) -> dict:
@@ -398,6 +407,10 @@ class _Archive:
 
     def close(self) -> None:
         self.zip.close()
+
+    def abort(self) -> None:
+        """Give up: forget the file so that nothing more (no central directory) is written to it."""
+        self.zip.fp = None
 
 
 def _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format) -> None:
@@ -479,7 +492,7 @@ def make_dataset(
     out = Path(out)
     size, num_bg, num_fg, per_pair, seed = int(size), int(num_bg), int(num_fg), int(per_pair), int(seed)
     count = num_bg * num_fg * 2 * per_pair
-    job = _Job(size=size, seed=seed, num_fg=num_fg, per_pair=per_pair, image_format=image_format,
+    job = _Job(size=size, seed=seed, per_pair=per_pair, image_format=image_format,
                bg_width=max(3, len(str(num_bg - 1))), fg_width=max(3, len(str(num_fg - 1))),
                k_width=max(2, len(str(per_pair - 1))))
     n_workers = min(workers or _default_workers(), num_bg * num_fg)
@@ -527,36 +540,48 @@ def _discard(tmp: Path, fileobj, pool) -> None:
 
 
 def _estimate_bytes(size: int, count: int, image_format: str) -> float:
-    per_pixel = 0.45 if image_format == "jpg" else 3.0  # fg_bg + depth + mask per image pixel, measured
+    per_pixel = 0.45 if image_format == "jpg" else 2.0  # fg_bg + depth + mask per image pixel, measured
     return count * (size * size * per_pixel + 400)
 
 
 def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, pool, n_workers: int,
                    progress: bool) -> tuple[dict, float]:
-    from tqdm.auto import tqdm
-
+    """Write the whole archive to `fileobj`; returns (dataset.json contents, seconds of phase 1)."""
     start = time.perf_counter()
     archive = _Archive(fileobj)
-    inflight = 4 * n_workers
-    if pool is None:
-        _init_worker(job)
+    try:
+        backdrops, sprites, bg_stats = _write_backgrounds(archive, job, num_bg, num_fg, pool, n_workers)
+        prepare_seconds = time.perf_counter() - start
+        info = _write_samples(archive, job, backdrops, sprites, bg_stats, count, pool, n_workers, progress)
+        archive.close()
+    except BaseException:
+        archive.abort()
+        raise
+    return info, prepare_seconds
 
-    # Phase 1: every background rendered and every object drawn once; bg entries written.
+
+def _write_backgrounds(archive: _Archive, job: _Job, num_bg: int, num_fg: int, pool, n_workers: int):
+    """Phase 1: render every background and draw every object once; write the bg entries."""
     backdrops: list[_Backdrop] = []
     sprites: list[Sprite] = []
     bg_stats = np.zeros((2, 3), np.int64)
-    prep = [("bg", b) for b in range(num_bg)] + [("fg", f) for f in range(num_fg)]
-    for res in _ordered(_work_prepare, iter(prep), pool, inflight):
+    tasks = [("bg", b) for b in range(num_bg)] + [("fg", f) for f in range(num_fg)]
+    func = _work_prepare if pool is not None else functools.partial(_prepare, job)
+    for res in _ordered(func, iter(tasks), pool, 4 * n_workers):
         if isinstance(res, Sprite):
             sprites.append(res)
             continue
         archive.write(f"bg/{job.bg_id(res['b'])}.{job.image_format}", res["data"])
         bg_stats += res["stats"]
         backdrops.append(res["backdrop"])
+    return backdrops, sprites, bg_stats
 
-    prepare_seconds = time.perf_counter() - start
 
-    # Phase 2: the samples, (bg, fg) chunk by chunk in order.
+def _write_samples(archive: _Archive, job: _Job, backdrops: list[_Backdrop], sprites: list[Sprite],
+                   bg_stats: np.ndarray, count: int, pool, n_workers: int, progress: bool) -> dict:
+    """Phase 2: the samples, (bg, fg) chunk by chunk in order; then manifest.csv and dataset.json."""
+    from tqdm.auto import tqdm
+
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
@@ -564,9 +589,10 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
     fg_stats = np.zeros((2, 3), np.int64)
     depth_hist = np.zeros(256, np.int64)
     n = 0
-    tasks = ((b, f, backdrops[b], sprites[f]) for b in range(num_bg) for f in range(num_fg))
+    tasks = ((b, f, backdrops[b], sprites[f]) for b in range(len(backdrops)) for f in range(len(sprites)))
+    func = _work_chunk if pool is not None else (lambda task: _render_chunk(job, *task))
     with tqdm(total=count, unit="sample", desc="make-data", disable=not progress, smoothing=0.05) as bar:
-        for res in _ordered(_work_chunk, tasks, pool, inflight):
+        for res in _ordered(func, tasks, pool, 4 * n_workers):
             for name, data in res["entries"]:
                 archive.write(name, data)
             writer.writerows(res["rows"])
@@ -577,10 +603,9 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
             depth_hist += res["depth_hist"]
             bar.update(k)
     archive.write("manifest.csv", rows.getvalue().encode("utf-8"))
-    info = _dataset_info(job, num_bg, num_fg, count, bg_stats, fg_stats, coverage, depth_hist)
+    info = _dataset_info(job, len(backdrops), len(sprites), count, bg_stats, fg_stats, coverage, depth_hist)
     archive.write("dataset.json", (json.dumps(info, indent=2) + "\n").encode("utf-8"))
-    archive.close()
-    return info, prepare_seconds
+    return info
 
 
 def _mean_std(stats: np.ndarray, pixels: int) -> tuple[list[float], list[float]]:

@@ -1,0 +1,329 @@
+"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--index-samples 40000 400000]
+
+Throughput of the data pipeline (samples/s), side by side with
+  limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes with PIL
+          (Image.open + load, full resolution) in a tight loop, nothing else;
+  ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
+          workers: zip index, decode (JPEGs shrunk in the DCT when the size allows), resize,
+          checks, float32 tensors, cached backgrounds;
+  naive   the files extracted to disk, every sample opening its four images with PIL and applying
+          torchvision transforms (Resize, ToTensor), same DataLoader settings;
+at 64 and 192 px output. Each cell is the best of `--repeats` timed epochs after one warm-up
+epoch (workers started, caches filled). Torch runs one intra-op thread per process.
+
+Then the cost of indexing a large archive: for 40k and 400k samples (3 entries per sample plus
+100 backgrounds and a manifest.csv), a zip of empty STORED entries with the original's naming is
+written directly (no image data, so it takes seconds) and, in a fresh process each, the time to
+index its central directory and to resolve the manifest (what `open_dataset` does), the bytes
+held by the index and the manifest arrays, and the process's peak RSS.
+
+Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset
+(about 30 s). The CPU of a shared machine makes figures noisy: compare columns within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class Clock:
+    """Wall-clock and CPU seconds of this process (CPU time is what a shared machine cannot steal)."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def _best(run, count: int, repeats: int) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second of this process), best of `repeats`."""
+    wall = cpu = 0.0
+    for _ in range(repeats):
+        with Clock() as clock:
+            run()
+        wall, cpu = max(wall, count / clock.wall), max(cpu, count / max(clock.cpu, 1e-9))
+    return wall, cpu
+
+
+def _decode_limit(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tuple[float, float]:
+    from PIL import Image
+
+    def run() -> None:
+        for blobs in samples:
+            for data in blobs:
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
+
+    return _best(run, len(samples), repeats)
+
+
+def _getitem_rate(dataset, repeats: int) -> tuple[float, float]:
+    def run() -> None:
+        for i in range(len(dataset)):
+            dataset[i]
+
+    run()  # warm-up: backgrounds cached
+    return _best(run, len(dataset), repeats)
+
+
+def _loader_rate(dataset, workers: int, repeats: int) -> tuple[float, float]:
+    from torch.utils.data import DataLoader
+
+    from maskdepth.data import collate
+
+    loader = DataLoader(dataset, batch_size=32, shuffle=False, num_workers=workers, collate_fn=collate,
+                        persistent_workers=workers > 0)
+
+    def run() -> None:
+        for _ in loader:
+            pass
+
+    run()  # warm-up: workers started, backgrounds cached, page cache filled
+    rates = _best(run, len(dataset), repeats)
+    del loader
+    return rates
+
+
+class NaiveDataset:
+    """What older solutions did: files on disk, PIL opens, torchvision transforms."""
+
+    def __init__(self, root: Path, rows: list[tuple[str, str, str, str]], size: int) -> None:
+        from torchvision import transforms as T
+
+        self.root, self.rows = root, rows
+        self.rgb = T.Compose([T.Resize((size, size)), T.ToTensor()])
+        self.nearest = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.NEAREST), T.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        from PIL import Image
+
+        fg_bg, bg, mask, depth = (self.root / name for name in self.rows[i])
+        return {
+            "bg": self.rgb(Image.open(bg).convert("RGB")),
+            "fg_bg": self.rgb(Image.open(fg_bg).convert("RGB")),
+            "mask": (self.nearest(Image.open(mask).convert("L")) > 0.5).float(),
+            "depth": self.rgb(Image.open(depth).convert("L")),
+        }
+
+
+def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: int, tmp: Path) -> list[dict]:
+    import torch
+
+    from maskdepth.data import open_dataset
+
+    torch.set_num_threads(1)
+    probe = open_dataset(data, size=sizes[0], split="all")
+    m = probe.manifest
+    rows = [tuple(m.entry_name(k, int(r)) for k in range(4)) for r in probe.rows]
+    samples = [(m.read(0, int(r)), m.read(2, int(r)), m.read(3, int(r))) for r in probe.rows]
+    limit, limit_cpu = _decode_limit(samples, repeats)
+    extracted = tmp / "extracted"
+    with zipfile.ZipFile(data) as z:
+        z.extractall(extracted)
+    results = []
+    for size in sizes:
+        ours_ds = open_dataset(data, size=size, split="all", in_memory=True)
+        naive_ds = NaiveDataset(extracted, rows, size)
+        dataset_only, dataset_cpu = _getitem_rate(ours_ds, repeats)
+        print(f"  {size:4d} px  dataset only: limit {limit:6.0f}/s  ours {dataset_only:6.0f}/s "
+              f"(per CPU second: {limit_cpu:.0f} vs {dataset_cpu:.0f})", flush=True)
+        for w in workers:
+            ours, ours_cpu = _loader_rate(ours_ds, w, repeats)
+            naive, naive_cpu = _loader_rate(naive_ds, w, repeats)
+            results.append({"size": size, "workers": w, "limit": limit, "ours": ours, "naive": naive,
+                            "limit_cpu": limit_cpu, "ours_cpu": ours_cpu, "naive_cpu": naive_cpu,
+                            "dataset_only": dataset_only, "dataset_cpu": dataset_cpu})
+            print(f"  {size:4d} px  {w} workers: limit {limit:6.0f}/s  ours {ours:6.0f}/s  naive {naive:6.0f}/s", flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------- index of a large archive
+
+
+def write_index_zip(path: Path, samples: int) -> int:
+    """A zip with the original's naming, 3 empty STORED entries per sample, 100 backgrounds and
+    a manifest.csv, written with numpy (fixed-length names per folder). Returns the entry count."""
+    num_bg = 100
+    per_bg = -(-samples // num_bg)
+    stems = [f"bg192_{b + 1:03d}_fg{(k % 100) + 1:03d}_{k // 100:04d}" for b in range(num_bg) for k in range(per_bg)][:samples]
+    folders = {
+        "bg_192/": [f"bg192_{b + 1:03d}.jpg" for b in range(num_bg)],
+        "fg_bg/": [f"{s}.jpg" for s in stems],
+        "mask/": [f"{s}.jpg" for s in stems],
+        "fg_bg_depth_full/": [f"{s}.jpg" for s in stems],
+    }
+    manifest = io.StringIO()
+    manifest.write("fg_bg,bg,mask,depth,bg_id,fg_id\n")
+    for s in stems:
+        manifest.write(f"fg_bg/{s}.jpg,bg_192/{s[:9]}.jpg,mask/{s}.jpg,fg_bg_depth_full/{s}.jpg,{s[:9]},{s[10:16]}\n")
+    manifest_bytes = manifest.getvalue().encode()
+
+    local_parts, central_parts = [], []
+    offset = 0
+    count = 0
+    for folder, names in folders.items():
+        encoded = np.array([(folder + n).encode() for n in names])
+        width, n = encoded.dtype.itemsize, len(names)
+        name_bytes = np.frombuffer(encoded.tobytes(), np.uint8).reshape(n, width)
+        local = np.zeros((n, 30 + width), np.uint8)
+        local[:, :30] = np.frombuffer(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, 0, 0, 0, width, 0), np.uint8)
+        local[:, 30:] = name_bytes
+        offsets = offset + np.arange(n, dtype=np.int64) * (30 + width)
+        central = np.zeros((n, 46 + width), np.uint8)
+        central[:, :46] = np.frombuffer(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, 0, 0, 0, width, 0, 0, 0, 0, 0, 0), np.uint8)
+        central[:, 42:46] = offsets.astype("<u4").view(np.uint8).reshape(n, 4)
+        central[:, 46:] = name_bytes
+        local_parts.append(local.tobytes())
+        central_parts.append(central.tobytes())
+        offset += local.size
+        count += n
+    name = b"manifest.csv"
+    crc = __import__("zlib").crc32(manifest_bytes)
+    local_parts.append(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, len(manifest_bytes), len(manifest_bytes), len(name), 0) + name + manifest_bytes)
+    central_parts.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, len(manifest_bytes), len(manifest_bytes), len(name), 0, 0, 0, 0, 0, offset) + name)
+    offset += len(local_parts[-1])
+    count += 1
+    cd = b"".join(central_parts)
+    with open(path, "wb") as f:
+        for part in local_parts:
+            f.write(part)
+        f.write(cd)
+        f.write(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(cd), offset))
+        f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + len(cd), 1))
+        f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+    return count
+
+
+def _status_mb(*keys: str) -> dict[str, float]:
+    """Fields of /proc/self/status in MB: RssAnon (private memory in use), VmHWM (peak RSS of this
+    process image; unlike ru_maxrss it is not inherited across exec)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in keys:
+                out[name] = int(value.split()[0]) / 1024
+    return out
+
+
+def _index_child(path: str) -> None:
+    """Runs in a fresh process: prints JSON with times and sizes."""
+    import pickle
+
+    from maskdepth.data.archive import ZipArchive
+    from maskdepth.data.manifest import _load
+
+    base = _status_mb("RssAnon")["RssAnon"]
+    start = time.perf_counter()
+    archive = ZipArchive(path, in_memory=False)
+    index_s = time.perf_counter() - start
+    index_mb = archive.index_nbytes / 2**20
+    del archive
+    start = time.perf_counter()
+    manifest = _load(path, False, 20)
+    manifest_s = time.perf_counter() - start
+    archive = manifest.archives[0]
+    arrays = [manifest.entries, manifest.archive_ids, manifest.bg_code, manifest.fg_code]
+    status = _status_mb("RssAnon", "VmHWM")
+    print(json.dumps({
+        "entries": len(archive),
+        "index_s": index_s,
+        "open_s": manifest_s,
+        "index_mb": index_mb,
+        "manifest_mb": sum(a.nbytes for a in arrays) / 2**20,
+        "anon_after_open_mb": status["RssAnon"] - base,
+        "peak_rss_mb": status["VmHWM"],
+        "pickle_mb": len(pickle.dumps(manifest)) / 2**20,
+        "missing": manifest.missing_count,
+    }))
+
+
+def bench_index(counts: list[int], tmp: Path) -> list[dict]:
+    results = []
+    for samples in counts:
+        path = tmp / f"index{samples}.zip"
+        start = time.perf_counter()
+        write_index_zip(path, samples)
+        written = time.perf_counter() - start
+        out = subprocess.run([sys.executable, __file__, "--index-child", str(path)], capture_output=True, text=True, check=True)
+        result = {"samples": samples, "write_s": written, "zip_mb": path.stat().st_size / 2**20, **json.loads(out.stdout)}
+        results.append(result)
+        print(f"  {samples} samples: {result['entries']} entries indexed in {result['index_s']:.2f} s, "
+              f"opened (index + manifest) in {result['open_s']:.2f} s", flush=True)
+        path.unlink()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="dataset zip (default: generate one)")
+    parser.add_argument("--samples", type=int, default=400, help="samples of the generated dataset (default 400)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 192])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--repeats", type=int, default=2, help="timed epochs per cell (best counts)")
+    parser.add_argument("--index-samples", type=int, nargs="*", default=[40_000, 400_000])
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--index-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.index_child:
+        _index_child(args.index_child)
+        return
+
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs seen, {platform.machine()}")
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp_name:
+        tmp = Path(tmp_name)
+        if not args.skip_throughput:
+            data = args.data
+            if data is None:
+                from maskdepth.data.synthetic import make_dataset
+
+                data = tmp / "bench192.zip"
+                num_fg = max(1, args.samples // 40)
+                make_dataset(data, size=192, num_bg=10, num_fg=num_fg, per_pair=2, seed=0, progress=False)
+            print(f"throughput on {data}:")
+            rows = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
+            print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
+            print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive")
+            for r in rows:
+                print(f" {r['size']:4d}  {r['workers']:7d}  {r['limit']:8.0f}  {r['ours']:7.0f}  {r['naive']:7.0f}"
+                      f"   {r['ours'] / r['limit']:10.2f}  {r['ours'] / r['naive']:10.1f}")
+            print("\none process, samples per CPU second of that process (robust to other load on the machine):")
+            print(" size   limit  dataset only  ours (loader)  naive (loader)   dataset/limit  loader/limit  ours/naive")
+            for r in rows:
+                if r["workers"] == 0:
+                    print(f" {r['size']:4d}  {r['limit_cpu']:6.0f}  {r['dataset_cpu']:12.0f}  {r['ours_cpu']:13.0f}  {r['naive_cpu']:14.0f}"
+                          f"   {r['dataset_cpu'] / r['limit_cpu']:13.2f}  {r['ours_cpu'] / r['limit_cpu']:12.2f}  {r['ours_cpu'] / r['naive_cpu']:10.1f}")
+            print("(limit: full-resolution PIL decode of the same fg_bg + mask + depth bytes, nothing else; "
+                  "dataset only: ds[i] without collate)")
+        if args.index_samples:
+            print("\nindex of a large archive (synthetic central directory, empty entries):")
+            rows = bench_index(args.index_samples, tmp)
+            print("\n samples   entries  index s  open s  index MB  manifest MB  private MB after open  peak RSS MB  pickle MB")
+            for r in rows:
+                print(f" {r['samples']:7d}  {r['entries']:8d}  {r['index_s']:7.2f}  {r['open_s']:6.2f}  {r['index_mb']:8.1f}"
+                      f"  {r['manifest_mb']:11.1f}  {r['anon_after_open_mb']:21.0f}  {r['peak_rss_mb']:11.0f}  {r['pickle_mb']:9.1f}")
+            print("(open = index + manifest resolution, what open_dataset does; private MB: anonymous memory held "
+                  "after open, beyond the fresh process; peak RSS: whole process incl. interpreter and the mapped zip; "
+                  "pickle: what each spawn worker receives)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The dataset: item contract, background splits, augmentation, bad data, workers under fork and spawn."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from data_helpers import jpeg_bytes, png_bytes, scene, write_dataset_zip
+from maskdepth.data import collate, open_dataset, read_image_file
+from maskdepth.data.dataset import split_backgrounds
+from maskdepth.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def data_zip(tmp_path_factory) -> Path:
+    """10 backgrounds x 3 samples, 32 px."""
+    path = tmp_path_factory.mktemp("ds") / "d.zip"
+    write_dataset_zip(path, num_bg=10, per_bg=3)
+    return path
+
+
+def test_item_contract(data_zip):
+    ds = open_dataset(data_zip, size=32, split="all")
+    assert len(ds) == 30 and ds.size == 32
+    item = ds[4]
+    assert set(item) == {"bg", "fg_bg", "mask", "depth", "index", "name", "bg_id", "fg_id"}
+    for key, channels in (("bg", 3), ("fg_bg", 3), ("mask", 1), ("depth", 1)):
+        assert item[key].shape == (channels, 32, 32) and item[key].dtype == torch.float32
+    assert 0 <= item["fg_bg"].min() and item["fg_bg"].max() <= 1
+    assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    assert item["depth"].min() > 0 and item["depth"].max() <= 1
+    assert (item["index"], item["name"], item["bg_id"], item["fg_id"]) == (4, "bg001_fg001", "bg001", "fg001")
+    # the pasted square (scene k=1: rows and columns 5..15) is the mask
+    expected = np.zeros((32, 32), np.float32)
+    expected[5:15, 5:15] = 1
+    np.testing.assert_array_equal(item["mask"][0].numpy(), expected)
+    # bg is the stored JPEG decoded (R channel of column 0 of background 1 is 40 / 255)
+    assert abs(float(item["bg"][0, 10, 0]) - 40 / 255) < 8 / 255
+    assert ds.info["mean"] == [0.5] * 3  # from dataset.json
+
+
+@pytest.mark.parametrize("size", [16, 48])
+def test_resizing(data_zip, size):
+    item = open_dataset(data_zip, size=size, split="all")[4]
+    assert item["fg_bg"].shape == (3, size, size) and item["mask"].shape == (1, size, size)
+    scale = size / 32
+    assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    assert abs(float(item["mask"].sum()) - 100 * scale**2) <= 4 * 10 * scale + 4  # nearest: the square, up to its edges
+    assert item["depth"].min() > 0
+
+
+def test_splits_hold_out_backgrounds_and_are_reproducible(data_zip, tmp_path):
+    parts = {s: open_dataset(data_zip, size=32, split=s) for s in ("train", "val", "test")}
+    assert [len(parts[s].splits[s]) for s in ("train", "val", "test")] == [8, 1, 1]
+    bgs = {s: {parts[s][i]["bg_id"] for i in range(len(parts[s]))} for s in parts}
+    assert bgs["train"].isdisjoint(bgs["val"]) and bgs["train"].isdisjoint(bgs["test"]) and bgs["val"].isdisjoint(bgs["test"])
+    assert {s: sorted(b) for s, b in bgs.items()} == parts["train"].splits
+    assert sum(len(p) for p in parts.values()) == 30
+
+    again = open_dataset(data_zip, size=32, split="train")
+    assert again.splits == parts["train"].splits and again.rows.tolist() == parts["train"].rows.tolist()
+    other = [open_dataset(data_zip, size=32, split="val", split_seed=seed).splits["val"] for seed in range(1, 6)]
+    assert any(v != parts["val"].splits["val"] for v in other)
+
+    # the split depends on the set of backgrounds, not on the row order of the manifest
+    shuffled = tmp_path / "shuffled.zip"
+    with zipfile.ZipFile(data_zip) as src, zipfile.ZipFile(shuffled, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "manifest.csv":
+                header, *lines = data.decode().splitlines()
+                data = "\n".join([header] + lines[::-1]).encode()
+            dst.writestr(name, data)
+    assert open_dataset(shuffled, size=32, split="train").splits == parts["train"].splits
+
+
+def test_split_counts():
+    assert [len(v) for v in split_backgrounds([f"b{i}" for i in range(3)]).values()] == [1, 1, 1]
+    assert [len(v) for v in split_backgrounds([f"b{i}" for i in range(100)]).values()] == [80, 10, 10]
+    assert [len(v) for v in split_backgrounds([f"b{i}" for i in range(4)], (0.5, 0.5, 0.0)).values()] == [2, 2, 0]
+    with pytest.raises(ConfigError, match="summing to 1"):
+        split_backgrounds(["a", "b", "c"], (0.8, 0.1, 0.2))
+
+
+def test_too_few_backgrounds(tmp_path):
+    path = tmp_path / "two.zip"
+    write_dataset_zip(path, num_bg=2, per_bg=2)
+    with pytest.raises(DataError, match=r"two.zip has 2 background\(s\) \(bg000, bg001\).*at least 3.*split 'all'"):
+        open_dataset(path, size=32, split="train")
+    assert len(open_dataset(path, size=32, split="all")) == 4
+    with pytest.warns(UserWarning, match="splits samples, not backgrounds"):
+        train = open_dataset(path, size=32, split="train", split_mode="random")
+    assert len(train) == 2  # 4 samples: 2 / 1 / 1
+
+
+def test_random_split_warns_and_partitions_samples(data_zip):
+    with pytest.warns(UserWarning, match="splits samples, not backgrounds"):
+        parts = [open_dataset(data_zip, size=32, split=s, split_mode="random") for s in ("train", "val", "test")]
+    rows = [set(p.rows.tolist()) for p in parts]
+    assert [len(r) for r in rows] == [24, 3, 3] and set.union(*rows) == set(range(30))
+
+
+def test_bad_arguments(data_zip):
+    with pytest.raises(ConfigError, match="data.size"):
+        open_dataset(data_zip, size=0)
+    with pytest.raises(ConfigError, match="split must be one of"):
+        open_dataset(data_zip, size=32, split="validation")
+    with pytest.raises(ConfigError, match="split_mode"):
+        open_dataset(data_zip, size=32, split_mode="scene")
+
+
+def test_augmentation_is_paired_and_reproducible(data_zip):
+    plain = open_dataset(data_zip, size=32, split="all")
+    aug = open_dataset(data_zip, size=32, split="all", augment=True, augment_seed=3)
+    flips = 0
+    for i in range(len(aug)):
+        a, p = aug[i], plain[i]
+        flipped = torch.equal(a["mask"], p["mask"].flip(-1)) and not torch.equal(a["mask"], p["mask"])
+        flips += flipped
+        ref = {k: p[k].flip(-1) if flipped else p[k] for k in ("bg", "fg_bg", "mask", "depth")}
+        assert torch.equal(a["mask"], ref["mask"]) and torch.equal(a["depth"], ref["depth"])  # geometry only
+        assert not torch.equal(a["fg_bg"], ref["fg_bg"])  # colour jitter on the RGB images
+        # one colour change for both: where bg and fg_bg were equal they still are
+        same = (ref["bg"] == ref["fg_bg"]).all(0)
+        assert torch.equal(a["bg"][:, same], a["fg_bg"][:, same])
+        assert torch.equal(aug[i]["fg_bg"], a["fg_bg"])  # same epoch: same draw
+    assert 5 <= flips <= 25
+    first = aug[0]["fg_bg"]
+    aug.set_epoch(1)
+    assert not torch.equal(aug[0]["fg_bg"], first)
+
+
+def _all_items(ds, **loader_args):
+    loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate, **loader_args)
+    return [b for b in loader]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_give_the_same_samples(data_zip, context):
+    if context not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {context} on this platform")
+    ds = open_dataset(data_zip, size=32, split="train", augment=True, in_memory=True)
+    ds.set_epoch(2)
+    expected = _all_items(ds)
+    got = _all_items(ds, num_workers=2, multiprocessing_context=context)
+    assert len(got) == len(expected) == 6
+    for a, b in zip(expected, got):
+        assert a["name"] == b["name"] and a["skipped"] == b["skipped"] == 0
+        for key in ("bg", "fg_bg", "mask", "depth", "index"):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_pickled_dataset_carries_no_archive_bytes(data_zip):
+    ds = open_dataset(data_zip, size=32, split="train", in_memory=True)
+    assert isinstance(ds.manifest.archives[0]._buf, bytes)
+    ds[0]  # fills the background cache
+    data = pickle.dumps(ds)
+    assert data.find(ds.manifest.archives[0]._buf[:2000]) < 0
+    clone = pickle.loads(data)
+    assert clone.manifest.archives[0]._buf is None and len(clone._bg_cache) == 0
+    assert torch.equal(clone[3]["fg_bg"], ds[3]["fg_bg"])
+
+
+def _rss_private_kb(pid: int) -> int:
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def test_worker_memory_stable_over_epochs(tmp_path):
+    if not Path("/proc/self/smaps_rollup").exists() or "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs Linux /proc and fork")
+    path = tmp_path / "d.zip"
+    write_dataset_zip(path, num_bg=20, per_bg=20, size=32)  # 400 samples
+    ds = open_dataset(path, size=32, split="all", in_memory=True)
+    loader = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=collate, persistent_workers=True,
+                        multiprocessing_context="fork")
+    private = []
+    for _ in range(5):
+        for _ in loader:
+            pass
+        pids = [w.pid for w in loader._iterator._workers]
+        private.append(sum(_rss_private_kb(pid) for pid in pids))
+    # after the first epoch (caches warm), the workers' private memory does not keep growing
+    growth_kb = private[-1] - private[1]
+    assert growth_kb < 4096, private
+
+
+def test_bad_entries_are_named(tmp_path):
+    good = scene(32, 0, 0)
+    cases = {
+        "corrupt": ("fg_bg/bg001_fg001.jpg", jpeg_bytes(good["fg_bg"])[:300], "not a readable image|corrupt image"),
+        "garbage": ("mask/bg001_fg001.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not a readable image|corrupt image"),
+        "size": ("depth/bg001_fg001.jpg", jpeg_bytes(good["depth"][:, :30]), "image is 30x32 px but the dataset's size"),
+        "zero": ("depth/bg001_fg001.jpg", png_bytes(np.zeros((32, 32), np.uint8)), "depth has no valid pixel"),
+        "colour": ("depth/bg001_fg001.jpg", jpeg_bytes(good["fg_bg"]), "depth is a colour image"),
+    }
+    for case, (entry, data, message) in cases.items():
+        path = tmp_path / f"{case}.zip"
+        write_dataset_zip(path, num_bg=3, per_bg=2, replace={entry: data})
+        ds = open_dataset(path, size=32, split="all")
+        ds[0]
+        with pytest.raises(DataError, match=rf"{case}.zip: {entry}: ({message})"):
+            ds[3]
+        skipping = open_dataset(path, size=32, split="all", skip_bad=True)
+        assert skipping[3] is None and skipping.bad_count == 1, case
+
+
+def test_wrong_size_without_dataset_json_compares_with_the_background(tmp_path):
+    path = tmp_path / "nojson.zip"
+    write_dataset_zip(path, num_bg=3, per_bg=1, dataset_json=False,
+                      replace={"fg_bg/bg002_fg000.jpg": jpeg_bytes(scene(32, 2, 0)["fg_bg"][:31])})
+    ds = open_dataset(path, size=16, split="all")
+    with pytest.raises(DataError, match=r"fg_bg/bg002_fg000.jpg: image is 32x31 px but its background .*bg/bg002.jpg is 32x32"):
+        ds[2]
+    assert len(ds.info["mean"]) == 3 and "estimated" in ds.info["mean_std_source"]
+
+
+def test_missing_entry_is_named_when_opening(tmp_path):
+    path = tmp_path / "missing.zip"
+    write_dataset_zip(path, num_bg=3, per_bg=2, replace={"mask/bg002_fg001.png": None})
+    with pytest.raises(DataError, match=r"missing.zip: mask entry 'mask/bg002_fg001.png' \(line 7 of .*\) is not in the archive"):
+        open_dataset(path, size=32, split="all")
+    with pytest.warns(UserWarning, match="skip_bad: these samples are skipped"):
+        ds = open_dataset(path, size=32, split="all", skip_bad=True)
+    assert ds[5] is None and ds[4] is not None
+
+
+def test_missing_manifest_missing_file_not_a_zip(tmp_path):
+    path = tmp_path / "nomanifest.zip"
+    write_dataset_zip(path, num_bg=3, per_bg=1, manifest=False)
+    with pytest.raises(DataError, match=r"nomanifest.zip: no manifest.csv in the archive.*maskdepth index"):
+        open_dataset(path, size=32)
+    with pytest.raises(DataError, match="nothing.zip: dataset not found"):
+        open_dataset(tmp_path / "nothing.zip", size=32)
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"\xff\xd8\xff" + bytes(500))
+    with pytest.raises(DataError, match="fake.zip: not a zip archive"):
+        open_dataset(fake, size=32)
+
+
+def test_collate_drops_bad_items_and_counts_them(tmp_path):
+    path = tmp_path / "bad.zip"
+    write_dataset_zip(path, num_bg=3, per_bg=2, replace={"fg_bg/bg000_fg001.jpg": b"\xff\xd8\xff\xe0 broken"})
+    ds = open_dataset(path, size=32, split="all", skip_bad=True)
+    batches = list(DataLoader(ds, batch_size=2, collate_fn=collate))
+    assert [b["skipped"] for b in batches] == [1, 0, 0]
+    assert batches[0]["fg_bg"].shape == (1, 3, 32, 32) and batches[0]["name"] == ["bg000_fg000"]
+    assert collate([None, None]) is None
+
+
+def test_read_image_file(tmp_path):
+    rgb = scene(24, 1, 1)["fg_bg"]
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    image = read_image_file(tmp_path / "x.png")
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+    np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), rgb / 255.0, atol=1e-6)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.jpg")
+    assert read_image_file(tmp_path / "gray.jpg").shape == (3, 24, 24)
+    with pytest.raises(DataError, match="nope.png: image not found"):
+        read_image_file(tmp_path / "nope.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="bad.jpg: not a readable image"):
+        read_image_file(tmp_path / "bad.jpg")
+
+
+def test_make_data_archive(tiny_data):
+    ds = open_dataset(tiny_data, size=32, split="val")
+    assert len(ds) > 0 and set(ds.splits) == {"train", "val", "test"}
+    item = ds[0]
+    assert item["depth"].min() > 0 and item["mask"].sum() > 0
+    assert item["bg_id"] in ds.splits["val"]
+    assert len(ds.info["mean"]) == 3
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = "import sys, maskdepth.data; assert 'torch' not in sys.modules; maskdepth.data.read_image_file; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
