@@ -126,14 +126,15 @@ def write_original_layout(folder: Path, *, num_bg: int = 3, per_bg: int = 2, siz
     return paths
 
 
-def write_zip64(path: str | Path, entries: dict[str, bytes], *, deflate: bool = False, prefix: bytes = b"") -> None:
+def write_zip64(path: str | Path, entries: dict[str, bytes], *, deflate: bool = False, prefix: bytes = b"", encoding: str = "utf-8") -> None:
     """A zip where every entry carries zip64 extra fields (sizes and offset all 0xFFFFFFFF in
     the central directory) and the end record is zip64, as writers do past 4 GB / 65535 entries.
-    `prefix` is written before the zip (a self-extracting stub), offsets stay zip-relative."""
+    `prefix` is written before the zip (a self-extracting stub), offsets stay zip-relative.
+    Names are stored in `encoding` without the UTF-8 flag (cp437: the legacy zip encoding)."""
     local = io.BytesIO()
     central = io.BytesIO()
     for name, data in entries.items():
-        raw = name.encode()
+        raw = name.encode(encoding)
         body = zlib.compress(data)[2:-4] if deflate else data
         method = 8 if deflate else 0
         crc = zlib.crc32(data)

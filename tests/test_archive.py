@@ -84,6 +84,19 @@ def test_zip64_extra_fields_and_end_record(tmp_path, deflate):
     assert {archive.name(i): archive.read(i) for i in range(len(archive))} == entries
 
 
+def test_legacy_cp437_names(tmp_path):
+    path = tmp_path / "old.zip"
+    entries = {"fg_bg/caf\u00e9_\u00fc.jpg": b"x" * 10, "fg_bg/plain.jpg": b"y"}
+    write_zip64(path, entries, encoding="cp437")
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist() == list(entries)  # zipfile decodes them as cp437 too
+    archive = ZipArchive(path)
+    assert archive.read_name("fg_bg/caf\u00e9_\u00fc.jpg") == b"x" * 10
+    assert sorted(archive.names()) == sorted(entries)
+    archive.close()  # no view of the map is left behind
+    assert archive.read_name("fg_bg/plain.jpg") == b"y"  # maps again
+
+
 def test_zip64_local_headers_from_zipfile(tmp_path):
     path = tmp_path / "force.zip"
     with zipfile.ZipFile(path, "w") as z:

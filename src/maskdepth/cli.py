@@ -209,7 +209,14 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may also come after options (`evaluate CK --split val device=cpu`),
+    # where argparse no longer fills the positional list: collect them here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except MaskDepthError as exc:

@@ -32,7 +32,8 @@ from maskdepth.checkpoint import load_checkpoint
 from maskdepth.config import Config, config_from_dict
 from maskdepth.errors import CheckpointError, ConfigError, DataError
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
-from maskdepth.viz import colorize_depth, write_bytes_atomic
+from maskdepth.fileio import write_atomic
+from maskdepth.viz import colorize_depth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 REGIONS = ("inside", "outside")  # depth metrics restricted to the true mask / its complement
@@ -76,17 +77,33 @@ def _load(
         model = build_model(cfg.model.name, **cfg.model.options())
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot build its model: {exc}") from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+    mismatch = _state_mismatch(model.state_dict(), state["model"])
+    if mismatch:
         raise CheckpointError(
-            f"checkpoint {path}: the weights do not fit model.name={cfg.model.name!r} with "
-            f"options {cfg.model.options() or 'defaults'} (another architecture?): {first}"
-        ) from None
+            f"checkpoint {path}: the weights do not fit model.name={cfg.model.name!r} with options "
+            f"{cfg.model.options() or 'defaults'} (another architecture?): {mismatch}"
+        )
+    model.load_state_dict(state["model"])
     model.to(_device(device))
     model.eval()
     return model, cfg, state
+
+
+def _state_mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, Any]) -> str:
+    """'' when `theirs` loads into `ours`, else a one-line summary of what differs."""
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {list(theirs[k].shape)} in the checkpoint, "
+                     f"{list(ours[k].shape)} in the model)")
+    return "; ".join(parts)
 
 
 def _device(name: str | torch.device) -> torch.device:
@@ -171,7 +188,7 @@ def evaluate_checkpoint(
     for region in REGIONS:
         results[region] = {k: _finite_or_none(figures.get(f"{region}_{k}")) for k in DEPTH_KEYS}
     if out is not None:
-        write_bytes_atomic(out, (json.dumps(results, indent=2) + "\n").encode())
+        write_atomic(out, (json.dumps(results, indent=2) + "\n").encode())
     return results
 
 
@@ -194,13 +211,17 @@ def format_metrics(results: dict[str, Any]) -> str:
                ("outside mask", results.get("outside", {}))]
     lines.append(f"{'':<10}" + "".join(f"{name:>14}" for name, _ in columns))
     for key in MASK_KEYS + DEPTH_KEYS:
-        cells = []
-        for _, values in columns:
-            value = values.get(key, "")
-            cells.append(f"{'n/a' if value is None else value:>14}" if not isinstance(value, float)
-                         else f"{value:>14.4f}")
-        lines.append(f"{key:<10}" + "".join(cells))
+        cells = [_cell(values, key) for _, values in columns]
+        lines.append(f"{key:<10}" + "".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _cell(values: dict[str, Any], key: str) -> str:
+    """Blank where a column has no such metric (mask metrics by region), n/a where it had no pixel."""
+    if key not in values:
+        return " " * 14
+    value = values[key]
+    return f"{'n/a':>14}" if value is None else f"{value:>14.4f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,4 +383,4 @@ def _overlay(fg_bg: torch.Tensor, mask: np.ndarray) -> Image.Image:
 def _write_png(path: Path, image: Image.Image) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return write_bytes_atomic(path, buffer.getvalue())
+    return write_atomic(path, buffer.getvalue())

@@ -15,10 +15,10 @@ and restarted run ends with the same weights as one that was never interrupted (
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from maskdepth.checkpoint import all_finite, capture_rng, load_checkpoint, resto
 from maskdepth.config import Config, config_to_dict, save_config
 from maskdepth.data import collate, open_dataset
 from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
+from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
 from maskdepth.model import build_model
@@ -260,36 +261,17 @@ def _sum_over_ranks(value: float) -> float:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite metrics.csv from the checkpoint's history, atomically (it may live on Drive)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
 
 
 def _fmt(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    import json
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_better(metric: str, value: float, best: float | None) -> bool:
@@ -454,7 +436,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        _write_json(run_dir / "split.json", train_set.splits)
+        write_atomic(run_dir / "split.json", json.dumps(train_set.splits, indent=2) + "\n")
         if history:
             _write_csv(run_dir / "metrics.csv", history)
 

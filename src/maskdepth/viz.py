@@ -12,7 +12,7 @@ Colour conventions, fixed so that pictures of different epochs and runs compare:
 - masks: grayscale, 1 = white; the predicted mask column shows the probability.
 
 Only matplotlib's object API is used (`Figure` + `FigureCanvasAgg`): no pyplot, no global
-backend, so this works the same in a notebook, a headless server and a DataLoader worker.
+backend, so drawing works the same in a notebook (which shows the PNGs) and on a headless server.
 Files are written to a temp file in the target folder and renamed, so a reader (or a Drive sync)
 never sees half a PNG.
 """
@@ -23,7 +23,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from maskdepth.errors import DataError
+from maskdepth.fileio import write_atomic
 from maskdepth.metrics import depth_metrics, mask_metrics
 
 DEPTH_CMAP = "plasma_r"
@@ -92,8 +92,9 @@ def save_sample_grid(
         true_depth, pred_depth: [N, 1, H, W] in [0, 1], larger = farther.
         title: an optional line above the grid (e.g. "epoch 3").
 
-    Each row is annotated with its IoU under the predicted mask and its depth RMSE under the
-    predicted depth (`maskdepth.metrics` definitions), and the mean error under the error map. Depth and error use fixed ranges, shown by colour bars at the bottom.
+    Each row is annotated with its IoU under the predicted mask, its depth RMSE under the
+    predicted depth (`maskdepth.metrics` definitions) and its mean error under the error map.
+    Depth and error use fixed ranges, shown by colour bars at the bottom.
 
     Returns:
         The path written.
@@ -330,25 +331,4 @@ def _write_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Render `fig` to PNG and put it at `path` atomically (temp file in the same folder, fsync, rename)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, facecolor=fig.get_facecolor())
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
-
-    The temp file lives in the target folder (a rename across file systems is not atomic) and is
-    fsynced before the rename, since the folder may be a network mount such as Google Drive.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, buffer.getvalue())
