@@ -18,7 +18,14 @@ index its central directory and to resolve the manifest (what `open_dataset` doe
 held by the index and the manifest arrays, and the process's peak RSS.
 
 Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset
-(about 30 s). The CPU of a shared machine makes figures noisy: compare columns within one run.
+(about 30 s). The CPU of a shared machine makes wall-clock figures noisy: the one-process table
+counts samples per CPU second of the process, which other load does not change much.
+
+What limits the 192 px rows through the DataLoader is not decoding: every batch is a fresh
+37 MB of float32 tensors, and the page faults of new memory (kernel time, counted above) cost
+as much as the decoding in a VM where they are slow (a Firecracker VM: ~3 us per 4 kB page).
+The dataset decodes straight into the batch buffers (`__getitems__`), so there is no second copy,
+but the memory must be new because the training loop owns each batch.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ def test_clean_dataset_statistics(tmp_path):
     # blue channel of the backgrounds is constant 60 + 30 b: mean (60 + 90 + 120) / 3 / 255
     assert stats["bg_mean"][2] == pytest.approx(90 / 255, abs=2 / 255)
     assert stats["bg_std"][2] == pytest.approx(np.std([60, 90, 120]) / 255, abs=2 / 255)
+    # fg_bg+bg weighs the two equally, as each training sample holds one of each
+    expected = (np.array(stats["fg_bg_mean"]) + np.array(stats["bg_mean"])) / 2
+    np.testing.assert_allclose(stats["fg_bg+bg_mean"], expected, atol=1e-4)
     text = report.format()
     assert "OK: no problems found." in text and "mask coverage mean 9.77%" in text
 

@@ -151,13 +151,50 @@ def test_workers_give_the_same_samples(data_zip, context):
         pytest.skip(f"no {context} on this platform")
     ds = open_dataset(data_zip, size=32, split="train", augment=True, in_memory=True)
     ds.set_epoch(2)
-    expected = _all_items(ds)
+    one_by_one = [ds[i] for i in range(len(ds))]
     got = _all_items(ds, num_workers=2, multiprocessing_context=context)
-    assert len(got) == len(expected) == 6
-    for a, b in zip(expected, got):
-        assert a["name"] == b["name"] and a["skipped"] == b["skipped"] == 0
-        for key in ("bg", "fg_bg", "mask", "depth", "index"):
-            assert torch.equal(a[key], b[key]), key
+    assert len(got) == 6 and sum(len(b["name"]) for b in got) == len(ds) == 24
+    for k, batch in enumerate(got):
+        expected = one_by_one[4 * k : 4 * k + 4]
+        assert batch["name"] == [e["name"] for e in expected] and batch["skipped"] == 0
+        assert batch["index"].tolist() == [4 * k + j for j in range(4)]
+        for key in ("bg", "fg_bg", "mask", "depth"):
+            assert torch.equal(batch[key], torch.stack([e[key] for e in expected])), key
+
+
+def test_batches_are_decoded_into_one_buffer(data_zip):
+    ds = open_dataset(data_zip, size=32, split="all")
+    items = ds.__getitems__([5, 2, 7])
+    batch = collate(items)
+    assert batch["fg_bg"].data_ptr() == items[0]["fg_bg"].data_ptr()  # handed on, not copied
+    for j, i in enumerate([5, 2, 7]):
+        single = ds[i]
+        for key in ("bg", "fg_bg", "mask", "depth"):
+            assert torch.equal(batch[key][j], single[key])
+    assert batch["index"].tolist() == [5, 2, 7] and batch["skipped"] == 0
+
+
+class _CollateInWorker(torch.utils.data.Dataset):
+    """Runs __getitems__ + collate inside a worker; reports whether the batch reused the buffer."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        items = self.ds.__getitems__([0, 1, 2])
+        batch = collate(items)
+        return batch["fg_bg"].data_ptr() == items[0]["fg_bg"].data_ptr(), batch["fg_bg"].is_shared()
+
+
+def test_batches_in_workers_are_shared_memory_without_copies(data_zip):
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    ds = open_dataset(data_zip, size=32, split="all")
+    loader = DataLoader(_CollateInWorker(ds), batch_size=None, num_workers=1, multiprocessing_context="fork")
+    assert [list(flags) for flags in loader] == [[True, True]]
 
 
 def test_pickled_dataset_carries_no_archive_bytes(data_zip):

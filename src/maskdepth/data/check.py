@@ -37,9 +37,23 @@ class _Moments:
         self.squares += np.square(x).sum(0)
         self.pixels += x.shape[0]
 
-    def merge(self, other: "_Moments") -> "_Moments":
+    def add_uint8(self, image: np.ndarray) -> None:
+        """An 8-bit [H, W, C] image, as values / 255: a histogram per channel, exact and fast."""
+        levels = np.arange(256) / 255.0
+        for c in range(self.total.shape[0]):
+            counts = np.bincount(image[..., c].ravel(), minlength=256)
+            self.total[c] += counts @ levels
+            self.squares[c] += counts @ np.square(levels)
+        self.pixels += image.shape[0] * image.shape[1]
+
+    def average(self, other: "_Moments") -> "_Moments":
+        """Both weighted equally, as in training where each sample is one bg and one fg_bg
+        (a background's pixels count once per sample that uses it, if backgrounds are used evenly)."""
         out = _Moments(len(self.total))
-        out.total, out.squares, out.pixels = self.total + other.total, self.squares + other.squares, self.pixels + other.pixels
+        if self.pixels and other.pixels:
+            out.pixels = 2
+            out.total = self.total / self.pixels + other.total / other.pixels
+            out.squares = self.squares / self.pixels + other.squares / other.pixels
         return out
 
     def mean_std(self) -> tuple[list[float], list[float]]:
@@ -180,7 +194,7 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
                 bg_seen[key] = None
                 if result is not None:
                     check_size(BG, row, result[1])
-                    moments["bg"].add(result[0] / 255.0)
+                    moments["bg"].add_uint8(result[0])
         for role, decoder in ((FG_BG, decode_rgb), (MASK, decode_mask), (DEPTH, decode_depth)):
             if manifest.entries[role, row] < 0:
                 continue  # already listed as missing
@@ -190,7 +204,7 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
             image, got = result
             check_size(role, row, got)
             if role == FG_BG:
-                moments["fg_bg"].add(image / 255.0)
+                moments["fg_bg"].add_uint8(image)
             elif role == MASK:
                 coverage.append(float(image.mean()))
             else:
@@ -208,7 +222,7 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
         "archives": [f"{a.path} ({len(a)} entries)" for a in manifest.archives],
         "image_size": list(expected) if expected else None,
     }
-    for key, m in list(moments.items()) + [("fg_bg+bg", moments["fg_bg"].merge(moments["bg"]))]:
+    for key, m in list(moments.items()) + [("fg_bg+bg", moments["fg_bg"].average(moments["bg"]))]:
         stats[f"{key}_mean"], stats[f"{key}_std"] = m.mean_std()
     if coverage:
         cov = np.asarray(coverage)

@@ -29,6 +29,10 @@ workers share the parent's in-RAM zip copy-on-write; with *spawn* / *forkserver*
 memory-maps the zip file instead of copying it. Decoded backgrounds are cached per process
 (bounded LRU, `bg_cache_size`).
 
+Batches: DataLoader calls `__getitems__`, which decodes a batch straight into one [B, ...] buffer
+per image (shared memory inside a worker) and `collate` passes those buffers on, so no per-item
+float arrays are stacked again. `ds[i]` returns the same values as single tensors.
+
 Augmentation (`augment=True`): per sample one draw from a generator seeded by (augment_seed,
 epoch, sample), so it is reproducible and identical with any number of workers: horizontal flip
 of all four images, and the same brightness / contrast / saturation change on bg and fg_bg (never
@@ -39,6 +43,7 @@ start, so with `persistent_workers=True` they would keep the epoch they started 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections import OrderedDict
@@ -46,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from maskdepth.data.images import ImageError, decode_depth, decode_mask, decode_rgb
 from maskdepth.data.manifest import Manifest, load_manifest
@@ -55,6 +60,7 @@ from maskdepth.errors import ConfigError, DataError
 SPLITS = ("train", "val", "test", "all")
 SPLIT_MODES = ("bg", "random")
 FG_BG, BG, MASK, DEPTH = range(4)  # roles, in manifest.ROLES order
+IMAGE_KEYS = {"bg": 3, "fg_bg": 3, "mask": 1, "depth": 1}  # item key -> channels
 JITTER = 0.2  # brightness, contrast and saturation factors are drawn from [1 - JITTER, 1 + JITTER]
 _STATS_SAMPLES = 64
 
@@ -177,9 +183,9 @@ class MaskDepthDataset(Dataset):
             except DataError:
                 continue  # reported when training reaches it
             for key in ("fg_bg", "bg"):
-                x = item[key].double().flatten(1)
-                total += x.sum(1).numpy()
-                squares += (x * x).sum(1).numpy()
+                x = item[key].reshape(3, -1).astype(np.float64)
+                total += x.sum(1)
+                squares += np.square(x).sum(1)
                 pixels += x.shape[1]
         if not pixels:
             raise DataError(f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} could be read")
@@ -193,13 +199,38 @@ class MaskDepthDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         try:
-            return self._load(int(i), augment=self.augment)
+            item = self._load(int(i), augment=self.augment)
         except DataError as exc:
-            if not self.skip_bad:
-                raise
-            self.bad_count += 1
-            log.warning("skipping bad sample %d: %s", i, exc)
-            return None
+            return self._bad(i, exc)
+        for key in IMAGE_KEYS:
+            item[key] = torch.from_numpy(item[key])
+        return item
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """A batch of items, decoded straight into one buffer per image key (what DataLoader calls
+        when the dataset has this method): each item's tensors are rows of [B, ...] tensors, which
+        `collate` hands on without copying. Inside a DataLoader worker the buffers are in shared
+        memory, as default_collate's would be."""
+        buffers = {key: _batch_buffer((len(indices), channels, self.size, self.size)) for key, channels in IMAGE_KEYS.items()}
+        arrays = [buffers[key].numpy() for key in IMAGE_KEYS]
+        items: list[dict[str, Any] | None] = []
+        for j, i in enumerate(indices):
+            try:
+                item = self._load(int(i), augment=self.augment, out=tuple(a[j] for a in arrays))
+            except DataError as exc:
+                items.append(self._bad(i, exc))
+                continue
+            for key in IMAGE_KEYS:
+                item[key] = buffers[key][j]
+            items.append(item)
+        return items
+
+    def _bad(self, i: int, exc: DataError) -> None:
+        if not self.skip_bad:
+            raise exc
+        self.bad_count += 1
+        log.warning("skipping bad sample %d: %s", i, exc)
+        return None
 
     def _where(self, role: int, row: int) -> str:
         return self.manifest.where(role, row)
@@ -212,19 +243,23 @@ class MaskDepthDataset(Dataset):
             raise DataError(f"{self._where(role, row)}: {exc}") from None
 
     def _background(self, row: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """float32 [3, size, size] (a copy: callers may change it) and the stored size."""
+        """The cached float32 [3, size, size] background (read only: copy it) and its stored size."""
         key = (int(self.manifest.archive_ids[BG, row]), int(self.manifest.entries[BG, row]))
         cached = self._bg_cache.get(key)
         if cached is not None:
             self._bg_cache.move_to_end(key)
-            return cached[0].copy(), cached[1]
+            return cached
         image, stored = self._decode(decode_rgb, BG, row)
-        cached = self._bg_cache[key] = (_rgb_float(image), stored)
+        chw = _rgb_float(image)
+        chw.flags.writeable = False
+        cached = self._bg_cache[key] = (chw, stored)
         if len(self._bg_cache) > self.bg_cache_size:
             self._bg_cache.popitem(last=False)
-        return cached[0].copy(), cached[1]
+        return cached
 
-    def _load(self, i: int, *, augment: bool) -> dict[str, Any]:
+    def _load(self, i: int, *, augment: bool, out: tuple[np.ndarray, ...] | None = None) -> dict[str, Any]:
+        """Sample `i` as a dict. Its images are written into `out` (bg, fg_bg, mask, depth float32
+        arrays of the item shapes, e.g. rows of a batch buffer) when given, else into new arrays."""
         if not 0 <= i < len(self.rows):
             raise IndexError(f"index {i} out of range for a dataset of {len(self.rows)} samples")
         row = int(self.rows[i])
@@ -235,7 +270,7 @@ class MaskDepthDataset(Dataset):
         depth, depth_stored = self._decode(decode_depth, DEPTH, row)
 
         if self._stored_size is not None:
-            expected, reference = self._stored_size, f"the dataset's size in dataset.json"
+            expected, reference = self._stored_size, "the dataset's size in dataset.json"
             checks = ((BG, bg_stored), (FG_BG, fg_bg_stored), (MASK, mask_stored), (DEPTH, depth_stored))
         else:
             expected, reference = bg_stored, f"its background {self._where(BG, row)}"
@@ -247,22 +282,33 @@ class MaskDepthDataset(Dataset):
                     f"{reference} is {expected[0]}x{expected[1]}; re-create or remove this sample"
                 )
 
-        # numpy until the end: tiny torch ops in the main process pay for its thread pool
-        bg_f, fg_bg_f, mask_f, depth_f = bg, _rgb_float(fg_bg), mask[None], depth[None]
+        if out is None:
+            s = self.size
+            out = (np.empty((3, s, s), np.float32), np.empty((3, s, s), np.float32),
+                   np.empty((1, s, s), np.float32), np.empty((1, s, s), np.float32))
+        bg_out, fg_bg_out, mask_out, depth_out = out
+        fg_bg_chw = fg_bg.transpose(2, 0, 1)
+        mask, depth = mask[None], depth[None]
+        # numpy throughout: tiny torch ops in the main process pay for its thread pool
         if augment:
             rng = np.random.default_rng((self.augment_seed, self.epoch, row))
             flip = rng.random() < 0.5
             brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
-            if flip:
-                bg_f, fg_bg_f, mask_f, depth_f = (np.ascontiguousarray(a[..., ::-1]) for a in (bg_f, fg_bg_f, mask_f, depth_f))
-            bg_f, fg_bg_f = _jitter(bg_f, fg_bg_f, float(brightness), float(contrast), float(saturation))
+            if flip:  # a mirrored view; the writes below copy it
+                bg, fg_bg_chw, mask, depth = bg[..., ::-1], fg_bg_chw[..., ::-1], mask[..., ::-1], depth[..., ::-1]
+        np.copyto(bg_out, bg)
+        np.divide(fg_bg_chw, np.float32(255), out=fg_bg_out)
+        np.copyto(mask_out, mask)
+        np.copyto(depth_out, depth)
+        if augment:
+            _jitter(bg_out, fg_bg_out, float(brightness), float(contrast), float(saturation))
 
         entry = m.entry_name(FG_BG, row)
         return {
-            "bg": torch.from_numpy(bg_f),
-            "fg_bg": torch.from_numpy(fg_bg_f),
-            "mask": torch.from_numpy(mask_f),
-            "depth": torch.from_numpy(depth_f),
+            "bg": bg_out,
+            "fg_bg": fg_bg_out,
+            "mask": mask_out,
+            "depth": depth_out,
             "index": i,
             "name": os.path.splitext(entry.rpartition("/")[2])[0],
             "bg_id": m.bg_ids[m.bg_code[row]],
@@ -281,32 +327,61 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return (np.float32(0.299) * x[0] + np.float32(0.587) * x[1] + np.float32(0.114) * x[2])[None]
 
 
-def _jitter(
-    bg: np.ndarray, fg_bg: np.ndarray, brightness: float, contrast: float, saturation: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The same colour change on both float32 [3, H, W] images. Contrast pivots on the
-    background's mean gray for both, so pixels that bg and fg_bg share stay equal."""
+def _jitter(bg: np.ndarray, fg_bg: np.ndarray, brightness: float, contrast: float, saturation: float) -> None:
+    """The same colour change, in place, on both float32 [3, H, W] images. Contrast pivots on
+    the background's mean gray for both, so pixels that bg and fg_bg share stay equal."""
     pivot = np.float32(_gray(bg).mean() * brightness)
     b, c, s = np.float32(brightness), np.float32(contrast), np.float32(saturation)
-    out = []
     for x in (bg, fg_bg):
-        x = (x * b - pivot) * c + pivot
+        x *= b * c
+        x += pivot * (1 - c)
         gray = _gray(x)
-        x = (x - gray) * s + gray
-        out.append(np.clip(x, 0.0, 1.0, out=x))
-    return out[0], out[1]
+        x -= gray
+        x *= s
+        x += gray
+        np.clip(x, 0.0, 1.0, out=x)
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in shared memory inside a DataLoader worker, so that
+    sending it to the main process does not copy it (as default_collate does)."""
+    if get_worker_info() is not None:
+        try:
+            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+            return torch.empty(0).new(storage).resize_(shape)  # not .view: rows must have this as _base
+        except (AttributeError, RuntimeError):  # private API moved: fall back to a copy when sent
+            pass
+    return torch.empty(shape)
+
+
+def _rows_of_one_buffer(items: list[dict[str, Any]], key: str) -> torch.Tensor | None:
+    """The buffer whose rows 0..B-1 are exactly items[*][key], or None."""
+    base = items[0][key]._base
+    if base is None or base.shape[0] != len(items):
+        return None
+    for j, item in enumerate(items):
+        t = item[key]
+        if t._base is not base or t.storage_offset() != base.storage_offset() + j * base.stride(0):
+            return None
+    return base
 
 
 def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Default-collate the items that are not None (bad samples under skip_bad).
 
+    Items that `__getitems__` wrote into one batch buffer are returned as that buffer (no copy).
     Returns the batch with `batch["skipped"]` = how many items were dropped (an int), or None
     when every item was bad.
     """
     kept = [item for item in batch if item is not None]
     if not kept:
         return None
-    out = default_collate(kept)
+    buffers = {key: _rows_of_one_buffer(kept, key) for key in IMAGE_KEYS}
+    if all(b is not None for b in buffers.values()):
+        rest = default_collate([{k: v for k, v in item.items() if k not in IMAGE_KEYS} for item in kept])
+        out = {**buffers, **rest}
+    else:
+        out = default_collate(kept)
     out["skipped"] = len(batch) - len(kept)
     return out
 

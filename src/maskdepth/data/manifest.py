@@ -28,15 +28,15 @@ import csv
 import json
 import os
 import re
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from maskdepth.data.archive import ZipArchive, open_archive
+from maskdepth.data.archive import ZipArchive, open_archive, release_free_memory
 from maskdepth.errors import ConfigError, DataError
+from maskdepth.fileio import atomic_open
 
 ROLES = ("fg_bg", "bg", "mask", "depth")
 ARCHIVE_COLUMNS = tuple(f"{role}_archive" for role in ROLES)
@@ -156,7 +156,9 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
         base_dir = os.path.dirname(os.path.abspath(path))
         info_index = default_archive.find(INFO_NAME)
         info = _parse_info(default_archive.read(info_index), f"{path}: {INFO_NAME}") if info_index >= 0 else {}
-    return _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
+    manifest = _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
+    release_free_memory()
+    return manifest
 
 
 def _parse_info(data: bytes, where: str) -> dict:
@@ -481,24 +483,16 @@ def build_manifest(
 
 
 def _write_manifest(out: str, rows: list[tuple], archive_paths: list[str]) -> None:
-    """Write atomically (temp file in the same folder, then rename)."""
+    """Write atomically (a reader or a dying runtime sees the old file or the whole new one)."""
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
     relative = []
     for path in archive_paths:
         try:
             relative.append(os.path.relpath(path, folder).replace(os.sep, "/"))
         except ValueError:  # another drive on Windows
             relative.append(path)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".csv", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(list(ROLES) + ["bg_id", "fg_id"] + list(ARCHIVE_COLUMNS))
-            for row in rows:
-                writer.writerow(list(row) + relative)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(list(ROLES) + ["bg_id", "fg_id"] + list(ARCHIVE_COLUMNS))
+        for row in rows:
+            writer.writerow(list(row) + relative)
