@@ -18,7 +18,7 @@ VENV_DEP := $(PY)
 endif
 
 DEMO ?= runs/demo
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install demo test test-fast clean-demo
 

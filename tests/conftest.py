@@ -14,8 +14,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs" / "quick.yaml"
 
-# Both cores for torch, but no oversubscription when tests start subprocesses.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One torch thread per test process: `make test` runs two pytest workers on two cores, and tiny
+# 32 px models run no faster on more threads (subprocesses the tests start inherit this).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
