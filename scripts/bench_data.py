@@ -1,11 +1,13 @@
 """python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--index-samples 40000 400000]
 
 Throughput of the data pipeline (samples/s), side by side with
-  limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes with PIL
-          (Image.open + load, full resolution) in a tight loop, nothing else;
+  limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes in a tight
+          loop, nothing else, at full resolution, each image kind with the faster of PIL
+          (Image.open + load) and torchvision's decode_jpeg / decode_png (the registered ops on
+          the bytes, no copy; whichever is faster per kind, printed with the limit);
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
-          workers: zip index, decode (JPEGs shrunk in the DCT when the size allows), resize,
-          checks, float32 tensors, cached backgrounds;
+          workers: zip index, decode (JPEGs by torchvision's op, PNGs and the rest by PIL),
+          resize, checks, float32 tensors, cached backgrounds;
   naive   the files extracted to disk, every sample opening its four images with PIL and applying
           torchvision transforms (Resize, ToTensor), same DataLoader settings;
 at 64 and 192 px output. Each cell is the best of `--repeats` timed epochs after one warm-up
@@ -21,11 +23,15 @@ Without --data, a 192 px dataset of `--samples` samples is generated with make_d
 (about 30 s). The CPU of a shared machine makes wall-clock figures noisy: the one-process table
 counts samples per CPU second of the process, which other load does not change much.
 
-What limits the 192 px rows through the DataLoader is not decoding: every batch is a fresh
-37 MB of float32 tensors, and the page faults of new memory (kernel time, counted above) cost
-as much as the decoding in a VM where they are slow (a Firecracker VM: ~3 us per 4 kB page).
-The dataset decodes straight into the batch buffers (`__getitems__`), so there is no second copy,
-but the memory must be new because the training loop owns each batch.
+What costs time in `ours` beyond the limit (192 px, one process, measured with cProfile and
+timers): the mask PNGs are decoded by PIL (~125 us; torchvision's PNG decoder is faster but
+crashes the process on some corrupt files, so the limit may use it and the dataset does not);
+converting the four images to float32 [0, 1] writes 1.2 MB per sample (~85 us); the same
+decoders run ~20-30% slower inside the pipeline than in the tight loop (that memory traffic
+evicts their caches). A fresh 37 MB batch also costs ~10 ms of page faults (kernel time) in this
+VM: the dataset has glibc keep freed batches for reuse instead (see
+`maskdepth.data.dataset._reuse_freed_batch_memory`). That setting is process-wide, so `naive`,
+timed in the same process after `ours`, benefits from it too.
 """
 
 from __future__ import annotations
@@ -67,16 +73,46 @@ def _best(run, count: int, repeats: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def _decode_limit(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tuple[float, float]:
+def _decode_limit(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tuple[float, float, list[str]]:
+    """(samples/s, samples per CPU s, the decoder used per image kind) of a tight loop decoding
+    each sample's fg_bg, mask and depth bytes at full resolution, nothing else. Per image kind it
+    uses the faster of PIL (Image.open + load) and torchvision's decode_jpeg / decode_png ops (on
+    the bytes, no copy), as timed on their own first."""
+    import warnings
+
+    import torch
+    import torchvision.io  # noqa: F401  (registers torch.ops.image)
     from PIL import Image
 
-    def run() -> None:
-        for blobs in samples:
-            for data in blobs:
-                with Image.open(io.BytesIO(data)) as img:
-                    img.load()
+    def pil(data: bytes) -> None:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
 
-    return _best(run, len(samples), repeats)
+    def tv(data: bytes) -> None:
+        # the registered ops, as the dataset calls them: the torchvision.io wrappers add ~20 us
+        op = torch.ops.image.decode_jpeg if data[:2] == b"\xff\xd8" else torch.ops.image.decode_png
+        op(torch.frombuffer(data, dtype=torch.uint8), 0, False)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.frombuffer: the bytes are not writable (only read)
+        decoders = []
+        for kind in range(3):
+            blobs = [blobs[kind] for blobs in samples]
+            rates = {d: _best(lambda: [d(b) for b in blobs], len(blobs), repeats)[1] for d in (pil, tv)}
+            decoders.append(max(rates, key=rates.__getitem__))
+        fg_bg, mask, depth = decoders
+
+        def run(fg_bg=fg_bg, mask=mask, depth=depth) -> None:
+            for a, b, c in samples:
+                fg_bg(a)
+                mask(b)
+                depth(c)
+
+        wall, cpu = _best(run, len(samples), repeats)
+        _, pil_cpu = _best(lambda: run(pil, pil, pil), len(samples), repeats)
+    names = [f"{kind}: {'PIL' if d is pil else 'torchvision'}" for kind, d in zip(("fg_bg", "mask", "depth"), decoders)]
+    names.append(f"PIL alone: {pil_cpu:.0f} per CPU second")
+    return wall, cpu, names
 
 
 def _getitem_rate(dataset, repeats: int) -> tuple[float, float]:
@@ -141,7 +177,8 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
     m = probe.manifest
     rows = [tuple(m.entry_name(k, int(r)) for k in range(4)) for r in probe.rows]
     samples = [(m.read(0, int(r)), m.read(2, int(r)), m.read(3, int(r))) for r in probe.rows]
-    limit, limit_cpu = _decode_limit(samples, repeats)
+    limit, limit_cpu, chosen = _decode_limit(samples, repeats)
+    print(f"  decode limit: {limit:.0f}/s, {limit_cpu:.0f} per CPU second ({', '.join(chosen)})", flush=True)
     extracted = tmp / "extracted"
     with zipfile.ZipFile(data) as z:
         z.extractall(extracted)
@@ -318,8 +355,8 @@ def main() -> None:
                 if r["workers"] == 0:
                     print(f" {r['size']:4d}  {r['limit_cpu']:6.0f}  {r['dataset_cpu']:12.0f}  {r['ours_cpu']:13.0f}  {r['naive_cpu']:14.0f}"
                           f"   {r['dataset_cpu'] / r['limit_cpu']:13.2f}  {r['ours_cpu'] / r['limit_cpu']:12.2f}  {r['ours_cpu'] / r['naive_cpu']:10.1f}")
-            print("(limit: full-resolution PIL decode of the same fg_bg + mask + depth bytes, nothing else; "
-                  "dataset only: ds[i] without collate)")
+            print("(limit: full-resolution decode of the same fg_bg + mask + depth bytes, nothing else, by the faster "
+                  "of PIL and torchvision per image kind; dataset only: ds[i] without collate)")
         if args.index_samples:
             print("\nindex of a large archive (synthetic central directory, empty entries):")
             rows = bench_index(args.index_samples, tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import pickle
 import subprocess
@@ -327,3 +328,64 @@ def test_make_data_archive(tiny_data):
 def test_importing_the_package_does_not_import_torch():
     code = "import sys, maskdepth.data; assert 'torch' not in sys.modules; maskdepth.data.read_image_file; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _pil_decode(data: bytes, size: int, mode: str) -> np.ndarray:
+    """int16 [size, size(, 3)]: PIL's full decode, then its BILINEAR resize."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert(mode)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img).astype(np.int16)
+
+
+def test_jpeg_fast_path_matches_pil_and_falls_back(monkeypatch):
+    from maskdepth.data import images
+
+    rgb = scene(48, 2, 1)["fg_bg"]
+    gray = scene(48, 2, 1)["depth"]
+    rgb_jpg, gray_jpg, gray_png = jpeg_bytes(rgb), jpeg_bytes(gray), png_bytes(gray)
+    progressive = io.BytesIO()
+    Image.fromarray(rgb).save(progressive, format="JPEG", quality=90, progressive=True)
+    assert images._jpeg_frame(rgb_jpg) == (48, 48, 3, 8) and images._jpeg_frame(gray_jpg) == (48, 48, 1, 8)
+    assert images._jpeg_frame(progressive.getvalue()) == (48, 48, 3, 8)
+    assert images._jpeg_frame(gray_png) is None and images._jpeg_frame(b"\xff\xd8\xff") is None
+    # used for the right channels at the stored size or smaller; PIL otherwise
+    assert images._fast_jpeg(rgb_jpg, 48, 3) is not None and images._fast_jpeg(rgb_jpg, 24, 3) is not None
+    assert images._fast_jpeg(rgb_jpg, 64, 3) is None and images._fast_jpeg(gray_jpg, 48, 3) is None
+    assert images._fast_jpeg(gray_png, 48, 1) is None and images._fast_jpeg(rgb_jpg[:200], 48, 3) is None
+    for size in (48, 24):
+        fast_rgb, stored = images.decode_rgb(rgb_jpg, size)
+        assert stored == (48, 48) and fast_rgb.shape == (size, size, 3) and fast_rgb.dtype == np.uint8
+        assert np.abs(fast_rgb - _pil_decode(rgb_jpg, size, "RGB")).max() <= 1
+        depth, scale, _ = images.decode_depth_raw(gray_jpg, size)
+        assert scale == 255 and np.abs(depth - _pil_decode(gray_jpg, size, "L")).max() <= 1
+    # without torchvision's op the same values come from PIL
+    fast_rgb = images.decode_rgb(rgb_jpg, 48)[0].astype(np.int16)
+    monkeypatch.setattr(images, "_decode_jpeg", False)
+    assert images._fast_jpeg(rgb_jpg, 48, 3) is None
+    assert np.abs(images.decode_rgb(rgb_jpg, 48)[0] - fast_rgb).max() <= 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
+def test_freed_batches_are_reused_without_page_faults():
+    code = """
+import resource, sys, torch
+from maskdepth.data.dataset import _reuse_freed_batch_memory
+shapes = [(32, 3, 192, 192)] * 2 + [(32, 1, 192, 192)] * 2
+if sys.argv[1] == "tuned":
+    _reuse_freed_batch_memory(sum(4 * s[0] * s[1] * s[2] * s[3] for s in shapes))
+kept = []
+for step in range(10):
+    if step == 4:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    kept.append([torch.empty(s).fill_(0.5) for s in shapes])  # the loop holds the last batch
+    del kept[:-2]
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 6)
+"""
+    faults = {m: float(subprocess.run([sys.executable, "-c", code, m], check=True, capture_output=True, text=True).stdout)
+              for m in ("default", "tuned")}
+    if faults["default"] < 1000:
+        pytest.skip(f"this malloc already reuses freed batches ({faults})")
+    # a fresh 37 MB batch is ~9000 pages; glibc's default hands most of them back each time
+    assert faults["tuned"] < faults["default"] / 4, faults
