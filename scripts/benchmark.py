@@ -439,7 +439,9 @@ def data_section(plan: Plan, archive: Path, work: Path) -> tuple[str, list[dict]
             r["ours / naive"] = r["ours"] / r["naive"]
     table = _dict_table(rows, [("size", "px", 0), ("workers", "workers", 0), ("limit", "decode limit /s", 0),
                                ("ours", "ours /s", 0), ("naive", "naive /s", 0), ("ours / limit", "ours / limit", 2),
-                               ("ours / naive", "ours / naive", 1)])
+                               ("ours / naive", "ours / naive", 1), ("dataset_only", "dataset only /s", 0),
+                               ("limit_cpu", "limit /CPU-s", 0), ("ours_cpu", "ours /CPU-s", 0),
+                               ("naive_cpu", "naive /CPU-s", 0), ("dataset_cpu", "dataset only /CPU-s", 0)])
     return (f"Samples/s on `{archive.name}` (the {_archive_size(archive)} px training archive of section 1), "
             f"best of 1 timed epoch after a warm-up, DataLoader batch 32, one torch thread per process "
             f"(`bench_data.bench_throughput`). limit: one process decoding the same fg_bg + mask + depth bytes "
@@ -607,10 +609,18 @@ def learning_curves(path: Path, runs: dict[int, dict[str, dict[str, Any]]]) -> P
 # 5. GPU
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def gpu_section(gpu_json: Path) -> str:
     if not gpu_json.is_file():
         return (f"{GPU_BEGIN}\nNot measured yet: no CUDA device was available for this run. On a CUDA machine run "
-                f"`bash scripts/bench_gpu.sh` (writes `{gpu_json.as_posix()}`), then "
+                f"`bash scripts/bench_gpu.sh` (writes `{_shown(gpu_json)}`), then "
                 f"`python scripts/benchmark.py --gpu-only` to render it here.\n{GPU_END}\n")
     g = json.loads(gpu_json.read_text())
     rows = [[str(r["size"]), str(r["batch"]), LABELS.get(r["model"], r["model"]), "on" if r["compile"] else "off",
@@ -624,7 +634,7 @@ def gpu_section(gpu_json: Path) -> str:
         f"validation = **{t['img_s']:.0f} img/s**; a 400k-sample epoch would take about "
         f"**{t['epoch_400k_min']:.1f} min**; peak GPU memory {_f(t.get('peak_mem_mb'), 0)} MB.")
     return (f"{GPU_BEGIN}\nMeasured {g['date']} on **{g['gpu']}** (torch {g['torch']}, CUDA {g['cuda']}) by "
-            f"`{g['command']}`; rendered from `{gpu_json.as_posix()}`.\n\n"
+            f"`{g['command']}`; rendered from `{_shown(gpu_json)}`.\n\n"
             + _table(["px", "batch", "model", "compile", "train img/s", "infer img/s", "peak MB", "note"], rows)
             + f"\n\nbench_model with AMP bf16 and channels_last. {train}\n{GPU_END}\n")
 
@@ -642,7 +652,7 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}; {os.cpu_count()} CPUs seen, torch uses {torch.get_num_threads()} threads; torch {torch.__version__}; "
+    return (f"{cpu}; {os.cpu_count()} CPUs seen, torch threads: {torch.get_num_threads()}; torch {torch.__version__}; "
             f"Python {platform.python_version()}; device cpu")
 
 

@@ -35,9 +35,10 @@ def main() -> None:
     out = Path(args.out)
     data, run_dir = out / "data.zip", out / "run"
     started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
 
     if not data.exists():
-        run("make-data", str(data), "--size", "64", "--num-bg", "20", "--num-fg", "20", "--per-pair", "3", "--seed", "0")
+        run("make-data", str(data), "--size", "64", "--num-bg", "20", "--num-fg", "20", "--per-pair", "2", "--seed", "0")
     run("check-data", str(data), "--quiet")
     overrides = [f"data.path={data}", f"run_dir={run_dir}"]
     if args.epochs:
