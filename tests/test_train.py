@@ -195,3 +195,28 @@ def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped, loads without DDP
+
+
+def test_image_size_not_a_multiple_of_the_stride_fails_before_training(tiny_overrides: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.size=40 is not a multiple of the model's stride 16; use 32 or 48"):
+        fit(load_config(QUICK, [*tiny_overrides, "data.size=40"]))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_sample_stops_training_naming_it_or_is_skipped_and_counted(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from data_helpers import write_dataset_zip
+
+    data = tmp_path / "bad.zip"
+    broken = {f"fg_bg/bg00{b}_fg001.jpg": b"\xff\xd8\xff\xe0 broken" for b in range(3)}  # one per background
+    write_dataset_zip(data, num_bg=3, per_bg=4, replace=broken)
+    args = [f"data.path={data}", f"run_dir={tmp_path / 'run'}", "data.size=32", "train.epochs=1",
+            "train.batch_size=4", "train.num_samples=0", "train.checkpoint_minutes=0", "model.base_channels=8"]
+    assert main(["train", str(QUICK), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.zip: fg_bg/bg00" in err and "_fg001.jpg" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+    assert main(["train", str(QUICK), *args, "data.skip_bad=true"]) == 0
+    row = _rows(tmp_path / "run")[-1]
+    assert int(row["skipped_samples"]) == 1 and float(row["val_iou"]) == float(row["val_iou"])

@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +38,7 @@ from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
 from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
-from maskdepth.model import build_model
+from maskdepth.model import build_model, nearest_valid_sizes
 from maskdepth.viz import save_curves, save_sample_grid
 
 CSV_COLUMNS = [
@@ -326,7 +326,6 @@ class _EpochSums:
     skipped_batches: int = 0
     skipped_samples: int = 0
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def fit(cfg: Config) -> Path:
@@ -377,14 +376,11 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
 
     # ---- model, losses, optimiser, schedule
     model = build_model(cfg.model.name, **cfg.model.options())
-    info = getattr(train_set, "info", {}) or {}
-    if "mean" in info and "std" in info:
-        model.set_normalization(info["mean"], info["std"])
-    stride = getattr(model, "stride", 1)
-    if cfg.data.size % stride:
-        lower = cfg.data.size // stride * stride
-        raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {stride}; "
-                          f"use {max(lower, stride)} or {lower + stride}")
+    if "mean" in train_set.info and "std" in train_set.info:
+        model.set_normalization(train_set.info["mean"], train_set.info["std"])
+    if cfg.data.size % model.stride:  # fail before any training, naming the config key
+        sizes = " or ".join(map(str, nearest_valid_sizes(cfg.data.size, model.stride)))
+        raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {model.stride}; use {sizes}")
     model.to(device)
     channels_last = cfg.train.channels_last and device.type == "cuda"
     if channels_last:
