@@ -220,3 +220,22 @@ def test_bad_sample_stops_training_naming_it_or_is_skipped_and_counted(tmp_path:
     assert main(["train", str(QUICK), *args, "data.skip_bad=true"]) == 0
     row = _rows(tmp_path / "run")[-1]
     assert int(row["skipped_samples"]) == 1 and float(row["val_iou"]) == float(row["val_iou"])
+
+
+def test_keep_last_and_resume_from_a_given_checkpoint(tiny_overrides: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=3", "train.keep_last=2"]))
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("epoch_*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
+    assert load_checkpoint(ckpts / "epoch_002.pt")["epoch"] == 2
+
+    # resume=PATH: a new run directory continues from epoch 2 of the first run
+    other = tmp_path / "branch"
+    fit(load_config(QUICK, [*tiny_overrides, f"run_dir={other}", f"resume={ckpts / 'epoch_002.pt'}", "train.epochs=3"]))
+    assert "resuming" in capsys.readouterr().out
+    rows = _rows(other)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]  # the history travels with the checkpoint
+    assert rows[:2] == _rows(tmp_path / "run")[:2]
+    assert load_checkpoint(other / "checkpoints" / "last.pt")["epoch"] == 3
+    ref, got = _weights(ckpts / "epoch_003.pt"), _weights(other / "checkpoints" / "last.pt")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)  # same epoch 3 as the run it branched from
