@@ -6,7 +6,8 @@ side, on random inputs, with the real losses (DiceBCELoss + DepthLoss) and an Ad
 Batch sizes: 32 at 64 px, 16 at 128 px, 8 at 192 px by default (smaller at the larger sizes to
 keep a CPU run to a few minutes; throughput is per image, so they remain comparable across
 models); `--batch N` uses N everywhere. Timing: `--warmup` untimed steps, then `--steps` timed
-ones; the figure is images / wall-clock seconds of the timed steps.
+ones; the figure is batch / the fastest timed step (best-of-N, as timeit does: other processes
+on a shared machine only ever slow a step down).
 
 CPU by default when no GPU is present (all cores torch sees; set `--threads`). On CUDA the
 defaults are AMP in bfloat16 and channels_last on, torch.compile off; toggle with
@@ -103,11 +104,13 @@ def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device
         for _ in range(args.warmup):
             step()
         _sync(device)
-        start = time.perf_counter()
+        seconds = []
         for _ in range(args.steps):
+            start = time.perf_counter()
             step()
-        _sync(device)
-        return args.steps * batch / (time.perf_counter() - start)
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+        return batch / min(seconds)
 
     train_ips = timed(train_step, train=True)
     infer_ips = timed(infer_step, train=False)
@@ -143,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 192])
     parser.add_argument("--batch", type=int, default=None, help="batch at every size (default: 32/16/8 at 64/128/192)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1, 3 with --compile)")
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -151,8 +154,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels_last memory format (default: on for CUDA, off for CPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                        help="torch.compile the model (default off; the first steps compile, raise --warmup)")
+                        help="torch.compile the model (default off; the warm-up steps compile train and eval graphs)")
     args = parser.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = 3 if args.compile else 1
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     on_cuda = args.device.startswith("cuda")

@@ -187,7 +187,7 @@ def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "maskdepth", "train", str(QUICK), *tiny_overrides, "train.epochs=1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     run = tmp_path / "run"
     rows = _rows(run)
     assert len(rows) == 1 and float(rows[0]["val_iou"]) == float(rows[0]["val_iou"])

@@ -344,6 +344,9 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     log = tqdm.write if world.main else (lambda *a, **k: None)
     if not cfg.data.path:
         raise ConfigError("data.path is empty: set it to a dataset zip or manifest.csv, e.g. data.path=runs/demo/data.zip")
+    valid = [c for c in CSV_COLUMNS if c.startswith(("val_", "train_"))]
+    if cfg.train.best_metric not in valid:
+        raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not a metrics.csv column; choose one of {', '.join(valid)}")
     source = _resume_source(cfg, run_dir)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -354,7 +357,8 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     # ---- data
     split_args = dict(split_mode=cfg.data.split_mode, fractions=tuple(cfg.data.fractions),
                       split_seed=cfg.data.split_seed, in_memory=cfg.data.in_memory, skip_bad=cfg.data.skip_bad)
-    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment, **split_args)
+    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
+                             augment_seed=cfg.seed, **split_args)
     val_set = open_dataset(cfg.data.path, cfg.data.size, "val", **split_args)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ConfigError(f"data.path={cfg.data.path}: the {'train' if len(train_set) == 0 else 'val'} split is empty; "
@@ -393,9 +397,6 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.train.schedule, total_steps, cfg.train.warmup))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = _grad_scaler(enabled=amp_dtype == torch.float16)
-    if cfg.train.best_metric not in CSV_COLUMNS or cfg.train.best_metric in ("epoch", "lr", "seconds", "steps"):
-        valid = [c for c in CSV_COLUMNS if c.startswith(("val_", "train_"))]
-        raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not a metrics.csv column; choose one of {', '.join(valid)}")
 
     # ---- resume
     epoch, batch_in_epoch, step = 0, 0, 0
@@ -463,8 +464,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         # ---- train one epoch
         model.train()
         train_batches.set_epoch(epoch, batch_in_epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
+        train_set.set_epoch(epoch)  # the augmentation draw depends on (seed, epoch, sample)
         started = time.monotonic() - sums.seconds
         bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not world.main, leave=False, dynamic_ncols=True)
