@@ -42,6 +42,11 @@ class DataConfig:
     augment: bool = False  # paired flip + colour jitter on the training split
     skip_bad: bool = False  # skip undecodable samples (and count them) instead of stopping
 
+    def dataset_options(self) -> dict[str, Any]:
+        """Keyword options of `maskdepth.data.open_dataset` that fix which samples a split holds."""
+        return dict(split_mode=self.split_mode, fractions=tuple(self.fractions), split_seed=self.split_seed,
+                    in_memory=self.in_memory, skip_bad=self.skip_bad)
+
 
 @dataclass
 class ModelConfig:

@@ -157,8 +157,7 @@ def evaluate_checkpoint(
         source = "--data" if data is not None else "the checkpoint's data.path"
         raise DataError(f"dataset {cfg.data.path} ({source}) not found; pass --data PATH to evaluate on another copy")
 
-    split_args = dict(split_mode=cfg.data.split_mode, fractions=tuple(cfg.data.fractions),
-                      split_seed=cfg.data.split_seed, in_memory=cfg.data.in_memory, skip_bad=cfg.data.skip_bad)
+    split_args = cfg.data.dataset_options()
     dataset = open_dataset(cfg.data.path, cfg.data.size, split, **split_args)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size or cfg.train.batch_size, shuffle=False, collate_fn=collate,

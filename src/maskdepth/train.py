@@ -355,8 +355,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     _seed_everything(cfg.seed)
 
     # ---- data
-    split_args = dict(split_mode=cfg.data.split_mode, fractions=tuple(cfg.data.fractions),
-                      split_seed=cfg.data.split_seed, in_memory=cfg.data.in_memory, skip_bad=cfg.data.skip_bad)
+    split_args = cfg.data.dataset_options()
     train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
                              augment_seed=cfg.seed, **split_args)
     val_set = open_dataset(cfg.data.path, cfg.data.size, "val", **split_args)
