@@ -184,3 +184,10 @@ def test_accumulator_all_reduce_two_processes(tmp_path):
         # iou: (1 + 1 + 0) / 3 images; rmse only seen on rank 1, still known to rank 0
         assert results[rank]["iou"] == pytest.approx(2 / 3)
         assert results[rank]["rmse"] == pytest.approx(0.3)
+
+
+def test_accumulator_counts_values_per_key_skipping_nans():
+    acc = MetricAccumulator()
+    acc.update({"iou": torch.tensor([0.5, 1.0]), "inside_rmse": torch.tensor([0.1, float("nan")])})
+    acc.update({"iou": torch.tensor([0.0]), "inside_rmse": torch.tensor([0.3])})
+    assert acc.count("iou") == 3 and acc.count("inside_rmse") == 2 and acc.count("missing") == 0

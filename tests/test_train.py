@@ -55,7 +55,9 @@ def test_train_end_to_end_writes_the_run_directory(tiny_overrides: list[str], tm
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(QUICK), *tiny_overrides]) == 0
     run = tmp_path / "run"
-    out = capsys.readouterr().err + capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "training maskdepth" in out and "epoch   2/2" in out  # one summary line per epoch
     for name in ["config.yaml", "split.json", "metrics.csv", "curves.png", "samples/epoch_001.png",
                  "samples/epoch_002.png", "checkpoints/last.pt", "checkpoints/best.pt"]:
         assert (run / name).is_file(), name

@@ -151,6 +151,10 @@ class MetricAccumulator:
             key: (self._sums[key] / self._counts[key]) if self._counts[key] else math.nan for key in self._sums
         }
 
+    def count(self, key: str) -> int:
+        """How many (non-NaN) values `key` has gathered, e.g. the number of images for "iou"."""
+        return self._counts.get(key, 0)
+
     def all_reduce(self) -> MetricAccumulator:
         """Sum (value, count) over torch.distributed ranks; a no-op when it is not initialised."""
         import torch.distributed as dist

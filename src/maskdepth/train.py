@@ -214,7 +214,6 @@ def evaluate(
     was_training = model.training
     model.eval()
     acc = MetricAccumulator()
-    images = 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         if batch is None:
             continue
@@ -237,22 +236,12 @@ def evaluate(
             total = loss_weights[0] * m + loss_weights[1] * d
             for k, v in (("loss", total), ("mask_loss", m), ("depth_loss", d)):
                 values[k] = v.double().expand(n).cpu()
-        images += n
         acc.update({k: v.detach().double().cpu() for k, v in values.items()})
     acc.all_reduce()
     results = acc.compute()
-    results["count"] = float(_sum_over_ranks(images))
+    results["count"] = float(acc.count("iou"))  # one IoU per image, never NaN
     model.train(was_training)
     return results
-
-
-def _sum_over_ranks(value: float) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64,
-                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return t.item()
 
 
 # --------------------------------------------------------------------------------------------
