@@ -389,3 +389,146 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 6)
         pytest.skip(f"this malloc already reuses freed batches ({faults})")
     # a fresh 37 MB batch is ~9000 pages; glibc's default hands most of them back each time
     assert faults["tuned"] < faults["default"] / 4, faults
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_filters(data: bytes) -> set[int]:
+    import zlib
+
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    width, height, bits = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big"), header[8]
+    scan = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, -1)
+    assert scan.shape[1] == 1 + (width * bits + 7) // 8
+    return set(scan[:, 0].tolist())
+
+
+def _blobs(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    mask = np.zeros((h, w), bool)
+    for _ in range(3):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(2, 12)
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    return mask
+
+
+def test_png_masks_are_read_as_pil_reads_them():
+    """maskdepth's own PNG reader gives PIL's pixels, at the stored size and resized by nearest
+    (integer and odd ratios), for 1-bit and 8-bit masks with the filters PIL picks."""
+    from maskdepth.data import images
+
+    rng = np.random.default_rng(0)
+    filters_seen: set[int] = set()
+    fast = 0
+    for trial in range(40):
+        h, w = (int(v) for v in rng.integers(5, 70, size=2))
+        mask = _blobs(rng, h, w) | (rng.random((h, w)) < 0.02)
+        img = Image.fromarray(mask) if trial % 2 else Image.fromarray(mask.astype(np.uint8) * 255)
+        data = _png(img)
+        filters = _png_filters(data)
+        for size in (None, 17, 32, int(rng.integers(3, 90))):
+            got = images._fast_png_mask(data, size)
+            if max(filters) > 2:  # Average / Paeth rows: left to PIL
+                assert got is None
+                continue
+            fast += 1
+            filters_seen |= filters
+            ref = img.convert("L")
+            if size is not None:
+                ref = ref.resize((size, size), Image.NEAREST)
+            assert got[1] == (w, h) and got[0].dtype == np.uint8
+            np.testing.assert_array_equal(got[0], np.asarray(ref) >= 128, err_msg=f"trial {trial} size {size}")
+            # and the public decoder gives the same, whichever path it takes
+            np.testing.assert_array_equal(images.decode_mask_binary(data, size)[0], got[0])
+    assert fast >= 80 and {0, 1, 2} <= filters_seen  # None, Sub and Up all exercised
+
+
+def test_mask_png_writer_round_trip():
+    from maskdepth.data import images
+
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (7, 13), (192, 192), (31, 64)):
+        mask = _blobs(rng, h, w)
+        data = images.encode_mask_png(mask)
+        img = Image.open(io.BytesIO(data))
+        assert img.mode == "1" and img.size == (w, h) and _png_filters(data) == {0}
+        np.testing.assert_array_equal(np.asarray(img.convert("L")), mask.astype(np.uint8) * 255)
+        np.testing.assert_array_equal(images._fast_png_mask(data, None)[0], mask)
+    with pytest.raises(ValueError, match="shape"):
+        images.encode_mask_png(np.zeros((2, 2, 2), bool))
+
+
+def test_damaged_pngs_go_to_pil_which_names_the_problem():
+    """A bad CRC, a truncated file, a broken zlib stream, too few or too many rows: the reader
+    declines, PIL decodes or refuses, and nothing crashes."""
+    import struct
+    import zlib
+
+    from maskdepth.data import images
+
+    mask = _blobs(np.random.default_rng(2), 24, 24)
+    good = images.encode_mask_png(mask)
+    assert images._png_rows(good) is not None
+
+    def rebuild(rows: bytes, height: int = 24, bits: int = 1, crc_ok: bool = True) -> bytes:
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            crc = zlib.crc32(kind + body) ^ (0 if crc_ok else 1)
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+        header = struct.pack(">IIBBBBB", 24, height, bits, 0, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+    packed = np.zeros((24, 4), np.uint8)
+    packed[:, 1:] = np.packbits(mask, axis=1)
+    stream = zlib.compress(packed.tobytes())
+    assert images._png_rows(rebuild(stream)) is not None
+    flipped = bytearray(good)
+    flipped[60] ^= 0x40
+    cases = {
+        "bad crc": rebuild(stream, crc_ok=False),
+        "flipped byte": bytes(flipped),
+        "truncated": good[:-20],
+        "broken zlib": rebuild(stream[:10] + b"\0" * 8 + stream[18:]),
+        "too few rows": rebuild(zlib.compress(packed[:20].tobytes())),
+        "too many rows": rebuild(zlib.compress(np.vstack([packed, packed[:2]]).tobytes())),
+        "4-bit": rebuild(stream, bits=4),
+    }
+    for name, data in cases.items():
+        assert images._png_rows(data) is None, name
+        try:
+            decoded, _ = images.decode_mask_binary(data, 24)
+        except DataError as exc:
+            assert "image" in str(exc), name  # PIL's reason, as an ImageError
+        else:
+            assert decoded.shape == (24, 24), name  # PIL could still read it (e.g. a 4-bit PNG)
+    # random damage: the reader declines or reads, it never raises
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        damaged = bytearray(good)
+        for pos in rng.integers(8, len(good), size=int(rng.integers(1, 4))):
+            damaged[pos] = int(rng.integers(0, 256))
+        rows = images._png_rows(bytes(damaged[: int(rng.integers(len(good) - 8, len(good) + 1))]))
+        assert rows is None or rows[0].shape == (24, 3)
+
+
+def test_unit_conversion_is_exact_at_the_ends_and_within_an_ulp():
+    from maskdepth.data.dataset import _to_unit
+
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = np.empty((16, 16), np.float32)
+    _to_unit(values, out, 255.0)
+    quotient = values.astype(np.float64) / 255
+    assert out[0, 0] == 0.0 and out[-1, -1] == 1.0 and out.max() == 1.0
+    assert np.abs(out - quotient).max() <= np.spacing(np.float32(1.0))
+    depth = np.linspace(0.1, 1.0, 256, dtype=np.float32).reshape(16, 16)
+    _to_unit(depth, out, 1.0)  # 16-bit and float maps arrive divided already
+    np.testing.assert_array_equal(out, depth)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from maskdepth.cli import main
 from maskdepth.data import synthetic
+from maskdepth.data.images import _png_rows
 from maskdepth.data.synthetic import MANIFEST_COLUMNS, make_dataset, render_background
 from maskdepth.errors import ConfigError, DataError
 
@@ -23,7 +24,9 @@ TINY = dict(size=32, num_bg=4, num_fg=3, per_pair=1, workers=1, progress=False) 
 
 
 def _read(zf: zipfile.ZipFile, name: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(zf.read(name))))
+    """The entry as uint8 (masks, stored as 1-bit PNGs, as 8-bit gray: 0 / 255)."""
+    img = Image.open(io.BytesIO(zf.read(name)))
+    return np.asarray(img.convert("L") if img.mode == "1" else img)
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -100,6 +103,8 @@ def test_images_masks_and_depth_decode(tiny):
             fg_bg, mask, depth = _read(zf, row["fg_bg"]), _read(zf, row["mask"]), _read(zf, row["depth"])
             assert fg_bg.shape == (32, 32, 3) and fg_bg.dtype == np.uint8
             assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+            assert Image.open(io.BytesIO(zf.read(row["mask"]))).mode == "1"  # a 1-bit PNG
+            assert _png_rows(zf.read(row["mask"])) is not None  # that the dataset reads itself
             assert depth.shape == (32, 32) and depth.min() > 0
             assert float(row["coverage"]) == pytest.approx((mask == 255).mean(), abs=1e-4)
             assert (mask == 255).sum() >= 3

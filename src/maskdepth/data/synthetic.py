@@ -21,7 +21,7 @@ the same arguments give a byte-identical archive whatever the number of workers.
 Archive (zip, entries stored uncompressed: JPEG and PNG do not compress further):
     bg/<bg_id>.jpg                 e.g. bg/bg007.jpg
     fg_bg/<stem>.jpg               stem = <bg_id>_<fg_id>_<flip>_<k>, e.g. bg007_fg042_1_13
-    mask/<stem>.png                0/255 grayscale PNG (always lossless)
+    mask/<stem>.png                1-bit grayscale PNG, white = object (0/255 as 8-bit gray)
     depth/<stem>.jpg               grayscale, value / 255 = z / 20 m (16-bit PNG / 65535 with png)
     manifest.csv                   one row per sample, columns MANIFEST_COLUMNS (below)
     dataset.json                   sizes, seed, generator version, encodings, mean/std, statistics
@@ -55,10 +55,11 @@ from PIL import Image
 from maskdepth import __version__
 from maskdepth.data._objects import Sprite, random_object, rasterize
 from maskdepth.data._scene import FAR_M, random_scene, render_scene
+from maskdepth.data.images import encode_mask_png
 from maskdepth.errors import ConfigError, DataError
 
 GENERATOR = "maskdepth.data.synthetic"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: masks are 1-bit PNGs (1.0: 8-bit)
 JPEG_QUALITY = 90
 DEPTH_JPEG_QUALITY = 95  # the depth target gets a little more fidelity than the inputs
 DEPTH_MIN = 2.0 / 255.0  # every depth value is at least this, so JPEG noise cannot reach 0
@@ -139,12 +140,6 @@ def _encode_rgb(img: np.ndarray, fmt: str) -> bytes:
         pil.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
     else:
         pil.save(buf, "PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def _encode_mask(mask: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, "PNG", compress_level=6)
     return buf.getvalue()
 
 
@@ -238,7 +233,7 @@ def _render_chunk(job: _Job, b: int, f: int, backdrop: _Backdrop, sprite: Sprite
             stem = f"{bg_id}_{fg_id}_{flip}_{k:0{job.k_width}d}"
             depth_bytes, codes = _encode_depth(depth, ext)
             names = (f"fg_bg/{stem}.{ext}", f"mask/{stem}.png", f"depth/{stem}.{ext}")
-            out["entries"] += [(names[0], _encode_rgb(img, ext)), (names[1], _encode_mask(mask)),
+            out["entries"] += [(names[0], _encode_rgb(img, ext)), (names[1], encode_mask_png(mask)),
                                (names[2], depth_bytes)]
             coverage = float(np.count_nonzero(mask)) / mask.size
             out["rows"].append([names[0], f"bg/{bg_id}.{ext}", names[1], names[2], bg_id, fg_id, flip,
@@ -652,7 +647,7 @@ def _dataset_info(job: _Job, num_bg, num_fg, count, bg_stats, fg_stats, coverage
         "depth_divisor": 255 if ext == "jpg" else 65535,
         "depth_far_m": FAR_M,
         "depth_min": round(DEPTH_MIN, 6),
-        "mask_encoding": "grayscale PNG, 255 = object (its visible pixels with alpha >= 0.5), 0 = background",
+        "mask_encoding": "1-bit grayscale PNG (0 / 255 when read as 8-bit gray), 255 = object (its visible pixels with alpha >= 0.5), 0 = background",
         "mean": mean,
         "std": std,
         "fg_bg_mean": fg_mean,
