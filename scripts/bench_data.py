@@ -1,17 +1,25 @@
-"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--index-samples 40000 400000]
+"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--repeats 2] [--index-samples 40000 400000]
 
 Throughput of the data pipeline (samples/s), side by side with
-  limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes in a tight
-          loop, nothing else, at full resolution, each image kind with the faster of PIL
-          (Image.open + load) and torchvision's decode_jpeg / decode_png (the registered ops on
-          the bytes, no copy; whichever is faster per kind, printed with the limit);
+  limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes at full
+          resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing
+          else, each image kind by the faster of PIL (Image.open + load) and torchvision's
+          decode_jpeg / decode_png ops (on the bytes, no copy);
+  strict  the same, also counting maskdepth's own PNG reader (`images._png_rows`), which reads
+          make-data's 1-bit masks faster than either library;
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
-          workers: zip index, decode (JPEGs by torchvision's op, PNGs and the rest by PIL),
-          resize, checks, float32 tensors, cached backgrounds;
+          workers: zip reads (CRC checked), decoding (JPEGs by torchvision's op, make-data's PNG
+          masks by maskdepth's reader, the rest by PIL), resizing, checks, cached backgrounds,
+          float32 [0, 1] tensors;
   naive   the files extracted to disk, every sample opening its four images with PIL and applying
           torchvision transforms (Resize, ToTensor), same DataLoader settings;
-at 64 and 192 px output. Each cell is the best of `--repeats` timed epochs after one warm-up
-epoch (workers started, caches filled). Torch runs one intra-op thread per process.
+  ours uint8  open_dataset(uint8=True): bg, fg_bg and mask as uint8 (what training uses; the
+          GPU makes them floats), which matters with workers (below);
+at 64 and 192 px output. The one-process cells (the limits, dataset only, 0 workers) are timed in
+interleaved rounds after a warm-up round, each keeping its best of `--repeats`, so that slow
+drifts of a shared machine touch them alike; cells with workers afterwards, one by one. Torch
+runs one intra-op thread per process. The one-process table counts samples per CPU second of the
+process, which other load on the machine changes less than wall-clock time.
 
 Then the cost of indexing a large archive: for 40k and 400k samples (3 entries per sample plus
 100 backgrounds and a manifest.csv), a zip of empty STORED entries with the original's naming is
@@ -19,19 +27,19 @@ written directly (no image data, so it takes seconds) and, in a fresh process ea
 index its central directory and to resolve the manifest (what `open_dataset` does), the bytes
 held by the index and the manifest arrays, and the process's peak RSS.
 
-Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset
-(about 30 s). The CPU of a shared machine makes wall-clock figures noisy: the one-process table
-counts samples per CPU second of the process, which other load does not change much.
+Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset (~10 s).
 
-What costs time in `ours` beyond the limit (192 px, one process, measured with cProfile and
-timers): the mask PNGs are decoded by PIL (~125 us; torchvision's PNG decoder is faster but
-crashes the process on some corrupt files, so the limit may use it and the dataset does not);
-converting the four images to float32 [0, 1] writes 1.2 MB per sample (~85 us); the same
-decoders run ~20-30% slower inside the pipeline than in the tight loop (that memory traffic
-evicts their caches). A fresh 37 MB batch also costs ~10 ms of page faults (kernel time) in this
-VM: the dataset has glibc keep freed batches for reuse instead (see
-`maskdepth.data.dataset._reuse_freed_batch_memory`). That setting is process-wide, so `naive`,
-timed in the same process after `ours`, benefits from it too.
+Where the time goes (192 px, one process, perf + py-spy): libjpeg ~45% (the limit itself),
+float32 conversion ~20% (1.2 MB written per sample; the fg_bg decoded by torchvision is HWC in
+memory, so its conversion is also a transpose), Python ~15% spread over small calls, zlib and
+CRCs ~3%. Decoding by kind per batch instead of sample by sample saves ~8% (a decoder that runs
+many times in a row stays in cache), which is also why the limit loops by kind. DataLoader
+workers hand each batch over in fresh shared memory, whose page faults cost ~1 ms per MB in this
+VM: at 192 px a float32 batch of 32 (37 MB) costs a worker ~33 ms on top of decoding it, which
+is why `uint8=True` (13 MB) roughly doubles what a worker delivers. A fresh 37 MB batch also
+costs ~10 ms of page faults in the main process: there the dataset has glibc keep freed batches
+for reuse (`maskdepth.data.dataset._reuse_freed_batch_memory`). That setting is process-wide, so
+`naive`, timed in the same process, benefits from it too.
 """
 
 from __future__ import annotations
@@ -225,21 +233,23 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
     extracted = tmp / "extracted"
     with zipfile.ZipFile(data) as z:
         z.extractall(extracted)
-    datasets = {size: (open_dataset(data, size=size, split="all", in_memory=True), NaiveDataset(extracted, rows, size))
+    datasets = {size: (open_dataset(data, size=size, split="all", in_memory=True), NaiveDataset(extracted, rows, size),
+                       open_dataset(data, size=size, split="all", in_memory=True, uint8=True))
                 for size in sizes}
     one = {size: {"dataset_only": _getitem_cell(ours_ds),
                   "ours": _loader_cell(ours_ds, 0)[0],
-                  "naive": _loader_cell(naive_ds, 0)[0]} for size, (ours_ds, naive_ds) in datasets.items()}
+                  "naive": _loader_cell(naive_ds, 0)[0],
+                  "ours_uint8": _loader_cell(uint8_ds, 0)[0]} for size, (ours_ds, naive_ds, uint8_ds) in datasets.items()}
     _rounds([limit, strict, pil] + [cell for cells in one.values() for cell in cells.values()], repeats)
     print(f"  decode limit: {limit.cpu:.0f} per CPU second (strict: {strict.cpu:.0f}, PIL alone: {pil.cpu:.0f})", flush=True)
     results = []
-    for size, (ours_ds, naive_ds) in datasets.items():
+    for size, (ours_ds, naive_ds, uint8_ds) in datasets.items():
         for w in workers:
             if w == 0:
                 cells = one[size]
             else:
                 cells = {}
-                for name, ds in (("ours", ours_ds), ("naive", naive_ds)):
+                for name, ds in (("ours", ours_ds), ("naive", naive_ds), ("ours_uint8", uint8_ds)):
                     cell, loader = _loader_cell(ds, w)
                     _rounds([cell], repeats)
                     cells[name] = cell
@@ -249,7 +259,8 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
             for name, cell in (("limit", limit), ("limit_strict", strict), ("limit_pil", pil), *cells.items()):
                 row[name], row[f"{name}_cpu"] = cell.wall, cell.cpu
             results.append(row)
-            print(f"  {size:4d} px  {w} workers: limit {limit.wall:6.0f}/s  ours {row['ours']:6.0f}/s  naive {row['naive']:6.0f}/s", flush=True)
+            print(f"  {size:4d} px  {w} workers: limit {limit.wall:6.0f}/s  ours {row['ours']:6.0f}/s  naive {row['naive']:6.0f}/s"
+                  f"  ours uint8 {row['ours_uint8']:6.0f}/s", flush=True)
     return results
 
 
@@ -399,10 +410,10 @@ def main() -> None:
             print(f"throughput on {data}:")
             rows = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
             print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
-            print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive")
+            print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive   ours uint8/s")
             for r in rows:
                 print(f" {r['size']:4d}  {r['workers']:7d}  {r['limit']:8.0f}  {r['ours']:7.0f}  {r['naive']:7.0f}"
-                      f"   {r['ours'] / r['limit']:10.2f}  {r['ours'] / r['naive']:10.1f}")
+                      f"   {r['ours'] / r['limit']:10.2f}  {r['ours'] / r['naive']:10.1f}   {r['ours_uint8']:12.0f}")
             print("\none process, samples per CPU second of that process (robust to other load on the machine):")
             print(" size   limit  strict  PIL-only  dataset only  ours (loader)  naive (loader)   ours/limit  ours/strict  ours/PIL-only  ours/naive")
             for r in rows:
@@ -413,7 +424,8 @@ def main() -> None:
                           f"  {r['ours_cpu'] / r['limit_pil_cpu']:13.2f}  {r['ours_cpu'] / r['naive_cpu']:10.1f}")
             print("(limit: full-resolution decode of the same fg_bg + mask + depth bytes, nothing else, by the faster "
                   "of PIL and torchvision per image kind; strict: the fastest of PIL, torchvision and maskdepth's own "
-                  "PNG reader; dataset only: ds[i] without a DataLoader)")
+                  "PNG reader; dataset only: ds[i] without a DataLoader; ours uint8: open_dataset(uint8=True), the "
+                  "batches training uses, converted to float on the device)")
         if args.index_samples:
             print("\nindex of a large archive (synthetic central directory, empty entries):")
             rows = bench_index(args.index_samples, tmp)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from data_helpers import jpeg_bytes, png_bytes, scene, write_dataset_zip
 from maskdepth.data import collate, open_dataset, read_image_file
-from maskdepth.data.dataset import split_backgrounds
+from maskdepth.data.dataset import IMAGE_KEYS, split_backgrounds
 from maskdepth.errors import ConfigError, DataError
 
 
@@ -190,12 +190,43 @@ class _CollateInWorker(torch.utils.data.Dataset):
         return batch["fg_bg"].data_ptr() == items[0]["fg_bg"].data_ptr(), batch["fg_bg"].is_shared()
 
 
-def test_batches_in_workers_are_shared_memory_without_copies(data_zip):
+@pytest.mark.parametrize("uint8", [False, True])
+def test_batches_in_workers_are_shared_memory_without_copies(data_zip, uint8):
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
-    ds = open_dataset(data_zip, size=32, split="all")
+    ds = open_dataset(data_zip, size=32, split="all", uint8=uint8)
     loader = DataLoader(_CollateInWorker(ds), batch_size=None, num_workers=1, multiprocessing_context="fork")
     assert [list(flags) for flags in loader] == [[True, True]]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_uint8_batches_become_the_float_batches(data_zip, augment):
+    """uint8=True: bg / fg_bg uint8 0..255, mask uint8 {0, 1}, depth float32; to_float gives the
+    float dataset's batch bit for bit (with augmentation within half a gray level), in the main
+    process and from workers."""
+    from maskdepth.data import to_float
+
+    floats = open_dataset(data_zip, size=24, split="all", augment=augment)
+    bytes_ = open_dataset(data_zip, size=24, split="all", augment=augment, uint8=True)
+    for ds in (floats, bytes_):
+        ds.set_epoch(1)
+    expected = collate(floats.__getitems__(list(range(8))))
+    batches = [collate(bytes_.__getitems__(list(range(8)))), _all_items(bytes_, num_workers=1)[:2]]
+    batches[1] = {key: torch.cat([b[key] for b in batches[1]]) for key in IMAGE_KEYS}
+    for batch in batches:
+        assert [batch[k].dtype for k in IMAGE_KEYS] == [torch.uint8, torch.uint8, torch.uint8, torch.float32]
+        assert set(batch["mask"].unique().tolist()) <= {0, 1} and batch["bg"].max() > 1
+        converted = to_float(batch)
+        assert batch["bg"].dtype == torch.uint8  # a new dict: the batch itself is unchanged
+        for key in IMAGE_KEYS:
+            assert converted[key].dtype == torch.float32
+            if augment and key in ("bg", "fg_bg"):
+                assert (converted[key] - expected[key]).abs().max() <= 0.5 / 255 + 1e-6, key
+            else:
+                assert torch.equal(converted[key], expected[key]), key
+    item = bytes_[3]
+    assert item["fg_bg"].dtype == torch.uint8 and item["fg_bg"].shape == (3, 24, 24)
+    assert to_float(expected) is not expected and to_float(expected)["bg"] is expected["bg"]  # floats pass
 
 
 def test_pickled_dataset_carries_no_archive_bytes(data_zip):

@@ -158,7 +158,7 @@ def evaluate_checkpoint(
         raise DataError(f"dataset {cfg.data.path} ({source}) not found; pass --data PATH to evaluate on another copy")
 
     split_args = cfg.data.dataset_options()
-    dataset = open_dataset(cfg.data.path, cfg.data.size, split, **split_args)
+    dataset = open_dataset(cfg.data.path, cfg.data.size, split, uint8=True, **split_args)  # floats on the device
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size or cfg.train.batch_size, shuffle=False, collate_fn=collate,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",

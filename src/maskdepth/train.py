@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from maskdepth import __version__
 from maskdepth.checkpoint import all_finite, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from maskdepth.config import Config, config_to_dict, save_config
-from maskdepth.data import collate, open_dataset
+from maskdepth.data import collate, open_dataset, to_float
 from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
 from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.losses import DepthLoss, DiceBCELoss
@@ -184,10 +184,13 @@ class _Schedule:
 
 
 def _to(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, ...]:
+    """(bg, fg_bg, mask, depth) of a batch on `device` as float32. The loaders give uint8
+    images (`open_dataset(uint8=True)`), a third of the bytes to copy: they become floats
+    here, after the copy (on a GPU, for free)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    bg = batch["bg"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    fg_bg = batch["fg_bg"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    return bg, fg_bg, batch["mask"].to(device, non_blocking=True), batch["depth"].to(device, non_blocking=True)
+    moved = to_float({key: batch[key].to(device, non_blocking=True) for key in ("bg", "fg_bg", "mask", "depth")})
+    return (moved["bg"].contiguous(memory_format=fmt), moved["fg_bg"].contiguous(memory_format=fmt),
+            moved["mask"], moved["depth"])
 
 
 @torch.no_grad()
@@ -346,8 +349,8 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     # ---- data
     split_args = cfg.data.dataset_options()
     train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
-                             augment_seed=cfg.seed, **split_args)
-    val_set = open_dataset(cfg.data.path, cfg.data.size, "val", **split_args)
+                             augment_seed=cfg.seed, uint8=True, **split_args)
+    val_set = open_dataset(cfg.data.path, cfg.data.size, "val", uint8=True, **split_args)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ConfigError(f"data.path={cfg.data.path}: the {'train' if len(train_set) == 0 else 'val'} split is empty; "
                           "use more backgrounds or change data.fractions")
@@ -565,6 +568,7 @@ def _save_grid(model: nn.Module, batch: dict[str, Any], device: torch.device, am
                path: Path, title: str) -> None:
     was_training = model.training
     model.eval()
+    batch = to_float(batch)
     bg, fg_bg, true_mask, true_depth = _to(batch, device)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         pred_logits, pred_depth = model(bg, fg_bg)

@@ -17,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "open_dataset": "maskdepth.data.dataset",
     "collate": "maskdepth.data.dataset",
+    "to_float": "maskdepth.data.dataset",
     "MaskDepthDataset": "maskdepth.data.dataset",
     "split_backgrounds": "maskdepth.data.dataset",
     "read_image_file": "maskdepth.data.images",
