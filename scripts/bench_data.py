@@ -390,6 +390,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per cell (best counts)")
     parser.add_argument("--index-samples", type=int, nargs="*", default=[40_000, 400_000])
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--index-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.index_child:
@@ -397,6 +398,7 @@ def main() -> None:
         return
 
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs seen, {platform.machine()}")
+    report: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp_name:
         tmp = Path(tmp_name)
         if not args.skip_throughput:
@@ -408,7 +410,7 @@ def main() -> None:
                 num_fg = max(1, args.samples // 40)
                 make_dataset(data, size=192, num_bg=10, num_fg=num_fg, per_pair=2, seed=0, progress=False)
             print(f"throughput on {data}:")
-            rows = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
+            rows = report["throughput"] = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
             print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
             print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive   ours uint8/s")
             for r in rows:
@@ -428,7 +430,7 @@ def main() -> None:
                   "batches training uses, converted to float on the device)")
         if args.index_samples:
             print("\nindex of a large archive (synthetic central directory, empty entries):")
-            rows = bench_index(args.index_samples, tmp)
+            rows = report["index"] = bench_index(args.index_samples, tmp)
             print("\n samples   entries  index s  open s  index MB  manifest MB  private MB after open  peak RSS MB  pickle MB")
             for r in rows:
                 print(f" {r['samples']:7d}  {r['entries']:8d}  {r['index_s']:7.2f}  {r['open_s']:6.2f}  {r['index_mb']:8.1f}"
@@ -436,6 +438,8 @@ def main() -> None:
             print("(open = index + manifest resolution, what open_dataset does; private MB: anonymous memory held "
                   "after open, beyond the fresh process; peak RSS: whole process incl. interpreter and the mapped zip; "
                   "pickle: what each spawn worker receives)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

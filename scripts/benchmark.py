@@ -42,6 +42,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +89,7 @@ class Plan:
     speed_warmup: int
     data_sizes: list[int]
     data_workers: list[int]
+    data_repeats: int
     index_counts: list[int]
     epoch_workers: list[int]
     epoch_samples: int
@@ -100,7 +102,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         tiny = dict(num_bg=4, num_fg=3, per_pair=1)
         return Plan(
             scales=[Scale(32, args.budget_64 or 0.5, 8, 2, tiny, dict(num_bg=2, num_fg=2, per_pair=1))],
-            speed_sizes=[32], speed_batch={32: 4}, speed_steps=1, speed_warmup=0, data_sizes=[32], data_workers=[0],
+            speed_sizes=[32], speed_batch={32: 4}, speed_steps=1, speed_warmup=0, data_sizes=[32], data_workers=[0], data_repeats=1,
             index_counts=[400, 4000], epoch_workers=[0], epoch_samples=8, grid_rows=2, smoke=True,
         )
     # 20 backgrounds: 19 train + 1 validation (for the curves); the test archive is separate.
@@ -110,7 +112,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 Scale(192, args.budget_192, 8, 2 if args.budget_192 < 600 else 4,
                       dict(num_bg=20, num_fg=10, per_pair=1), dict(num_bg=3, num_fg=4, per_pair=2))],
         speed_sizes=[64, 128, 192], speed_batch={64: 32, 128: 16, 192: 8}, speed_steps=2, speed_warmup=1,
-        data_sizes=[64, 192], data_workers=[0, 1, 2], index_counts=[4_000, 40_000, 400_000],
+        data_sizes=[64, 192], data_workers=[0, 1, 2], data_repeats=3, index_counts=[4_000, 40_000, 400_000],
         epoch_workers=[0, 1, 2], epoch_samples=128, grid_rows=5,
     )
 
@@ -421,37 +423,39 @@ def speed_text(results: list[Any], plan: Plan) -> str:
 
 
 def data_section(plan: Plan, archive: Path, work: Path) -> tuple[str, list[dict] | None]:
-    command = (f"python scripts/bench_data.py --data {archive.name} --sizes {' '.join(map(str, plan.data_sizes))} "
-               f"--workers {' '.join(map(str, plan.data_workers))} --repeats 1")
-    threads = torch.get_num_threads()
+    """bench_data's throughput table, measured in a fresh process: this one has trained models by
+    now, and its heap and threads slowed every data pipeline, the naive one too, by ~25%."""
+    args = (["--sizes", *map(str, plan.data_sizes), "--workers", *map(str, plan.data_workers),
+             "--repeats", str(plan.data_repeats), "--index-samples"])
+    command = f"python scripts/bench_data.py --data {archive.name} {' '.join(args)}"
+    out = work / "bench_data.json"
     try:
-        bench_data = _load_script("bench_data")
-        rows = bench_data.bench_throughput(archive, plan.data_sizes, plan.data_workers, 1, work / "bench_data")
-    except Exception as exc:  # another worker's script: report, don't fail the whole report
+        done = subprocess.run([sys.executable, str(SCRIPTS / "bench_data.py"), "--data", str(archive), *args,
+                               "--json", str(out)], capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+        rows = json.loads(out.read_text())["throughput"]
+    except Exception as exc:  # another script: report, don't fail the whole report
         _log(f"bench_data throughput failed: {exc!r}")
-        return f"Pending: `bench_data.bench_throughput` failed in this run ({type(exc).__name__}: {exc}); run `{command}`.\n", None
-    finally:
-        torch.set_num_threads(threads)  # bench_throughput sets one thread for its measurements
+        return f"Pending: `{command}` failed in this run ({type(exc).__name__}: {exc}).\n", None
     for r in rows:
-        if r.get("limit") and r.get("ours") is not None:
-            r["ours / limit"] = r["ours"] / r["limit"]
-        if r.get("naive") and r.get("ours") is not None:
-            r["ours / naive"] = r["ours"] / r["naive"]
-        if r.get("limit_strict") and r.get("ours") is not None:
-            r["ours / strict"] = r["ours"] / r["limit_strict"]
-    table = _dict_table(rows, [("size", "px", 0), ("workers", "workers", 0), ("limit", "decode limit /s", 0),
-                               ("limit_strict", "strict limit /s", 0), ("ours", "ours /s", 0), ("naive", "naive /s", 0),
-                               ("ours / limit", "ours / limit", 2), ("ours / strict", "ours / strict", 2),
-                               ("ours / naive", "ours / naive", 1), ("ours_uint8", "ours uint8 /s", 0),
-                               ("dataset_only", "dataset only /s", 0), ("limit_cpu", "limit /CPU-s", 0),
-                               ("ours_cpu", "ours /CPU-s", 0), ("naive_cpu", "naive /CPU-s", 0)])
+        r["ours / limit"] = r["ours"] / r["limit"]
+        r["ours / strict"] = r["ours"] / r["limit_strict"]
+        r["ours / naive"] = r["ours"] / r["naive"]
+    columns = [("size", "px", 0), ("workers", "workers", 0), ("limit", "decode limit /s", 0),
+               ("limit_strict", "strict limit /s", 0), ("ours", "ours /s", 0), ("naive", "naive /s", 0),
+               ("ours / limit", "ours / limit", 2), ("ours / strict", "ours / strict", 2),
+               ("ours / naive", "ours / naive", 1), ("ours_uint8", "ours uint8 /s", 0)]
+    table = _dict_table([{k: r[k] for k, _, _ in columns} for r in rows], columns)
     return (f"Samples/s on `{archive.name}` (the {_archive_size(archive)} px training archive of section 1), "
-            f"best of 1 timed epoch after a warm-up, DataLoader batch 32, one torch thread per process "
-            f"(`bench_data.bench_throughput`). limit: one process decoding the same fg_bg + mask + depth bytes at "
-            f"full resolution, nothing else, by the faster of PIL and torchvision per image kind; strict: also "
-            f"counting maskdepth's own PNG reader; ours: `open_dataset(in_memory=True)` (float32 batches); ours "
-            f"uint8: `open_dataset(uint8=True)`, the batches training uses; naive: extracted files + PIL + "
-            f"torchvision transforms.\n\n{table}\n", rows)
+            f"DataLoader batch 32, one torch thread per process, measured by `{command}` in a fresh process "
+            f"(best of {plan.data_repeats} rounds after a warm-up; the one-process cells in interleaved rounds). "
+            f"limit: one process decoding the same fg_bg + mask + depth bytes at full resolution in tight loops, "
+            f"nothing else, by the faster of PIL and torchvision per image kind; strict: also counting maskdepth's "
+            f"own PNG reader; ours: `open_dataset(in_memory=True)` (float32 batches); ours uint8: "
+            f"`open_dataset(uint8=True)`, the batches training uses; naive: extracted files + PIL + torchvision "
+            f"transforms. With workers the figures are wall-clock samples/s of the whole loader; 0 workers: per CPU "
+            f"second of the process.\n\n{table}\n", rows)
 
 
 def _archive_size(path: Path) -> str:
@@ -472,7 +476,9 @@ def index_section(plan: Plan, work: Path) -> str:
         return f"Pending: `bench_data.bench_index` failed in this run ({type(exc).__name__}: {exc}); run `{command}`.\n"
     table = _dict_table(rows, [("samples", "samples", 0), ("entries", "zip entries", 0), ("index_s", "index s", 2),
                                ("open_s", "open s", 2), ("index_mb", "index MB", 1), ("manifest_mb", "manifest MB", 1),
-                               ("peak_rss_mb", "peak RSS MB", 0)])
+                               ("anon_after_open_mb", "private MB after open", 0), ("peak_rss_mb", "peak RSS MB", 0),
+                               ("pickle_mb", "pickle MB", 1), ("zip_mb", "zip MB", 0), ("write_s", "zip written s", 2),
+                               ("missing", "missing", 0)])
     return ("Indexing a large archive (`bench_data.bench_index`): a zip with the original's naming, 3 empty "
             "entries per sample plus 100 backgrounds and a manifest.csv, indexed in a fresh process each; open = "
             "central directory + manifest resolution (what `open_dataset` does). RSS relative to the fresh "

@@ -29,10 +29,11 @@ workers share the parent's in-RAM zip copy-on-write; with *spawn* / *forkserver*
 memory-maps the zip file instead of copying it. Decoded backgrounds are cached per process
 (bounded LRU, `bg_cache_size`).
 
-Batches: DataLoader calls `__getitems__`, which decodes each sample's images as uint8 and
-converts them to float32 in one pass each, straight into rows of one [B, ...] buffer per image
-key (shared memory inside a worker); `collate` passes those buffers on, so nothing is stacked
-again and no per-sample float arrays exist. `ds[i]` runs the same code for a batch of one. In the
+Batches: DataLoader calls `__getitems__`, which decodes the batch by kind (every fg_bg, then
+every mask, then every depth map: ~8% faster than sample by sample) as uint8 and then writes
+each sample straight into rows of one [B, ...] buffer per image key (shared memory inside a
+worker); `collate` passes those buffers on, so nothing is stacked again and no per-sample float
+arrays exist. `ds[i]` runs the same code for a batch of one. In the
 main process (num_workers=0) each batch must be new memory, because the training loop keeps it;
 glibc's malloc is told to keep freed batches for reuse instead of handing them back to the OS
 (`_reuse_freed_batch_memory`), which removes the page faults of a fresh 37 MB batch at 192 px

@@ -424,4 +424,4 @@ def read_image_file(path: str | os.PathLike) -> "torch.Tensor":
     except _DECODE_ERRORS as exc:
         raise DataError(f"{path}: not a readable image ({_reason(exc)}); expected a JPEG or PNG file") from None
     array = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
-    return torch.from_numpy(array).float().div_(255)
+    return torch.from_numpy(array).float().mul_(1.0 / 255.0)  # x * float32(1/255), as the dataset
