@@ -120,8 +120,8 @@ def _decoders() -> dict[str, Any]:
     return {"PIL": pil, "torchvision": tv, "maskdepth": own_png}
 
 
-def _fastest(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> tuple[str, dict[str, float]]:
-    """(the fastest decoder's name, samples per CPU second of each that decodes every blob)."""
+def _rates(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Samples per CPU second of each candidate decoder that decodes every blob."""
     rates = {}
     for name, decode in candidates.items():
         try:
@@ -131,7 +131,7 @@ def _fastest(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> tu
         cell = Cell(lambda decode=decode: [decode(b) for b in blobs], len(blobs))
         _rounds([cell], repeats)
         rates[name] = cell.cpu
-    return max(rates, key=rates.__getitem__), rates
+    return rates
 
 
 def _limit_cells(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tuple[Cell, Cell, Cell, str]:
@@ -146,8 +146,9 @@ def _limit_cells(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tup
     warnings.simplefilter("ignore")  # torch.frombuffer: the bytes are not writable (only read)
     library, strict, notes = [], [], []
     for kind, blobs in zip(("fg_bg", "mask", "depth"), zip(*samples)):
-        best_library, _ = _fastest(list(blobs), {k: decoders[k] for k in ("PIL", "torchvision")}, repeats)
-        best_any, rates = _fastest(list(blobs), decoders, repeats)
+        rates = _rates(list(blobs), decoders, repeats)
+        best_library = max(("PIL", "torchvision"), key=lambda name: rates.get(name, 0.0))
+        best_any = max(rates, key=rates.__getitem__)
         library.append(decoders[best_library])
         strict.append(decoders[best_any])
         notes.append(f"{kind}: " + ", ".join(f"{k} {v:.0f}/CPU-s" for k, v in rates.items()))

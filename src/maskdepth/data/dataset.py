@@ -218,7 +218,8 @@ class MaskDepthDataset(Dataset):
         return torch.uint8 if self.uint8 and key in UINT8_KEYS else torch.float32
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        images = {key: torch.empty((channels, self.size, self.size), dtype=self._dtype(key)) for key, channels in IMAGE_KEYS.items()}
+        images = {key: torch.empty((channels, self.size, self.size), dtype=self._dtype(key))
+                  for key, channels in IMAGE_KEYS.items()}
         rows = {key: t[None] for key, t in images.items()}  # a batch of one, in the item's own tensors
         item = self._load_batch([i], rows, augment=self.augment, skip_bad=self.skip_bad)[0]
         if item is not None:
@@ -342,7 +343,9 @@ class MaskDepthDataset(Dataset):
             _to_unit(depth, depth_out[j, 0], depth_scale)
         return items
 
-    def _assemble(self, i: int, row: int, fg_bg: tuple, bg: tuple, mask: tuple, depth: tuple, augment: bool) -> tuple[dict[str, Any], tuple]:
+    def _assemble(
+        self, i: int, row: int, fg_bg: tuple, bg: tuple, mask: tuple, depth: tuple, augment: bool
+    ) -> tuple[dict[str, Any], tuple]:
         """Check the decoded images of sample `i` (manifest row `row`) and pair them: (the item
         without its images, (bg uint8 [3, size, size], fg_bg uint8 [3, size, size], mask uint8
         {0, 1} [size, size], depth values [size, size], depth scale, colour jitter factors or
