@@ -265,7 +265,8 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes((1, 0, 0, 0, 0))
-    return b"".join((_PNG_SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(scan.tobytes(), 6)), chunk(b"IEND", b"")))
+    body = zlib.compress(scan.tobytes(), 6)
+    return b"".join((_PNG_SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", body), chunk(b"IEND", b"")))
 
 
 @functools.lru_cache(maxsize=64)
