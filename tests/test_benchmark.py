@@ -95,3 +95,27 @@ def test_smoke_report_has_every_section_with_finite_numbers(benchmark, tmp_path)
     updated = out.read_text()
     assert "Not measured yet" not in updated and "Test GPU" in updated and "1234" in updated
     assert updated.split("## 5. GPU")[0] == text.split("## 5. GPU")[0]
+
+
+def test_bench_quality_smoke_writes_its_section_and_keeps_the_rest(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_quality_script", REPO / "scripts" / "bench_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    out.write_text("# Results\n\nkept before\n\n<!-- quality:begin -->\nold section\n<!-- quality:end -->\n\nkept after\n")
+    module.main(["--smoke", "--minutes", "0.05", "--ablation-epochs", "1", "--work", str(tmp_path / "work"),
+                 "--out", str(out)])
+    text = out.read_text()
+    assert "kept before" in text and "kept after" in text and "old section" not in text
+    assert text.count("<!-- quality:begin -->") == 1 and "## Generalisation to unseen scenes" in text
+    for label in ("MaskDepthNet, configs/quick.yaml | diverse", "MaskDepthNet, configs/quick.yaml | s15",
+                  "mean-depth predictor of the s15", "old default", "background subtraction (Otsu)"):
+        numbers = _numbers(_row(text, label)[1:])
+        assert numbers and all(math.isfinite(v) for v in numbers), label
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    for run in results["budget"]:  # the budget was enforced: one short epoch each
+        assert run["curve"] and all(0 <= p["unseen_delta1"] <= 1 for p in run["curve"])
+    for png in ("quality_curves.png", "quality_unseen_diverse.png", "quality_unseen_s15.png"):
+        path = out.parent / "results" / png
+        assert path.read_bytes()[:4] == b"\x89PNG"

@@ -56,6 +56,12 @@ def test_integer_accepted_for_float_but_not_the_reverse() -> None:
         ("train.epochs", r"must look like key=value"),
         ("train.epochs=0", r"'train.epochs' must be >= 1"),
         ("data.fractions=[0.5, 0.5]", r"'data.fractions' must be three"),
+        ("data.crop=1", r"'data.crop' must be in \[0, 1\)"),
+        ("data.photometric=2", r"'data.photometric' must be in \[0, 1\]"),
+        ("train.ema=1.5", r"'train.ema' must be in \[0, 1\)"),
+        ("train.max_minutes=-1", r"'train.max_minutes' must be >= 0"),
+        ("loss.w_silog=-1", r"'loss.w_silog' must be >= 0"),
+        ("loss.w_grad=-0.5", r"'loss.w_grad' must be >= 0"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:

@@ -136,3 +136,63 @@ def test_losses_float32_and_finite_gradients_under_autocast(criterion, make_targ
     assert loss.item() == pytest.approx(criterion(pred.detach().float(), target).item(), rel=1e-6)
     loss.backward()
     assert raw.grad is not None and bool(torch.isfinite(raw.grad).all())
+
+
+# ---- optional scale-aware depth terms (issue 12)
+
+
+def test_silog_hand_computed_and_ignores_invalid_pixels():
+    from maskdepth.losses import silog_loss
+
+    true = torch.tensor([0.5, 0.5, 0.0]).view(1, 1, 1, 3)  # the third pixel is invalid (no depth)
+    pred = torch.tensor([0.5, 0.5 * math.e, 0.9]).view(1, 1, 1, 3)
+    # g = ln p - ln t = (0, 1): mean 0.5, mean of squares 0.5 -> sqrt(0.5 - 0.85 * 0.25)
+    assert silog_loss(pred, true).item() == pytest.approx(math.sqrt(0.2875), abs=2e-4)
+    assert silog_loss(pred, true, lam=0.0).item() == pytest.approx(math.sqrt(0.5), abs=2e-4)
+
+
+def test_silog_is_blind_to_a_global_scale_with_lambda_one():
+    from maskdepth.losses import silog_loss
+
+    true = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    assert silog_loss(true * 0.5, true, lam=1.0).item() == pytest.approx(0.0, abs=1e-3)
+    assert silog_loss(true * 0.5, true, lam=0.85).item() > 0.2  # 0.85 keeps some of the scale
+    wrong = true.flip(-1)
+    assert silog_loss(wrong, true, lam=1.0).item() > silog_loss(true * 0.5, true, lam=1.0).item()
+
+
+def test_gradient_matching_hand_computed():
+    from maskdepth.losses import gradient_matching_loss
+
+    pred = torch.tensor([[0.0, 1.0], [0.0, 0.0]]).view(1, 1, 2, 2)
+    true = torch.full((1, 1, 2, 2), 0.5)
+    # residual [[-.5, .5], [-.5, -.5]]: |dx| sums to 1, |dy| to 1, over 4 valid pixels -> 0.5;
+    # coarser scales have fewer than 2 px and are not counted
+    assert gradient_matching_loss(pred, true, scales=1).item() == pytest.approx(0.5)
+    assert gradient_matching_loss(pred, true, scales=4).item() == pytest.approx(0.5)
+    # a constant offset has flat residuals at every scale
+    true = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.2
+    assert gradient_matching_loss(true + 0.1, true).item() == pytest.approx(0.0, abs=1e-6)
+    assert gradient_matching_loss(true.flip(-1), true).item() > 0.05
+
+
+def test_gradient_matching_skips_pairs_with_an_invalid_pixel():
+    from maskdepth.losses import gradient_matching_loss
+
+    true = torch.tensor([[0.5, 0.0], [0.5, 0.5]]).view(1, 1, 2, 2)  # top right invalid
+    pred = torch.tensor([[0.5, 0.9], [0.5, 0.7]]).view(1, 1, 2, 2)
+    # valid pairs: dx bottom row |0 - 0.2| = 0.2; dy left column 0; 3 valid pixels
+    assert gradient_matching_loss(pred, true, scales=1).item() == pytest.approx(0.2 / 3, rel=1e-5)
+
+
+def test_depth_loss_adds_the_optional_terms_with_their_weights():
+    from maskdepth.losses import gradient_matching_loss, silog_loss
+
+    g = torch.Generator().manual_seed(2)
+    pred, true = torch.rand(2, 1, 16, 16, generator=g) * 0.9 + 0.05, torch.rand(2, 1, 16, 16, generator=g) * 0.9 + 0.05
+    base, parts = DepthLoss()(pred, true, return_parts=True)
+    assert set(parts) == {"l1", "ssim", "edge"}  # off by default, and not computed
+    full, parts = DepthLoss(w_silog=0.5, w_grad=2.0)(pred, true, return_parts=True)
+    assert parts["silog"].item() == pytest.approx(silog_loss(pred, true).item())
+    assert parts["grad"].item() == pytest.approx(gradient_matching_loss(pred, true).item())
+    assert full.item() == pytest.approx(base.item() + 0.5 * parts["silog"].item() + 2.0 * parts["grad"].item(), rel=1e-5)

@@ -164,3 +164,36 @@ def test_maskdepth_learns_toy_scenes():
     # Measured: mask 1.53 -> 0.20, depth 0.49 -> 0.04.
     assert last[0] < 0.35 * first[0], history[::10]
     assert last[1] < 0.2 * first[1], history[::10]
+
+
+def test_depth_context_options_build_run_and_stay_in_the_parameter_budget():
+    torch.manual_seed(0)
+    full = build_model("maskdepth", context="ppm", depth_sees_mask=True, coords=True, dropout=0.1)
+    assert count_parameters(full) <= 3_500_000  # issue 12's limit
+    assert full.depth_head.refine[0].in_channels == 32 + 11 + 1  # decoder + 9 input + 2 coords + mask
+    bg, fg_bg = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    full.eval()
+    logits, depth = full(bg, fg_bg)
+    assert logits.shape == depth.shape == (2, 1, 64, 64) and 0 <= depth.min() and depth.max() <= 1
+    # the depth head sees the mask: changing only the mask head moves the depth output
+    with torch.no_grad():
+        full.mask_head.out.bias.add_(3.0)
+    assert not torch.allclose(full(bg, fg_bg)[1], depth)
+    with pytest.raises(ConfigError, match="model.context must be one of none, ppm"):
+        build_model("maskdepth", context="aspp")
+    with pytest.raises(ConfigError, match="model.dropout"):
+        build_model("maskdepth", dropout=1.0)
+
+
+def test_pyramid_pooling_starts_as_the_identity_and_sees_the_whole_image():
+    from maskdepth.model import _PyramidPooling
+
+    torch.manual_seed(0)
+    block = _PyramidPooling(16).eval()
+    x = torch.rand(2, 16, 4, 4)  # non-negative, like the ReLU output it follows
+    assert torch.allclose(block(x), x)
+    with torch.no_grad():
+        block.fuse[1].weight.fill_(1.0)
+    y = x.clone()
+    y[:, :, 0, 0] += 5.0  # one corner changes ...
+    assert not torch.allclose(block(y)[:, :, 3, 3], block(x)[:, :, 3, 3])  # ... and the far corner knows

@@ -374,3 +374,12 @@ def test_cli_make_data(tiny, tmp_path, capsys):
     assert main(["make-data", str(tmp_path / "x.zip"), "--size", "16", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "size" in err and "\n" not in err and not (tmp_path / "x.zip").exists()
+
+
+def test_every_background_layout_can_be_drawn():
+    """Rooms narrower than two window widths once made make-data fail (at 1,000 backgrounds)."""
+    from maskdepth.data._scene import random_scene
+    from maskdepth.data.synthetic import _DOMAIN_BG, _rng
+
+    kinds = {random_scene(_rng(0, _DOMAIN_BG, b)).kind for b in range(1500)}
+    assert kinds == {"room", "hall", "street", "yard"}

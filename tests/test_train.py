@@ -91,6 +91,46 @@ def test_extend_a_finished_run(tiny_overrides: list[str], tmp_path: Path, capsys
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
 
 
+def test_time_budget_ends_the_epoch_and_survives_a_rerun(tiny_overrides: list[str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    tiny_budget = "train.max_minutes=1e-6"  # spent by the first step
+    fit(load_config(QUICK, [*tiny_overrides, tiny_budget]))
+    rows = _rows(run)
+    assert len(rows) == 1 and rows[0]["steps"] == "1"  # epoch 1 ended after one step, validated and saved
+    assert "train.max_minutes=1e-06 reached after 1 steps" in capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 0, 1)
+    assert (run / "samples" / "epoch_001.png").is_file()
+
+    fit(load_config(QUICK, [*tiny_overrides, tiny_budget]))  # the clock came back from the checkpoint
+    assert "already trained for its train.max_minutes" in capsys.readouterr().out
+    assert len(_rows(run)) == 1
+
+    fit(load_config(QUICK, [*tiny_overrides, "train.max_minutes=60"]))  # a larger budget continues the run
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["steps"] == "5"  # 1 + a whole epoch of 4
+
+
+def test_ema_is_what_is_evaluated_saved_and_handed_to_the_epoch_hook(tiny_overrides: list[str], tmp_path: Path) -> None:
+    seen: list[tuple[dict, dict]] = []
+
+    def hook(row: dict, model: torch.nn.Module) -> None:
+        assert not model.training
+        seen.append((row, {k: v.clone() for k, v in model.state_dict().items()}))
+
+    fit(load_config(QUICK, [*tiny_overrides, "train.ema=0.9", "data.flip=true", "data.crop=0.2"]), on_epoch_end=hook)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert [row["epoch"] for row, _ in seen] == [1, 2] and state["ema_updates"] == state["step"] == 8
+    assert all(torch.equal(seen[-1][1][k], state["model"][k]) for k in state["model"])  # the hook got the EMA
+    raw, ema = state["raw_model"], state["model"]
+    assert raw.keys() == ema.keys() and any(not torch.equal(raw[k], ema[k]) for k in raw)
+    from maskdepth.inference import load_model
+
+    model, _ = load_model(tmp_path / "run" / "checkpoints" / "last.pt")  # inference gets the EMA weights
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+
+
 def test_resume_never_and_architecture_mismatch(tiny_overrides: list[str]) -> None:
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
     with pytest.raises(ConfigError, match="not empty and resume=never"):
@@ -152,7 +192,9 @@ def _wait_for_mid_epoch_checkpoint(last: Path, proc: subprocess.Popen, timeout: 
 
 @pytest.mark.slow
 def test_sigkill_and_restart_gives_the_same_weights(tiny_overrides: list[str], tmp_path: Path) -> None:
-    common = [*tiny_overrides, "train.epochs=3", "train.checkpoint_every=1"]
+    # every option whose state a resume must restore: augmentation draws, EMA, the budget clock
+    common = [*tiny_overrides, "train.epochs=3", "train.checkpoint_every=1", "data.flip=true", "data.crop=0.2",
+              "data.photometric=0.2", "train.ema=0.9", "train.max_minutes=60", "loss.w_silog=0.5", "loss.w_grad=1"]
     reference = [*common, f"run_dir={tmp_path / 'reference'}"]
     killed = [*common, f"run_dir={tmp_path / 'killed'}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -175,9 +217,12 @@ def test_sigkill_and_restart_gives_the_same_weights(tiny_overrides: list[str], t
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout + resumed.stderr
 
-    ref, got = _weights(tmp_path / "reference" / "checkpoints" / "last.pt"), _weights(last)
-    assert ref.keys() == got.keys()
-    assert all(torch.equal(ref[k], got[k]) for k in ref), "resumed run differs from the uninterrupted one"
+    ref_state, got_state = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt"), load_checkpoint(last)
+    for key in ("model", "raw_model"):  # the EMA and the optimised weights
+        ref, got = ref_state[key], got_state[key]
+        assert ref.keys() == got.keys()
+        assert all(torch.equal(ref[k], got[k]) for k in ref), f"resumed run differs from the uninterrupted one ({key})"
+    assert got_state["ema_updates"] == ref_state["ema_updates"] == ref_state["step"]
     ref_rows, got_rows = _rows(tmp_path / "reference"), _rows(tmp_path / "killed")
     for a, b in zip(ref_rows, got_rows, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_iou"] == b["val_iou"]

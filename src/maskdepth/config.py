@@ -39,7 +39,11 @@ class DataConfig:
     split_mode: str = _choice("bg", "bg", "random")  # hold out whole backgrounds, or leak them
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test
     split_seed: int = 0
-    augment: bool = False  # paired flip + colour jitter on the training split
+    augment: bool = False  # paired flip + one colour jitter of bg and fg_bg, in the dataset (train split)
+    # Paired augmentation of training batches on the device (maskdepth.data.augment):
+    flip: bool = False  # mirror bg, fg_bg, mask and depth together, p = 1/2
+    crop: float = 0.0  # crop a square of side in [1 - crop, 1] x size and resize back (0: off)
+    photometric: float = 0.0  # shared colour jitter of this strength, plus a small one per image (0: off)
     skip_bad: bool = False  # skip undecodable samples (and count them) instead of stopping
 
     def dataset_options(self) -> dict[str, Any]:
@@ -55,6 +59,10 @@ class ModelConfig:
     name: str = _choice("maskdepth", "maskdepth", "seed")
     base_channels: int | None = None
     num_stages: int | None = None
+    context: str | None = None  # none | ppm (pyramid pooling at the bottleneck)
+    depth_sees_mask: bool | None = None  # the depth head also sees the predicted mask
+    coords: bool | None = None  # two input channels of pixel coordinates
+    dropout: float | None = None  # Dropout2d on the bottleneck features
 
     def options(self) -> dict[str, Any]:
         """Keyword options for `build_model`, without the ones left at null."""
@@ -70,6 +78,8 @@ class LossConfig:
     w_depth: float = 0.1
     w_ssim: float = 1.0
     w_edge: float = 1.0
+    w_silog: float = 0.0  # scale-invariant log loss (Eigen et al.; AdaBins' SILog), 0: off
+    w_grad: float = 0.0  # multi-scale gradient matching (MiDaS), 0: off
     mask_weight: float = 1.0
     depth_weight: float = 1.0
 
@@ -97,6 +107,8 @@ class TrainConfig:
     best_metric: str = "val_iou"  # a metrics.csv column; loss/rmse/rel/log columns are minimised
     num_samples: int = 8  # rows of the per-epoch sample grid
     max_steps_per_epoch: int = 0  # cap the steps of an epoch (0: the whole split); for smoke tests
+    max_minutes: float = 0.0  # stop when the run's training clock (saved in checkpoints) reaches this (0: no limit)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, e.g. 0.999 (0: off)
 
 
 @dataclass
@@ -229,6 +241,12 @@ def _validate(cfg: Config) -> None:
         (cfg.train.keep_last >= 0, "train.keep_last", "must be >= 0"),
         (cfg.train.num_samples >= 0, "train.num_samples", "must be >= 0"),
         (cfg.train.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0"),
+        (cfg.train.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no limit)"),
+        (0 <= cfg.train.ema < 1, "train.ema", "must be in [0, 1) (0: off; 0.999 is typical)"),
+        (0 <= cfg.data.crop < 1, "data.crop", "must be in [0, 1) (0: off)"),
+        (0 <= cfg.data.photometric <= 1, "data.photometric", "must be in [0, 1] (0: off)"),
+        (cfg.loss.w_silog >= 0, "loss.w_silog", "must be >= 0 (0: off)"),
+        (cfg.loss.w_grad >= 0, "loss.w_grad", "must be >= 0 (0: off)"),
     ]
     for ok, key, message in checks:
         if not ok:

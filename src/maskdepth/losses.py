@@ -1,5 +1,9 @@
 """Training losses: DiceBCELoss for the mask, DepthLoss (DenseDepth) for depth.
 
+DepthLoss also carries two optional scale-aware terms, off by default: a scale-invariant log
+loss (Eigen et al. 2014, the SILog of AdaBins) and multi-scale gradient matching (MiDaS,
+Ranftl et al. 2020); `silog_loss` and `gradient_matching_loss` are the same terms as functions.
+
 Both cast their inputs to float32 and run with autocast disabled: BCE, the Dice ratio and the
 SSIM statistics (differences of small means of squares) lose too much in bf16/fp16.
 Both return a scalar, or `(scalar, parts)` with `return_parts=True`, where `parts` maps each
@@ -81,6 +85,52 @@ def image_gradients(x: Tensor) -> tuple[Tensor, Tensor]:
     return dy, dx
 
 
+def silog_loss(pred_depth: Tensor, true_depth: Tensor, lam: float = 0.85, min_depth: float = 1e-3) -> Tensor:
+    """Scale-invariant log loss (Eigen et al. 2014; AdaBins' SILog without its factor 10).
+
+    pred_depth, true_depth: [B,1,H,W] in (0, 1]. Per image over its valid pixels (true >
+    min_depth; pred clamped to at least min_depth), with g = ln pred - ln true:
+        silog = sqrt(mean(g^2) - lam * mean(g)^2)
+    then the mean over images that have valid pixels. lam = 1 ignores a global scale error
+    entirely, lam = 0 is the RMSE of log depth; 0.85 keeps a little of the scale. Returns a 0-d
+    float32 tensor (0 when no image has a valid pixel).
+    """
+    valid = (true_depth > min_depth).float()
+    g = (pred_depth.clamp(min=min_depth).log() - true_depth.clamp(min=min_depth).log()) * valid
+    n = valid.flatten(1).sum(1)
+    has = n > 0
+    mean_g = g.flatten(1).sum(1) / n.clamp(min=1)
+    mean_g2 = (g * g).flatten(1).sum(1) / n.clamp(min=1)
+    var = (mean_g2 - lam * mean_g * mean_g).clamp(min=0)
+    per_image = torch.sqrt(var + 1e-8) - 1e-4  # sqrt(1e-8): a finite gradient where g == 0
+    return per_image[has].mean() if bool(has.any()) else pred_depth.sum() * 0
+
+
+def gradient_matching_loss(pred_depth: Tensor, true_depth: Tensor, scales: int = 4, min_depth: float = 1e-3) -> Tensor:
+    """Multi-scale gradient matching (MiDaS): the residual R = pred - true should be flat.
+
+    pred_depth, true_depth: [B,1,H,W]. At scale k = 0 .. scales-1 both are subsampled every
+    2**k pixels (as MiDaS does) and the term is sum(|dx R| + |dy R|) / (number of valid pixels
+    at that scale), forward differences counted only where both pixels are valid (true >
+    min_depth); the result is the mean over the scales (those at least 2 px on a side). Unlike the DenseDepth edge term this
+    compares gradients over 2, 4, 8 px too, so coarse structure (a floor's slope) counts as
+    much as fine edges. Returns a 0-d float32 tensor.
+    """
+    total, used = pred_depth.new_zeros(()), 0
+    for k in range(scales):
+        step = 2**k
+        p, t = pred_depth[..., ::step, ::step], true_depth[..., ::step, ::step]
+        if min(p.shape[-2:]) < 2:  # nothing left to differentiate at this scale
+            break
+        used += 1
+        valid = (t > min_depth).float()
+        r = (p - t) * valid
+        gx = (r[..., :, 1:] - r[..., :, :-1]).abs() * valid[..., :, 1:] * valid[..., :, :-1]
+        gy = (r[..., 1:, :] - r[..., :-1, :]).abs() * valid[..., 1:, :] * valid[..., :-1, :]
+        total = total + (gx.sum() + gy.sum()) / valid.sum().clamp(min=1)
+    return total / max(used, 1)
+
+
 def ssim_window(height: int, width: int) -> int:
     """SSIM window: 11, or the largest odd size that fits an image smaller than 11 pixels."""
     side = min(SSIM_WINDOW, height, width)
@@ -88,10 +138,13 @@ def ssim_window(height: int, width: int) -> int:
 
 
 class DepthLoss(nn.Module):
-    """DenseDepth's loss: w_depth * L1 + w_ssim * clip((1 - SSIM) / 2, 0, 1) + w_edge * edge.
+    """DenseDepth's loss: w_depth * L1 + w_ssim * clip((1 - SSIM) / 2, 0, 1) + w_edge * edge,
+    plus w_silog * silog + w_grad * gradient matching (both 0, i.e. off, by default).
 
     Args:
         w_depth, w_ssim, w_edge: weights of the three terms (DenseDepth: 0.1, 1, 1).
+        w_silog: weight of `silog_loss` (lam 0.85); w_grad: of `gradient_matching_loss`
+            (`grad_scales` scales). A term whose weight is 0 is not computed.
 
     forward(pred_depth [B,1,H,W], true_depth [B,1,H,W], both in [0,1], return_parts=False):
         l1   = mean |pred - true| over all pixels;
@@ -101,14 +154,19 @@ class DepthLoss(nn.Module):
                otherwise skip smoothing along that axis); 32 px and up always use 11;
         edge = mean over the B*H*W pixels of |dx_p - dx_t| + |dy_p - dy_t|, forward differences
                padded with a zero last column / row (tf.image.image_gradients, as in DenseDepth).
-        Returns the scalar loss, or (loss, {"l1", "ssim", "edge"}) with the unweighted terms.
+        Returns the scalar loss, or (loss, {"l1", "ssim", "edge"[, "silog"][, "grad"]}) with
+        the unweighted terms (silog and grad only when their weight is not 0).
     """
 
-    def __init__(self, w_depth: float = 0.1, w_ssim: float = 1.0, w_edge: float = 1.0) -> None:
+    def __init__(self, w_depth: float = 0.1, w_ssim: float = 1.0, w_edge: float = 1.0,
+                 w_silog: float = 0.0, w_grad: float = 0.0, grad_scales: int = 4) -> None:
         super().__init__()
         self.w_depth = float(w_depth)
         self.w_ssim = float(w_ssim)
         self.w_edge = float(w_edge)
+        self.w_silog = float(w_silog)
+        self.w_grad = float(w_grad)
+        self.grad_scales = int(grad_scales)
 
     def forward(
         self, pred_depth: Tensor, true_depth: Tensor, return_parts: bool = False
@@ -132,9 +190,18 @@ class DepthLoss(nn.Module):
             edge = ((pred_dy - true_dy).abs() + (pred_dx - true_dx).abs()).mean()
 
             loss = self.w_depth * l1 + self.w_ssim * ssim_term + self.w_edge * edge
+            parts = {"l1": l1.detach(), "ssim": ssim_term.detach(), "edge": edge.detach()}
+            if self.w_silog:
+                silog = silog_loss(pred_depth, true_depth)
+                loss = loss + self.w_silog * silog
+                parts["silog"] = silog.detach()
+            if self.w_grad:
+                grad = gradient_matching_loss(pred_depth, true_depth, self.grad_scales)
+                loss = loss + self.w_grad * grad
+                parts["grad"] = grad.detach()
         if return_parts:
-            return loss, {"l1": l1.detach(), "ssim": ssim_term.detach(), "edge": edge.detach()}
+            return loss, parts
         return loss
 
 
-__all__ = ["DepthLoss", "DiceBCELoss", "image_gradients", "ssim_window"]
+__all__ = ["DepthLoss", "DiceBCELoss", "gradient_matching_loss", "image_gradients", "silog_loss", "ssim_window"]

@@ -24,6 +24,13 @@ MaskDepthNet (about 3.0M parameters with the defaults):
   concatenation of the skip, two conv3x3 + BN + ReLU per level, down to 1/2 resolution.
 - a light full-resolution head per output that sees the upsampled decoder features and the
   raw 9 input channels, so mask edges stay as sharp as the difference image.
+- options for depth that must see the whole scene (issue 12's ablation, docs/results.md):
+  `context="ppm"` adds a pyramid pooling block (PSPNet) at the bottleneck: the deepest features
+  average-pooled to 1x1, 2x2 and 4x4, projected, upsampled and fused back, so every position
+  knows the global layout (where the horizon and the floor are); `depth_sees_mask=True` gives
+  the depth head the predicted mask probability as one more input; `coords=True` adds two
+  channels of pixel coordinates in [-1, 1] to the input; `dropout` applies Dropout2d to the
+  bottleneck features during training.
 
 Seed baseline (3,165,170 parameters): the network of the original solution, rebuilt from its
 layer list: two full-resolution stems (bg, fg_bg), two stride-2 residual stages, two decoders
@@ -43,6 +50,7 @@ from torch import Tensor, nn
 from maskdepth.errors import ConfigError
 
 MODEL_NAMES = ("maskdepth", "seed")
+CONTEXTS = ("none", "ppm")
 
 
 class InputSizeError(ConfigError, ValueError):
@@ -143,13 +151,22 @@ class MaskDepthNet(_PairNet):
     Args:
         base_channels: width of the first level; level i has base_channels * 2**i channels.
         num_stages: number of stride-2 levels; the network's stride is 2**num_stages.
+        context: "none" or "ppm" (pyramid pooling at the bottleneck).
+        depth_sees_mask: feed sigmoid(mask logits) to the depth head.
+        coords: two extra input channels with the pixel's (x, y) in [-1, 1].
+        dropout: Dropout2d probability on the bottleneck features (0: none).
 
     forward(bg, fg_bg): bg, fg_bg float [B,3,H,W] in [0,1], H and W multiples of `stride`.
     Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1] via a sigmoid).
     """
 
-    def __init__(self, base_channels: int = 32, num_stages: int = 4) -> None:
+    def __init__(self, base_channels: int = 32, num_stages: int = 4, context: str = "none",
+                 depth_sees_mask: bool = False, coords: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        if context not in CONTEXTS:
+            raise ConfigError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}")
         if not isinstance(base_channels, int) or base_channels < 4 or base_channels % 2:
             raise ConfigError(f"model.base_channels must be an even integer >= 4, got {base_channels!r}")
         if not isinstance(num_stages, int) or not 2 <= num_stages <= 6:
@@ -157,7 +174,8 @@ class MaskDepthNet(_PairNet):
         self.base_channels = base_channels
         self.num_stages = num_stages
         self.stride = 2**num_stages
-        in_ch = 9  # bg, fg_bg, fg_bg - bg
+        self.depth_sees_mask, self.coords = bool(depth_sees_mask), bool(coords)
+        in_ch = 9 + 2 * self.coords  # bg, fg_bg, fg_bg - bg (, x, y)
         widths = [base_channels * 2**i for i in range(num_stages)]
 
         # Encoder level i runs at 1/2**(i+1) of the input.
@@ -166,28 +184,67 @@ class MaskDepthNet(_PairNet):
         for i, width in enumerate(widths):
             down = nn.Identity() if i == 0 else _conv_bn_relu(widths[i - 1], width, stride=2)
             self.encoder.append(nn.Sequential(down, BasicBlock(width, width, zero_init=True)))
+        self.context: nn.Module = _PyramidPooling(widths[-1]) if context == "ppm" else nn.Identity()
+        self.dropout: nn.Module = nn.Dropout2d(dropout) if dropout else nn.Identity()
 
         self.depth_decoder = _UNetDecoder(widths, widths)
         self.mask_decoder = _UNetDecoder(widths, [w // 2 for w in widths])
         head_ch = max(base_channels // 2, 8)
-        self.depth_head = _FullResHead(widths[0] + in_ch, head_ch)
+        self.depth_head = _FullResHead(widths[0] + in_ch + self.depth_sees_mask, head_ch)
         self.mask_head = _FullResHead(widths[0] // 2 + in_ch, head_ch)
 
     def forward(self, bg: Tensor, fg_bg: Tensor) -> tuple[Tensor, Tensor]:
         self.check_inputs(bg, fg_bg)
         bg_n = self._normalize(bg)
         fg_n = self._normalize(fg_bg)
-        x = torch.cat([bg_n, fg_n, fg_n - bg_n], dim=1)  # [B,9,H,W]
+        planes = [bg_n, fg_n, fg_n - bg_n]
+        if self.coords:
+            b, _, h, w = bg.shape
+            ys = torch.linspace(-1, 1, h, device=bg.device, dtype=bg_n.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+            xs = torch.linspace(-1, 1, w, device=bg.device, dtype=bg_n.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+            planes += [xs, ys]
+        x = torch.cat(planes, dim=1)  # [B,9 or 11,H,W]
 
         skips = []
         feat = self.stem(x)
         for level in self.encoder:
             feat = level(feat)
             skips.append(feat)
+        skips[-1] = self.dropout(self.context(skips[-1]))
 
         pred_mask_logits = self.mask_head(self.mask_decoder(skips), x)
-        pred_depth = torch.sigmoid(self.depth_head(self.depth_decoder(skips), x))
+        depth_in = torch.cat([x, torch.sigmoid(pred_mask_logits)], dim=1) if self.depth_sees_mask else x
+        pred_depth = torch.sigmoid(self.depth_head(self.depth_decoder(skips), depth_in))
         return pred_mask_logits, pred_depth
+
+
+class _PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: x + fuse([x, up(proj(avgpool_k(x))) for k in bins]).
+
+    Each bin size k pools the [B,C,h,w] features to k x k, projects them to C/4 channels
+    (1x1 conv + BN + ReLU) and upsamples them back; a 1x1 conv + BN fuses everything to C and
+    is added to x (its BN starts at zero, so the block starts as the identity).
+    """
+
+    def __init__(self, channels: int, bins: Sequence[int] = (1, 2, 4)) -> None:
+        super().__init__()
+        self.bins = tuple(bins)
+        branch = max(channels // 4, 8)
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, branch, 1, bias=False), nn.BatchNorm2d(branch), nn.ReLU(inplace=True))
+            for _ in self.bins
+        )
+        self.fuse = nn.Sequential(nn.Conv2d(channels + branch * len(self.bins), channels, 1, bias=False),
+                                  nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.fuse[1].weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(branch(F.adaptive_avg_pool2d(x, k)), size=size, mode="bilinear", align_corners=False)
+            for k, branch in zip(self.bins, self.branches)
+        ]
+        return F.relu(x + self.fuse(torch.cat([x, *pooled], dim=1)))
 
 
 class _UNetDecoder(nn.Module):
@@ -299,12 +356,13 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
     """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
 
-    Options of "maskdepth": base_channels (default 32), num_stages (default 4). "seed" takes
-    none. An option that is None is ignored (so a config can leave it unset). Unknown names or
+    Options of "maskdepth": base_channels (default 32), num_stages (default 4), context,
+    depth_sees_mask, coords, dropout (see MaskDepthNet). "seed" takes none. An option that is None is ignored (so a config can leave it unset). Unknown names or
     options raise ConfigError naming the valid ones.
     """
     options = {key: value for key, value in options.items() if value is not None}
-    valid = {"maskdepth": ("base_channels", "num_stages"), "seed": ()}
+    valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout"),
+             "seed": ()}
     if name not in valid:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     unknown = sorted(set(options) - set(valid[name]))

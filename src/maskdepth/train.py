@@ -8,8 +8,17 @@ directory has a checkpoint, then per epoch: train, validate, checkpoint, write m
 curves.png and samples/epoch_NNN.png. `last.pt` is also written every
 `train.checkpoint_minutes` inside an epoch, with the position inside the epoch, so a runtime that
 drops mid-epoch (Colab) loses minutes, not an epoch. Resuming is exact: the batch order is a pure
-function of (seed, epoch), and the checkpoint carries every RNG and optimiser state, so a killed
-and restarted run ends with the same weights as one that was never interrupted (CPU).
+function of (seed, epoch), the device-side augmentation a pure function of (seed, step), and the
+checkpoint carries every RNG and optimiser state, the EMA of the weights and the training clock,
+so a killed and restarted run ends with the same weights as one that was never interrupted (CPU).
+
+`train.max_minutes` is a budget on the training clock (the seconds of every epoch so far,
+validation included, as metrics.csv's `seconds` column sums them; it survives resumes): when it
+runs out inside an epoch, that epoch ends there, is validated and saved, and the run is done.
+With `train.ema` the checkpoint's `model` is the averaged weights (what evaluation, the grids,
+best.pt and inference use) and `raw_model` the optimised ones that training continues from.
+`fit(cfg, on_epoch_end=f)` calls f(row, model) after each epoch is saved (rank 0): row is the
+metrics.csv row as a dict, model the evaluated network in eval mode.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +43,8 @@ from maskdepth import __version__
 from maskdepth.checkpoint import all_finite, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from maskdepth.config import Config, config_to_dict, save_config
 from maskdepth.data import collate, open_dataset, to_float
+from maskdepth.data.augment import augment_batch
+from maskdepth.ema import ModelEMA
 from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
 from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.losses import DepthLoss, DiceBCELoss
@@ -320,17 +331,22 @@ class _EpochSums:
     seconds: float = 0.0
 
 
-def fit(cfg: Config) -> Path:
-    """Train (or continue training) the run described by `cfg`; returns the run directory."""
+EpochHook = Callable[[dict[str, Any], nn.Module], None]
+
+
+def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
+    """Train (or continue training) the run described by `cfg`; returns the run directory.
+
+    `on_epoch_end(row, model)`, if given, runs on rank 0 after each epoch has been saved."""
     world, device = _init_distributed(cfg)
     try:
-        return _fit(cfg, world, device)
+        return _fit(cfg, world, device, on_epoch_end)
     finally:
         if world.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
+def _fit(cfg: Config, world: _Dist, device: torch.device, on_epoch_end: EpochHook | None = None) -> Path:
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     log = tqdm.write if world.main else (lambda *a, **k: None)
@@ -381,13 +397,16 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     mask_loss = DiceBCELoss(bce_weight=cfg.loss.bce_weight, dice_weight=cfg.loss.dice_weight)
-    depth_loss = DepthLoss(w_depth=cfg.loss.w_depth, w_ssim=cfg.loss.w_ssim, w_edge=cfg.loss.w_edge)
+    depth_loss = DepthLoss(w_depth=cfg.loss.w_depth, w_ssim=cfg.loss.w_ssim, w_edge=cfg.loss.w_edge,
+                           w_silog=cfg.loss.w_silog, w_grad=cfg.loss.w_grad)
     weights = (cfg.loss.mask_weight, cfg.loss.depth_weight)
     opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.train.schedule, total_steps, cfg.train.warmup))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = _grad_scaler(enabled=amp_dtype == torch.float16)
+    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema else None
+    budget_s = 60.0 * cfg.train.max_minutes
 
     # ---- resume
     epoch, batch_in_epoch, step = 0, 0, 0
@@ -398,7 +417,10 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         state = load_checkpoint(source)
         _check_architecture(state, cfg, source)
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(state.get("raw_model", state["model"]))
+            if ema is not None:
+                ema.module.load_state_dict(state["model"])
+                ema.updates = int(state.get("ema_updates", 0))
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {source} does not fit this model: {str(exc).splitlines()[0]}") from None
         optimizer.load_state_dict(state["optimizer"])
@@ -415,6 +437,10 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
             group["lr"] = base * scheduler.lr_lambdas[0](step)
         if epoch >= cfg.train.epochs:
             log(f"{run_dir}: already trained {epoch}/{cfg.train.epochs} epochs; raise train.epochs to train longer")
+            return run_dir
+        if budget_s and not batch_in_epoch and _clock(history, 0.0) >= budget_s:
+            log(f"{run_dir}: already trained for its train.max_minutes={cfg.train.max_minutes:g} "
+                f"({_clock(history, 0.0) / 60:.1f} min); raise train.max_minutes to train longer")
             return run_dir
         where = f"epoch {epoch + 1}, batch {batch_in_epoch}/{steps_per_epoch}" if batch_in_epoch else f"epoch {epoch + 1}"
         log(f"resuming {run_dir} from {source} at {where} (step {step})")
@@ -435,12 +461,15 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     grid_batch = _fixed_samples(val_set, cfg.train.num_samples) if world.main else None
 
+    eval_model = ema.module if ema is not None else raw_model  # what validation, grids and best.pt use
+
     def checkpoint_state(at_epoch: int, at_batch: int) -> dict[str, Any]:
         if not all_finite(raw_model):
             raise TrainingError("the model has non-finite weights; refusing to overwrite the last good checkpoint")
+        extra = {"raw_model": raw_model.state_dict(), "ema_updates": ema.updates} if ema is not None else {}
         return {
-            "version": __version__, "format": 1, "config": config_to_dict(cfg),
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "version": __version__, "format": 1, "config": config_to_dict(cfg), **extra,
+            "model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "step": step,
             "epoch_sums": vars(sums).copy(), "rng": capture_rng(), "sampler_seed": cfg.seed,
@@ -451,6 +480,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         f"{f' x{world.world}' if world.world > 1 else ''}: {len(train_set)} train / {len(val_set)} val samples, "
         f"{steps_per_epoch} steps per epoch, run dir {run_dir}")
     last_save = time.monotonic()
+    out_of_time = False
     for epoch in range(epoch, cfg.train.epochs):
         # ---- train one epoch
         model.train()
@@ -466,7 +496,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
                 sums.skipped_batches += 1
                 continue
             sums.skipped_samples += int(batch.get("skipped", 0))
-            bg, fg_bg, true_mask, true_depth = _to(batch, device, channels_last)
+            bg, fg_bg, true_mask, true_depth = _augment(_to(batch, device, channels_last), cfg, step, world.rank, channels_last)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 pred_logits, pred_depth = model(bg, fg_bg)
             m = mask_loss(pred_logits, true_mask)
@@ -488,6 +518,8 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(raw_model)
             step += 1
             n = bg.shape[0]
             sums.loss += loss.item() * n
@@ -498,6 +530,9 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
 
             due_steps = cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0
             due_time = cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes
+            if budget_s and _all_ranks_true(_clock(history, time.monotonic() - started) >= budget_s, world, device):
+                out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
+                break
             if world.main and (due_steps or due_time) and batch_in_epoch < steps_per_epoch:
                 sums.seconds = time.monotonic() - started
                 save_checkpoint(ckpt_dir / "last.pt", checkpoint_state(epoch, batch_in_epoch))
@@ -506,7 +541,7 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
         train_figures = _reduce_sums(sums, world, device)
 
         # ---- validate
-        val = evaluate(raw_model, val_loader, device, mask_loss=mask_loss, depth_loss=depth_loss,
+        val = evaluate(eval_model, val_loader, device, mask_loss=mask_loss, depth_loss=depth_loss,
                        loss_weights=weights, amp_dtype=amp_dtype, channels_last=channels_last)
         row: dict[str, Any] = {"epoch": epoch + 1, **train_figures}
         row.update({f"val_{k}": v for k, v in val.items() if f"val_{k}" in CSV_COLUMNS})
@@ -531,10 +566,46 @@ def _fit(cfg: Config, world: _Dist, device: torch.device) -> Path:
             _write_csv(run_dir / "metrics.csv", history)
             save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
             if grid_batch is not None:
-                _save_grid(raw_model, grid_batch, device, amp_dtype, run_dir / "samples" / f"epoch_{epoch + 1:03d}.png",
+                _save_grid(eval_model, grid_batch, device, amp_dtype, run_dir / "samples" / f"epoch_{epoch + 1:03d}.png",
                            title=f"epoch {epoch + 1}")
             log(_summary(row, cfg, improved))
+            if on_epoch_end is not None:
+                was_training = eval_model.training
+                on_epoch_end(dict(row), eval_model.eval())
+                eval_model.train(was_training)
+        if out_of_time:
+            log(f"train.max_minutes={cfg.train.max_minutes:g} reached after {step} steps "
+                f"(epoch {epoch + 1} ended early); raise it to train longer")
+            break
     return run_dir
+
+
+def _clock(history: list[dict[str, Any]], current: float) -> float:
+    """The run's training clock in seconds: every finished epoch's seconds plus `current`."""
+    return sum(float(row.get("seconds") or 0.0) for row in history) + current
+
+
+def _all_ranks_true(flag: bool, world: _Dist, device: torch.device) -> bool:
+    """`flag` of rank 0 on every rank (clocks differ a little; all ranks must stop together)."""
+    if world.world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device if device.type == "cuda" else "cpu")
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def _augment(tensors: tuple[torch.Tensor, ...], cfg: Config, step: int, rank: int,
+             channels_last: bool) -> tuple[torch.Tensor, ...]:
+    """(bg, fg_bg, mask, depth) with the config's device-side paired augmentation applied; the
+    draws are a pure function of (seed, rank, step)."""
+    d = cfg.data
+    if not (d.flip or d.crop or d.photometric):
+        return tensors
+    batch = augment_batch(dict(zip(("bg", "fg_bg", "mask", "depth"), tensors)), seed=cfg.seed + 1_000_003 * rank, step=step,
+                          flip=d.flip, crop=d.crop, photometric=d.photometric)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (batch["bg"].contiguous(memory_format=fmt), batch["fg_bg"].contiguous(memory_format=fmt),
+            batch["mask"], batch["depth"])
 
 
 def _all_ranks_finite(loss: torch.Tensor, world: _Dist) -> bool:

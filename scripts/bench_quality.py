@@ -1,0 +1,520 @@
+"""python scripts/bench_quality.py [--minutes 30] [--ablation-epochs 3] [--jobs 2] [--out docs/results.md]
+
+Does depth generalise to scenes never seen in training? Writes the "Generalisation to unseen
+scenes" section of docs/results.md (between its quality markers; the rest of the file is kept)
+and its pictures (docs/results/quality_*.png). Every figure of that section comes from one run
+of this script, which names its date, machine and arguments there.
+
+Archives (64 px, made once and reused from --work when their arguments match):
+- diverse: 1,000 backgrounds x 4 objects x 2 flips x 1 placement = 8,000 samples (seed 0);
+- s15:     100 backgrounds x 40 objects x 2 x 1 = 8,000 samples (seed 0): the structure of the
+           original dataset, which is what a user of the real data has;
+- unseen:  60 backgrounds x 10 objects x 2 x 1 = 1,200 samples made with seed 1: backgrounds and
+           objects that no run has seen. Quality is judged here, never on the val split alone.
+Baselines on the unseen archive: the mean-depth predictor (per-pixel mean depth of the training
+split) and background subtraction for the mask (Otsu, as in scripts/benchmark.py).
+
+1. Ablation: each change alone against the old default (configs/quick.yaml as it was), on the
+   s15 archive (and the old default on the diverse one), every run the same number of training
+   steps (--ablation-epochs full epochs), so they see the same images; the step time of each is
+   reported beside it. Runs go --jobs at a time, one torch thread each.
+2. The budget runs: the current configs/quick.yaml on both archives, each enforced by
+   train.max_minutes=--minutes (one torch thread each, --jobs at a time; the epoch count is
+   planned from the step time measured at the start so that the LR schedule ends near the
+   budget). After every epoch the model is evaluated on a fixed 640-sample subset of its
+   training split (no augmentation), on val (held-out backgrounds of the same archive) and on the
+   unseen archive: the generalisation gap as curves.
+3. Pictures: unseen-scene grids of both budget runs, samples evenly spaced over the archive
+   (not picked), and the curves.
+
+--smoke shrinks everything (32 px, tiny archives, seconds of training) for tests/test_benchmark.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+QUICK = REPO / "configs" / "quick.yaml"
+# The default before issue 12, for the ablation: configs/quick.yaml with every new option off.
+OLD_DEFAULT = [
+    "data.flip=false", "data.crop=0", "data.photometric=0", "loss.w_silog=0", "loss.w_grad=0",
+    "model.context=null", "model.depth_sees_mask=null", "model.coords=null", "model.dropout=null",
+    "train.ema=0", "train.weight_decay=1e-4",
+]
+ABLATION: list[tuple[str, str, list[str]]] = [  # (name, archive, overrides on top of OLD_DEFAULT)
+    ("old default", "s15", []),
+    ("scene diversity: 1,000 backgrounds", "diverse", []),
+    ("paired flip + crop 0.3", "s15", ["data.flip=true", "data.crop=0.3"]),
+    ("photometric 0.3 (bg and fg_bg apart)", "s15", ["data.photometric=0.3"]),
+    ("loss + SILog 0.5 + gradient matching 1", "s15", ["loss.w_silog=0.5", "loss.w_grad=1"]),
+    ("pyramid pooling + depth sees mask", "s15", ["model.context=ppm", "model.depth_sees_mask=true"]),
+    ("coordinate channels", "s15", ["model.coords=true"]),
+    ("EMA 0.995 + weight decay 0.05", "s15", ["train.ema=0.995", "train.weight_decay=0.05"]),
+]
+TRAIN_SUBSET = 640
+
+
+def _log(message: str) -> None:
+    print(f"[bench_quality {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _benchmark_module() -> Any:
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("benchmark", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def archive_specs(smoke: bool) -> dict[str, dict[str, Any]]:
+    if smoke:
+        return {"diverse": dict(num_bg=20, num_fg=2, per_pair=1, seed=0, size=32),
+                "s15": dict(num_bg=5, num_fg=8, per_pair=1, seed=0, size=32),
+                "unseen": dict(num_bg=4, num_fg=3, per_pair=1, seed=1, size=32)}
+    return {"diverse": dict(num_bg=1000, num_fg=4, per_pair=1, seed=0, size=64),
+            "s15": dict(num_bg=100, num_fg=40, per_pair=1, seed=0, size=64),
+            "unseen": dict(num_bg=60, num_fg=10, per_pair=1, seed=1, size=64)}
+
+
+def ensure_archive(path: Path, spec: dict[str, Any], workers: int) -> Path:
+    """Make the archive unless `path` already holds one made with the same arguments."""
+    import zipfile
+
+    from maskdepth.data.synthetic import make_dataset
+
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as z:
+                info = json.loads(z.read("dataset.json"))
+            if all(info.get(k) == v for k, v in spec.items()):
+                _log(f"reusing {path}")
+                return path
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            pass
+    summary = make_dataset(path, workers=workers, overwrite=True, progress=False, **spec)
+    _log(summary.format())
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# one training run (runs in its own process: `--one SPEC.json`)
+
+
+def _subset_loader(path: Path, size: int, split: str, limit: int, batch: int) -> Any:
+    import numpy as np
+    import torch
+
+    from maskdepth.data import collate, open_dataset
+
+    dataset = open_dataset(path, size, split, uint8=True)
+    if limit and len(dataset) > limit:
+        picks = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
+        dataset = torch.utils.data.Subset(dataset, picks)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate)
+
+
+def _measure_step_seconds(cfg: Any, steps: int) -> float:
+    """Seconds per training step of cfg's model and losses on random inputs (after one warm-up step)."""
+    import torch
+
+    from maskdepth.losses import DepthLoss, DiceBCELoss
+    from maskdepth.model import build_model
+
+    model = build_model(cfg.model.name, **cfg.model.options())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b, s = cfg.train.batch_size, cfg.data.size
+    g = torch.Generator().manual_seed(0)
+    bg, fg_bg, depth = (torch.rand(b, c, s, s, generator=g) for c in (3, 3, 1))
+    mask = (torch.rand(b, 1, s, s, generator=g) > 0.8).float()
+    mask_loss = DiceBCELoss()
+    depth_loss = DepthLoss(w_silog=cfg.loss.w_silog, w_grad=cfg.loss.w_grad)
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        logits, pred = model(bg, fg_bg)
+        loss = mask_loss(logits, mask) + depth_loss(pred, depth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def step_times(specs: list[dict[str, Any]], rounds: int, steps: int) -> list[float]:
+    """Seconds per training step of each spec's config (one thread; the best of `rounds`
+    interleaved rounds, so that every variant meets the same machine)."""
+    import torch
+
+    from maskdepth.config import load_config
+
+    torch.set_num_threads(1)
+    cfgs = [load_config(QUICK, [f"data.size={s['size']}", f"train.batch_size={s['batch']}", *s["overrides"]])
+            for s in specs]
+    best = [math.inf] * len(cfgs)
+    for _ in range(rounds):
+        for i, cfg in enumerate(cfgs):
+            best[i] = min(best[i], _measure_step_seconds(cfg, steps))
+    return best
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one variant, evaluating it on train / val / unseen after every epoch."""
+    import torch
+
+    from maskdepth.config import load_config
+    from maskdepth.data import open_dataset
+    from maskdepth.model import count_parameters
+    from maskdepth.train import evaluate, fit
+
+    torch.set_num_threads(spec["threads"])
+    size, batch = spec["size"], spec["batch"]
+    base = [f"data.path={spec['archive']}", f"run_dir={spec['run_dir']}", f"data.size={size}",
+            "data.num_workers=0", "resume=never", "device=cpu", f"train.batch_size={batch}",
+            "train.checkpoint_minutes=0", "train.num_samples=4"]
+    cfg = load_config(QUICK, base + spec["overrides"])
+    n_train = len(open_dataset(spec["archive"], size, "train"))
+    steps_per_epoch = n_train // batch
+    step_s = _measure_step_seconds(cfg, spec["calibration_steps"])
+    extra: list[str] = []
+    if spec.get("minutes"):
+        # Plan the epochs so that the LR schedule ends near the budget; max_minutes enforces it.
+        planned = spec["minutes"] * 60 * 0.9 / (step_s * 1.15)  # 1.15: data loading and validation
+        epochs = max(1, round(planned / steps_per_epoch))
+        extra = [f"train.epochs={epochs}", f"train.max_minutes={spec['minutes']}"]
+    else:
+        extra = [f"train.epochs={spec['epochs']}"]
+    cfg = load_config(QUICK, base + spec["overrides"] + extra)
+
+    device = torch.device("cpu")
+    train_loader = _subset_loader(Path(spec["archive"]), size, "train", TRAIN_SUBSET, 64)
+    unseen_loader = _subset_loader(Path(spec["unseen"]), size, "all", 0, 64)
+    curve: list[dict[str, Any]] = []
+
+    def on_epoch_end(row: dict[str, Any], model: Any) -> None:
+        start = time.perf_counter()
+        seen = evaluate(model, train_loader, device)
+        unseen = evaluate(model, unseen_loader, device)
+        point = {"epoch": row["epoch"], "steps": row["steps"], "seconds": row["seconds"],
+                 "train_depth_loss": row["train_depth_loss"], "eval_s": time.perf_counter() - start}
+        for prefix, figures in (("train", seen), ("unseen", unseen)):
+            point.update({f"{prefix}_{k}": figures[k] for k in ("iou", "rmse", "delta1", "abs_rel")})
+        point.update({k: row.get(k) for k in ("val_iou", "val_rmse", "val_delta1", "val_abs_rel")})
+        curve.append(point)
+        _log(f"{spec['name']}: epoch {row['epoch']} step {row['steps']}: unseen rmse {unseen['rmse']:.4f} "
+             f"d1 {unseen['delta1']:.3f} iou {unseen['iou']:.3f} | val rmse {row['val_rmse']:.4f} "
+             f"| train rmse {seen['rmse']:.4f}")
+
+    start = time.perf_counter()
+    fit(cfg, on_epoch_end=on_epoch_end)
+    wall = time.perf_counter() - start
+    from maskdepth.inference import load_model
+
+    model, _ = load_model(Path(spec["run_dir"]) / "checkpoints" / "last.pt", "cpu")
+    return {**spec, "curve": curve, "step_s": step_s, "wall_s": wall, "params": count_parameters(model),
+            "train_s": sum(p["seconds"] for p in curve), "epochs": len(curve)}
+
+
+# --------------------------------------------------------------------------------------------
+# baselines and pictures
+
+
+def baselines(archives: dict[str, Path], size: int) -> dict[str, dict[str, float]]:
+    import torch
+
+    from maskdepth.data import collate, open_dataset
+    from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
+
+    bench = _benchmark_module()
+    out: dict[str, dict[str, float]] = {}
+    unseen = open_dataset(archives["unseen"], size, "all")
+    loader = torch.utils.data.DataLoader(unseen, batch_size=64, collate_fn=collate)
+    for name in ("diverse", "s15"):
+        train_set = open_dataset(archives[name], size, "train")
+        total = torch.zeros(1, size, size, dtype=torch.float64)
+        for i in range(len(train_set)):
+            total += train_set[i]["depth"].double()
+        mean_depth = (total / len(train_set)).float()
+        acc = MetricAccumulator()
+        for batch in loader:
+            acc.update(depth_metrics(mean_depth.expand_as(batch["depth"]), batch["depth"], reduction="none"))
+        out[f"mean_depth_{name}"] = acc.compute()
+    acc = MetricAccumulator()
+    for batch in loader:
+        acc.update(mask_metrics(bench.background_subtraction(batch["bg"], batch["fg_bg"], 3), batch["mask"],
+                                reduction="none"))
+    out["otsu"] = acc.compute()
+    return out
+
+
+def unseen_grid(run_dir: Path, unseen: Path, size: int, path: Path, title: str, n: int = 8) -> Path:
+    import numpy as np
+    import torch
+
+    from maskdepth.data import collate, open_dataset
+    from maskdepth.inference import load_model
+    from maskdepth.viz import save_sample_grid
+
+    model, _ = load_model(run_dir / "checkpoints" / "last.pt", "cpu")
+    dataset = open_dataset(unseen, size, "all")
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int).tolist()  # evenly spaced, not picked
+    batch = collate([dataset[i] for i in picks])
+    with torch.no_grad():
+        logits, depth = model(batch["bg"], batch["fg_bg"])
+    return save_sample_grid(path, batch["bg"], batch["fg_bg"], batch["mask"], torch.sigmoid(logits), batch["depth"],
+                            depth, title=title)
+
+
+def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
+    for row, run in zip(axes, runs):
+        steps = [p["steps"] for p in run["curve"]]
+        for ax, metric, label in ((row[0], "rmse", "depth RMSE (lower is better)"),
+                                  (row[1], "delta1", "depth δ1 (higher is better)")):
+            for split, style in (("train", "-"), ("val", "--"), ("unseen", "-")):
+                ax.plot(steps, [p[f"{split}_{metric}"] for p in run["curve"]], style, marker="o", ms=3,
+                        label={"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}[split])
+            ax.axhline(base[f"mean_depth_{run['archive_name']}"][metric], color="gray", ls=":",
+                       label="mean-depth predictor (unseen)")
+            ax.set_title(f"{run['name']}: {label}", fontsize=9)
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _last(run: dict[str, Any]) -> dict[str, Any]:
+    return run["curve"][-1]
+
+
+def _gap(point: dict[str, Any]) -> float:
+    """Unseen minus training-scene depth RMSE: what the model knows only of scenes it saw."""
+    return point["unseen_rmse"] - point["train_rmse"]
+
+
+def ablation_table(runs: list[dict[str, Any]]) -> str:
+    ref = runs[0]
+    lines = ["| change (alone, vs the old default) | archive | unseen δ1 | unseen RMSE | unseen IoU | "
+             "val RMSE | train RMSE | gap (unseen − train RMSE) | step time | parameters |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        p = _last(run)
+        lines.append(f"| {run['name']} | {run['archive_name']} | {_f(p['unseen_delta1'])} | {_f(p['unseen_rmse'])} | "
+                     f"{_f(p['unseen_iou'])} | {_f(p['val_rmse'])} | {_f(p['train_rmse'])} | {_f(_gap(p))} | "
+                     f"{run['step_s'] / ref['step_s']:.2f}x | {run['params']:,} |")
+    return "\n".join(lines)
+
+
+def budget_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
+    lines = ["| method | archive | unseen δ1 | unseen RMSE | unseen abs_rel | unseen IoU | epochs | steps | training min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        p = _last(run)
+        lines.append(f"| MaskDepthNet, configs/quick.yaml | {run['archive_name']} | {_f(p['unseen_delta1'])} | "
+                     f"{_f(p['unseen_rmse'])} | {_f(p['unseen_abs_rel'])} | {_f(p['unseen_iou'])} | {run['epochs']} | "
+                     f"{p['steps']} | {run['train_s'] / 60:.1f} |")
+    for name in ("diverse", "s15"):
+        m = base[f"mean_depth_{name}"]
+        lines.append(f"| mean-depth predictor of the {name} training split | {name} | {_f(m['delta1'])} | "
+                     f"{_f(m['rmse'])} | {_f(m['abs_rel'])} | – | – | – | 0 |")
+    lines.append(f"| background subtraction (Otsu) | – | – | – | – | {_f(base['otsu']['iou'])} | – | – | 0 |")
+    return "\n".join(lines)
+
+
+def curve_table(run: dict[str, Any]) -> str:
+    lines = ["| epoch | step | train depth loss | train RMSE | val RMSE | unseen RMSE | train δ1 | val δ1 | unseen δ1 | unseen IoU | gap |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in run["curve"]:
+        lines.append(f"| {p['epoch']} | {p['steps']} | {_f(p['train_depth_loss'], 4)} | {_f(p['train_rmse'])} | "
+                     f"{_f(p['val_rmse'])} | {_f(p['unseen_rmse'])} | {_f(p['train_delta1'])} | {_f(p['val_delta1'])} | "
+                     f"{_f(p['unseen_delta1'])} | {_f(p['unseen_iou'])} | {_f(_gap(p))} |")
+    return "\n".join(lines)
+
+
+def render(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation: list[dict[str, Any]],
+           budget: list[dict[str, Any]], base: dict[str, dict[str, float]], pictures: dict[str, Path],
+           out: Path, seconds: float) -> str:
+    import torch
+
+    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
+    arch = "; ".join(f"**{k}** {v['num_bg']} bg x {v['num_fg']} fg x 2 x {v['per_pair']} (seed {v['seed']}, {v['size']} px)"
+                     for k, v in specs.items())
+    parts = [
+        BEGIN,
+        "## Generalisation to unseen scenes (issue 12)",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__}, one torch thread per run and {args.jobs} runs at a time, by "
+        f"`python scripts/bench_quality.py {' '.join(shlex.quote(a) for a in args.argv)}` ({seconds / 60:.0f} min). "
+        f"Archives: {arch}. Every figure below is on the unseen archive unless it says val or train.",
+        "",
+    ]
+    if budget:
+        parts += [f"### Budget runs: configs/quick.yaml, {args.minutes:g} min of training each", "",
+                  budget_table(budget, base), "", f"![generalisation curves]({rel(pictures['curves'])})", ""]
+    for run in budget:
+        parts += [f"Per epoch, {run['archive_name']} archive (`gap` = unseen − train RMSE):", "", curve_table(run), "",
+                  f"Unseen scenes, samples evenly spaced over the archive, last checkpoint:", "",
+                  f"![unseen {run['archive_name']}]({rel(pictures[run['archive_name']])})", ""]
+    if ablation:
+        parts += [
+            f"### Ablation: one change at a time, {ablation[0]['epochs']} epochs each "
+            f"({_last(ablation[0])['steps']} steps of {args.batch} images, the same for every row)",
+            "",
+            ablation_table(ablation),
+            "",
+            "Step time: seconds per training step relative to the first row (random inputs, batch "
+            f"{args.batch}, one thread, the best of 3 interleaved rounds after all runs; the first row takes "
+            f"{ablation[0]['step_s']:.2f} s). The gap column is what the model knows only of the scenes it saw.",
+            "",
+        ]
+    parts += [END, ""]
+    return "\n".join(parts)
+
+
+def write_section(out: Path, section: str) -> None:
+    text = out.read_text() if out.is_file() else "# Results\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> list[dict[str, Any]]:
+    """Run every spec in its own process (`--one`), `jobs` at a time; results in spec order. With
+    `reuse`, a run whose spec and result are already in `work` is not run again."""
+    pending = list(enumerate(specs))
+    running: list[tuple[int, subprocess.Popen, Path]] = []
+    results: dict[int, dict[str, Any]] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            i, spec = pending.pop(0)
+            spec_path = work / f"spec_{spec['key']}.json"
+            done = spec_path.with_suffix(".result.json")
+            if reuse and done.is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == spec:
+                results[i] = json.loads(done.read_text())
+                _log(f"reusing the finished run {spec['name']} ({done})")
+                continue
+            done.unlink(missing_ok=True)
+            spec_path.write_text(json.dumps(spec))
+            env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+            log = open(work / f"log_{spec['key']}.txt", "w")
+            proc = subprocess.Popen([sys.executable, __file__, "--one", str(spec_path)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            running.append((i, proc, spec_path))
+            _log(f"started {spec['name']} ({spec['archive_name']})")
+        time.sleep(2)
+        for item in list(running):
+            i, proc, spec_path = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode:
+                raise SystemExit(f"run {specs[i]['name']} failed (exit {proc.returncode}); see "
+                                 f"{work / ('log_' + specs[i]['key'] + '.txt')}")
+            results[i] = json.loads(spec_path.with_suffix(".result.json").read_text())
+            _log(f"finished {specs[i]['name']}")
+    return [results[i] for i in range(len(specs))]
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget of each budget run")
+    parser.add_argument("--ablation-epochs", type=int, default=3, help="epochs of every ablation run (0: skip)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--work", default="runs/bench_quality", help="archives, runs and logs")
+    parser.add_argument("--out", default=str(REPO / "docs" / "results.md"))
+    parser.add_argument("--only", choices=("ablation", "budget"), help="run one part (the other is left out)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep runs of --work whose spec is unchanged (their results, not a rerun)")
+    parser.add_argument("--smoke", action="store_true", help="32 px, tiny archives, seconds of training")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        spec = json.loads(Path(args.one).read_text())
+        result = run_one(spec)
+        Path(args.one).with_suffix(".result.json").write_text(json.dumps(result))
+        return None
+    args.argv = argv
+    started = time.perf_counter()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    specs = archive_specs(args.smoke)
+    archives = {name: ensure_archive(work / f"{name}.zip", spec, max(1, args.jobs)) for name, spec in specs.items()}
+    size = specs["s15"]["size"]
+    common = dict(size=size, batch=args.batch, threads=1, unseen=str(archives["unseen"]),
+                  calibration_steps=2 if args.smoke else 5)
+
+    ablation_specs = []
+    if args.ablation_epochs and args.only != "budget":
+        for i, (name, archive, overrides) in enumerate(ABLATION[:3] if args.smoke else ABLATION):
+            ablation_specs.append(dict(common, key=f"ablation{i}", name=name, archive_name=archive,
+                                       archive=str(archives[archive]), run_dir=str(work / f"ablation{i}"),
+                                       overrides=OLD_DEFAULT + overrides, epochs=args.ablation_epochs))
+    budget_specs = []
+    if args.only != "ablation":
+        for name in ("diverse", "s15"):
+            budget_specs.append(dict(common, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
+                                     archive_name=name, archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
+                                     overrides=[], minutes=args.minutes))
+    results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)
+    budget, ablation = results[: len(budget_specs)], results[len(budget_specs):]
+    if ablation:  # step times measured here, one after another in one quiet process, not during the runs
+        for run, seconds in zip(ablation, step_times(ablation, rounds=1 if args.smoke else 3,
+                                                     steps=1 if args.smoke else 4)):
+            run["step_s"] = seconds
+    base = baselines(archives, size)
+    pictures_dir = Path(args.out).parent / "results"
+    pictures: dict[str, Path] = {}
+    if budget:
+        pictures["curves"] = curves_png(budget, base, pictures_dir / "quality_curves.png")
+        for run in budget:
+            pictures[run["archive_name"]] = unseen_grid(
+                Path(run["run_dir"]), archives["unseen"], size, pictures_dir / f"quality_unseen_{run['archive_name']}.png",
+                title=f"unseen scenes, {run['name']}, after {_last(run)['steps']} steps")
+    out = Path(args.out)
+    section = render(args, specs, ablation, budget, base, pictures, out, time.perf_counter() - started)
+    write_section(out, section)
+    (work / "results.json").write_text(json.dumps({"ablation": ablation, "budget": budget, "baselines": base},
+                                                  default=str, indent=1))
+    _log(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
