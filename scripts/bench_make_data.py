@@ -7,8 +7,9 @@ a small archive in a temp folder (num_bg=4, num_fg=samples/(4*2*per_pair), per_p
 reports: samples/s over the whole run and over the sampling phase alone (phase 1 renders every
 background and draws every object once, phase 2 composites and encodes the samples), and the
 peak RSS of the main process and of the largest worker (getrusage RUSAGE_SELF / RUSAGE_CHILDREN).
-The estimate for the full 400,000-sample run adds the zip index that the main process keeps for
-the central directory (measured here per entry) to the main process's peak.
+The estimate for the full 400,000-sample run (make-data's defaults) adds the zip index that the
+main process keeps for the central directory (measured here per entry) and an upper bound of the
+rendered backgrounds it keeps (16 bytes a pixel each) to the main process's peak.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 import time
 import zipfile
 
-FULL = dict(num_bg=100, num_fg=100, per_pair=20)
+FULL = dict(num_bg=1000, num_fg=100, per_pair=2)  # make-data's defaults: 400,000 samples
 
 
 def _child(size: int, workers: int, samples: int) -> dict:
@@ -90,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         prep = r["prepare_seconds"] / r["prepare_items"] * (FULL["num_bg"] + FULL["num_fg"])
         seconds = prep + count / r["sampling_per_s"]
-        main_mb = r["main_rss_mb"] + (3 * count + FULL["num_bg"]) * per_entry / 2**20 + count * 150 / 2**20
+        # The main process also keeps every rendered background for phase 2: at most 16 bytes a
+        # pixel (RGB uint8, depth float32, floor bool, and an int32 index + float32 depth per floor pixel).
+        backdrops_mb = FULL["num_bg"] * r["size"] ** 2 * 16 / 2**20
+        main_mb = (r["main_rss_mb"] + (3 * count + FULL["num_bg"]) * per_entry / 2**20 + count * 150 / 2**20
+                   + backdrops_mb)
         print(f"estimate, full {count:,}-sample {r['size']} px run with {r['workers']} workers: "
               f"{seconds / 60:.0f} min, {r['bytes_per_sample'] * count / 1e9:.1f} GB archive, main process "
               f"~{main_mb:.0f} MB + {r['workers']} workers x ~{r['worker_rss_mb']:.0f} MB peak RSS")

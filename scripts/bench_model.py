@@ -1,7 +1,9 @@
 """python scripts/bench_model.py [--sizes 64 128 192] [--models maskdepth seed] [--device auto]
 
 Training-step and inference throughput (images/s) of MaskDepthNet and the seed network side by
-side, on random inputs, with the real losses (DiceBCELoss + DepthLoss) and an Adam step.
+side, on random inputs, with the real losses (DiceBCELoss + DepthLoss) and an Adam step. Each
+network is built and trained as its config does: maskdepth as configs/quick.yaml (model options
+and depth loss terms, e.g. SILog and gradient matching), seed as configs/seed.yaml.
 
 Batch sizes: 32 at 64 px, 16 at 128 px, 8 at 192 px by default (smaller at the larger sizes to
 keep a CPU run to a few minutes; throughput is per image, so they remain comparable across
@@ -24,12 +26,17 @@ import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from maskdepth.config import load_config
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.model import build_model, count_parameters
+
+CONFIGS = {"maskdepth": "quick.yaml", "seed": "seed.yaml"}
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 DEFAULT_BATCH = {64: 32, 128: 16, 192: 8}
 
@@ -76,15 +83,27 @@ def _forward_gflops(model: torch.nn.Module, size: int, device: torch.device) -> 
     return counter.get_total_flops() / 1e9
 
 
+def model_and_depth_loss(name: str) -> tuple[torch.nn.Module, DepthLoss]:
+    """The network `name` and its DepthLoss as its shipped config builds them."""
+    cfg = load_config(CONFIG_DIR / CONFIGS[name]) if name in CONFIGS else None
+    if cfg is None:
+        return build_model(name), DepthLoss()
+    loss = cfg.loss
+    depth_loss = DepthLoss(w_depth=loss.w_depth, w_ssim=loss.w_ssim, w_edge=loss.w_edge, w_silog=loss.w_silog,
+                           w_grad=loss.w_grad)
+    return build_model(cfg.model.name, **cfg.model.options()), depth_loss
+
+
 def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device: torch.device) -> Result:
-    model = build_model(name).to(device)
+    model, depth_loss = model_and_depth_loss(name)
+    model = model.to(device)
     params = count_parameters(model)
     gflops = _forward_gflops(model, size, device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if args.compile else model
     data = _batch(size, batch, device, args.channels_last)
-    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
+    mask_loss = DiceBCELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def train_step() -> None:

@@ -19,7 +19,7 @@ split) and background subtraction for the mask (Otsu, as in scripts/benchmark.py
    steps (--ablation-epochs full epochs), so they see the same images; the step time of each is
    reported beside it. Runs go --jobs at a time, one torch thread each.
 2. The budget runs: the current configs/quick.yaml on both archives, each enforced by
-   train.max_minutes=--minutes (one torch thread each, --jobs at a time; the epoch count is
+   train.max_minutes=--minutes (--threads torch threads each, --jobs at a time; the epoch count is
    planned from the step time measured at the start so that the LR schedule ends near the
    budget). After every epoch the model is evaluated on a fixed 640-sample subset of its
    training split (no augmentation), on val (held-out backgrounds of the same archive) and on the
@@ -373,7 +373,8 @@ def render(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation:
         "## Generalisation to unseen scenes (issue 12)",
         "",
         f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores, torch "
-        f"{torch.__version__}, one torch thread per run and {args.jobs} runs at a time, by "
+        f"{torch.__version__}, {args.threads} torch thread(s) per budget run, one per ablation run, {args.jobs} runs "
+        f"at a time, by "
         f"`python scripts/bench_quality.py {' '.join(shlex.quote(a) for a in args.argv)}` ({seconds / 60:.0f} min). "
         f"Archives: {arch}. Every figure below is on the unseen archive unless it says val or train.",
         "",
@@ -455,7 +456,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget of each budget run")
     parser.add_argument("--ablation-epochs", type=int, default=3, help="epochs of every ablation run (0: skip)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each budget run (ablation runs: 1)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--work", default="runs/bench_quality", help="archives, runs and logs")
     parser.add_argument("--out", default=str(REPO / "docs" / "results.md"))
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     budget_specs = []
     if args.only != "ablation":
         for name in ("diverse", "s15"):
-            budget_specs.append(dict(common, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
+            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
                                      archive_name=name, archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
                                      overrides=[], minutes=args.minutes))
     results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)

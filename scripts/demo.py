@@ -38,7 +38,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     if not data.exists():
-        run("make-data", str(data), "--size", "64", "--num-bg", "20", "--num-fg", "20", "--per-pair", "2", "--seed", "0")
+        # 1,600 samples from 100 scenes (not 20 scenes x 20 objects x 2 placements): scene
+        # diversity is what makes depth generalise (docs/results.md, issue 12)
+        run("make-data", str(data), "--size", "64", "--num-bg", "100", "--num-fg", "8", "--per-pair", "1", "--seed", "0")
     run("check-data", str(data), "--quiet")
     overrides = [f"data.path={data}", f"run_dir={run_dir}"]
     if args.epochs:

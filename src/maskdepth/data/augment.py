@@ -7,8 +7,8 @@ BackgroundMattingV2's paired transforms do; the colour changes touch only bg and
 
 - flip: mirror left-right with probability 1/2. Valid for depth: a mirrored scene is a scene.
 - crop (0 = off): cut a square of side f * size, f uniform in [1 - crop, 1], at a uniformly
-  random place, and resize it back to size (bilinear for the images and depth, nearest for the
-  mask). A crop is what a longer focal length would have seen: depth values (camera z) stay as
+  random place, and resize it back to size (bilinear for the images and depth; the mask is
+  resampled bilinearly too and thresholded at 1/2, so its edge stays where the image's is). A crop is what a longer focal length would have seen: depth values (camera z) stay as
   they are, while the horizon, the floor's slope in the image and the objects' sizes move, so the
   network cannot learn depth as a fixed function of the pixel row.
 - photometric (0 = off, strength p): one shared draw per sample of brightness, contrast,
@@ -50,7 +50,7 @@ def _gray(x: Tensor) -> Tensor:
 
 def geometric(images: dict[str, Tensor], g: torch.Generator, *, flip: bool, crop: float) -> dict[str, Tensor]:
     """Flip and crop-resize every tensor of `images` ([B,C,H,W] each, same B, H, W) with one
-    draw per sample; the key "mask" is resampled nearest, the others bilinear."""
+    draw per sample, bilinearly; the key "mask" is thresholded at 1/2 afterwards."""
     ref = next(iter(images.values()))
     b, device = ref.shape[0], ref.device
     sign = torch.ones(b, device=device)
@@ -69,9 +69,8 @@ def geometric(images: dict[str, Tensor], g: torch.Generator, *, flip: bool, crop
     grid = F.affine_grid(theta, list(ref.shape[:1]) + [1] + list(ref.shape[-2:]), align_corners=False)
     out = {}
     for key, x in images.items():
-        mode = "nearest" if key == "mask" else "bilinear"
-        out[key] = F.grid_sample(x.float(), grid.to(x.dtype if x.is_floating_point() else torch.float32),
-                                 mode=mode, padding_mode="border", align_corners=False).to(x.dtype)
+        y = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[key] = (y >= 0.5).to(x.dtype) if key == "mask" else y.to(x.dtype)
     return out
 
 
