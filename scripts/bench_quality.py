@@ -64,6 +64,10 @@ ABLATION: list[tuple[str, str, list[str]]] = [  # (name, archive, overrides on t
     ("pyramid pooling + depth sees mask", "s15", ["model.context=ppm", "model.depth_sees_mask=true"]),
     ("coordinate channels", "s15", ["model.coords=true"]),
     ("EMA 0.995 + weight decay 0.05", "s15", ["train.ema=0.995", "train.weight_decay=0.05"]),
+    ("EMA 0.995 alone", "s15", ["train.ema=0.995"]),
+    ("weight decay 0.05 alone", "s15", ["train.weight_decay=0.05"]),
+    ("dropout 0.1 at the bottleneck", "s15", ["model.dropout=0.1"]),
+    ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15", ["model.blocks=3", "model.base_channels=24"]),
 ]
 TRAIN_SUBSET = 640
 

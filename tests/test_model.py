@@ -183,6 +183,10 @@ def test_depth_context_options_build_run_and_stay_in_the_parameter_budget():
         build_model("maskdepth", context="aspp")
     with pytest.raises(ConfigError, match="model.dropout"):
         build_model("maskdepth", dropout=1.0)
+    deeper = build_model("maskdepth", blocks=3, base_channels=24)
+    assert len(deeper.encoder[0]) == 4 and count_parameters(deeper) <= 3_500_000  # down + 3 blocks
+    with pytest.raises(ConfigError, match="model.blocks"):
+        build_model("maskdepth", blocks=0)
 
 
 def test_pyramid_pooling_starts_as_the_identity_and_sees_the_whole_image():

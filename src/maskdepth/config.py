@@ -63,6 +63,7 @@ class ModelConfig:
     depth_sees_mask: bool | None = None  # the depth head also sees the predicted mask
     coords: bool | None = None  # two input channels of pixel coordinates
     dropout: float | None = None  # Dropout2d on the bottleneck features
+    blocks: int | None = None  # residual blocks per encoder level (default 1)
 
     def options(self) -> dict[str, Any]:
         """Keyword options for `build_model`, without the ones left at null."""

@@ -30,7 +30,7 @@ MaskDepthNet (about 3.0M parameters with the defaults):
   knows the global layout (where the horizon and the floor are); `depth_sees_mask=True` gives
   the depth head the predicted mask probability as one more input; `coords=True` adds two
   channels of pixel coordinates in [-1, 1] to the input; `dropout` applies Dropout2d to the
-  bottleneck features during training.
+  bottleneck features during training; `blocks` stacks more residual blocks per encoder level.
 
 Seed baseline (3,165,170 parameters): the network of the original solution, rebuilt from its
 layer list: two full-resolution stems (bg, fg_bg), two stride-2 residual stages, two decoders
@@ -155,18 +155,23 @@ class MaskDepthNet(_PairNet):
         depth_sees_mask: feed sigmoid(mask logits) to the depth head.
         coords: two extra input channels with the pixel's (x, y) in [-1, 1].
         dropout: Dropout2d probability on the bottleneck features (0: none).
+        blocks: residual blocks per encoder level (a deeper encoder; pair with fewer
+            base_channels to keep the FLOPs).
 
     forward(bg, fg_bg): bg, fg_bg float [B,3,H,W] in [0,1], H and W multiples of `stride`.
     Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1] via a sigmoid).
     """
 
     def __init__(self, base_channels: int = 32, num_stages: int = 4, context: str = "none",
-                 depth_sees_mask: bool = False, coords: bool = False, dropout: float = 0.0) -> None:
+                 depth_sees_mask: bool = False, coords: bool = False, dropout: float = 0.0,
+                 blocks: int = 1) -> None:
         super().__init__()
         if context not in CONTEXTS:
             raise ConfigError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         if not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(blocks, int) or not 1 <= blocks <= 4:
+            raise ConfigError(f"model.blocks must be an integer from 1 to 4, got {blocks!r}")
         if not isinstance(base_channels, int) or base_channels < 4 or base_channels % 2:
             raise ConfigError(f"model.base_channels must be an even integer >= 4, got {base_channels!r}")
         if not isinstance(num_stages, int) or not 2 <= num_stages <= 6:
@@ -183,7 +188,7 @@ class MaskDepthNet(_PairNet):
         self.encoder = nn.ModuleList()
         for i, width in enumerate(widths):
             down = nn.Identity() if i == 0 else _conv_bn_relu(widths[i - 1], width, stride=2)
-            self.encoder.append(nn.Sequential(down, BasicBlock(width, width, zero_init=True)))
+            self.encoder.append(nn.Sequential(down, *(BasicBlock(width, width, zero_init=True) for _ in range(blocks))))
         self.context: nn.Module = _PyramidPooling(widths[-1]) if context == "ppm" else nn.Identity()
         self.dropout: nn.Module = nn.Dropout2d(dropout) if dropout else nn.Identity()
 
@@ -357,11 +362,11 @@ def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
     """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
 
     Options of "maskdepth": base_channels (default 32), num_stages (default 4), context,
-    depth_sees_mask, coords, dropout (see MaskDepthNet). "seed" takes none. An option that is None is ignored (so a config can leave it unset). Unknown names or
+    depth_sees_mask, coords, dropout, blocks (see MaskDepthNet). "seed" takes none. An option that is None is ignored (so a config can leave it unset). Unknown names or
     options raise ConfigError naming the valid ones.
     """
     options = {key: value for key, value in options.items() if value is not None}
-    valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout"),
+    valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout", "blocks"),
              "seed": ()}
     if name not in valid:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
