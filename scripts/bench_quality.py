@@ -192,7 +192,6 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     n_train = len(open_dataset(spec["archive"], size, "train"))
     steps_per_epoch = n_train // batch
     step_s = _measure_step_seconds(cfg, spec["calibration_steps"])
-    extra: list[str] = []
     if spec.get("minutes"):
         # Plan the epochs so that the LR schedule ends near the budget; max_minutes enforces it.
         planned = spec["minutes"] * 60 * 0.9 / (step_s * 1.15)  # 1.15: data loading and validation
@@ -365,44 +364,47 @@ def _gap(point: dict[str, Any]) -> float:
     return point["unseen_rmse"] - point["train_rmse"]
 
 
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    return _benchmark_module()._table(header, rows)
+
+
 def ablation_table(runs: list[dict[str, Any]]) -> str:
     ref = runs[0]
-    lines = ["| change (alone, vs the old default) | archive | unseen δ1 | unseen RMSE | unseen IoU | "
-             "val RMSE | train RMSE | gap val − train | gap unseen − train | step time | parameters |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["change (alone, vs the old default)", "archive", "unseen δ1", "unseen RMSE", "unseen IoU", "val RMSE",
+              "train RMSE", "gap val − train", "gap unseen − train", "step time", "parameters"]
+    rows = []
     for run in runs:
         p = _last(run)
-        lines.append(f"| {run['name']} | {run['archive_name']} | {_f(p['unseen_delta1'])} | {_f(p['unseen_rmse'])} | "
-                     f"{_f(p['unseen_iou'])} | {_f(p['val_rmse'])} | {_f(p['train_rmse'])} | "
-                     f"{_f(p['val_rmse'] - p['train_rmse'])} | {_f(_gap(p))} | "
-                     f"{run['step_s'] / ref['step_s']:.2f}x | {run['params']:,} |")
-    return "\n".join(lines)
+        rows.append([run["name"], run["archive_name"], _f(p["unseen_delta1"]), _f(p["unseen_rmse"]),
+                     _f(p["unseen_iou"]), _f(p["val_rmse"]), _f(p["train_rmse"]), _f(p["val_rmse"] - p["train_rmse"]),
+                     _f(_gap(p)), f"{run['step_s'] / ref['step_s']:.2f}x", f"{run['params']:,}"])
+    return _table(header, rows)
 
 
 def budget_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | archive | unseen δ1 | unseen RMSE | unseen abs_rel | unseen IoU | epochs | steps | training clock, min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    header = ["method", "archive", "unseen δ1", "unseen RMSE", "unseen abs_rel", "unseen IoU", "epochs", "steps",
+              "training clock, min"]
+    rows = []
     for run in runs:
         p = _last(run)
-        lines.append(f"| MaskDepthNet, configs/quick.yaml | {run['archive_name']} | {_f(p['unseen_delta1'])} | "
-                     f"{_f(p['unseen_rmse'])} | {_f(p['unseen_abs_rel'])} | {_f(p['unseen_iou'])} | {run['epochs']} | "
-                     f"{p['steps']} | {run['train_s'] / 60:.1f} |")
+        rows.append(["MaskDepthNet, configs/quick.yaml", run["archive_name"], _f(p["unseen_delta1"]), _f(p["unseen_rmse"]),
+                     _f(p["unseen_abs_rel"]), _f(p["unseen_iou"]), str(run["epochs"]), str(p["steps"]),
+                     f"{run['train_s'] / 60:.1f}"])
     for name in ("diverse", "s15"):
         m = base[f"mean_depth_{name}"]
-        lines.append(f"| mean-depth predictor of the {name} training split | {name} | {_f(m['delta1'])} | "
-                     f"{_f(m['rmse'])} | {_f(m['abs_rel'])} | – | – | – | 0 |")
-    lines.append(f"| background subtraction (Otsu) | – | – | – | – | {_f(base['otsu']['iou'])} | – | – | 0 |")
-    return "\n".join(lines)
+        rows.append([f"mean-depth predictor of the {name} training split", name, _f(m["delta1"]), _f(m["rmse"]),
+                     _f(m["abs_rel"]), "–", "–", "–", "0"])
+    rows.append(["background subtraction (Otsu)", "–", "–", "–", "–", _f(base["otsu"]["iou"]), "–", "–", "0"])
+    return _table(header, rows)
 
 
 def curve_table(run: dict[str, Any]) -> str:
-    lines = ["| epoch | step | train depth loss | train RMSE | val RMSE | unseen RMSE | train δ1 | val δ1 | unseen δ1 | unseen IoU | gap |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in run["curve"]:
-        lines.append(f"| {p['epoch']} | {p['steps']} | {_f(p['train_depth_loss'], 4)} | {_f(p['train_rmse'])} | "
-                     f"{_f(p['val_rmse'])} | {_f(p['unseen_rmse'])} | {_f(p['train_delta1'])} | {_f(p['val_delta1'])} | "
-                     f"{_f(p['unseen_delta1'])} | {_f(p['unseen_iou'])} | {_f(_gap(p))} |")
-    return "\n".join(lines)
+    header = ["epoch", "step", "train depth loss", "train RMSE", "val RMSE", "unseen RMSE", "train δ1", "val δ1",
+              "unseen δ1", "unseen IoU", "gap"]
+    rows = [[str(p["epoch"]), str(p["steps"]), _f(p["train_depth_loss"], 4), _f(p["train_rmse"]), _f(p["val_rmse"]),
+             _f(p["unseen_rmse"]), _f(p["train_delta1"]), _f(p["val_delta1"]), _f(p["unseen_delta1"]),
+             _f(p["unseen_iou"]), _f(_gap(p))] for p in run["curve"]]
+    return _table(header, rows)
 
 
 def targets_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
