@@ -74,7 +74,7 @@ def test_train_end_to_end_writes_the_run_directory(tiny_overrides: list[str], tm
     assert 0.0 <= float(rows[-1]["val_iou"]) <= 1.0
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["batch_in_epoch"] == 0 and state["step"] > 0
-    for key in ("optimizer", "scheduler", "scaler", "rng", "config", "version", "best_metric", "sampler_seed"):
+    for key in ("optimizer", "scaler", "rng", "config", "version", "format", "best_metric", "history", "splits"):
         assert key in state, key
     assert not list(run.rglob("*.tmp"))
 

@@ -1,10 +1,30 @@
-"""Checkpoints: atomic save, safe load, RNG state capture.
+"""The checkpoint format: written and read here only, by everyone (train, inference, colab).
 
-A checkpoint is a plain dict (see `maskdepth.train` for the keys it writes: model, optimizer,
-scheduler, scaler, epoch, step, batch_in_epoch, rng, best_metric, history, config, version).
+    state = make_state(ts, config=..., model=..., optimizer=..., scaler=..., ema=..., splits=...)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
+    ck = read_checkpoint(path)              # Checkpoint: config, weights, train state, splits
+    ts = restore(ck, model=..., optimizer=..., scaler=..., ema=...)   # resume training
+    load_weights(model, ck)                 # inference: one mismatch message for every caller
+
+A checkpoint is a plain dict of tensors and Python values, so it loads with
+`torch.load(weights_only=True)`. Keys (format 2):
+    format, version       this format's number and the maskdepth version that wrote it
+    config                the run's config as a plain dict
+    model                 the weights to evaluate with (the EMA of the weights under train.ema)
+    raw_model             the optimised weights training continues from (only under train.ema)
+    ema_updates           how many updates the EMA has had (only under train.ema)
+    optimizer, scaler     their state_dicts (the learning rate is a pure function of the step)
+    epoch                 epochs completed; batch_in_epoch: batches of the next epoch done
+    step                  optimiser steps so far
+    epoch_sums            the running training-loss sums of the epoch in progress
+    rng                   every RNG training touches (see `capture_rng`)
+    best_metric, history  the best value of train.best_metric and one metrics.csv row per epoch
+    splits                the bg ids of train / val / test
+Older formats are migrated on read (`_MIGRATIONS`): format 1 kept a LambdaLR state and the
+epoch sums as a flat dict.
+
 It is written to a temp file in the destination folder, flushed, fsynced and `os.replace`d, so
-a kill at any moment (or a full disk) leaves the previous checkpoint intact. Everything in it is
-tensors and plain Python values, so it loads with `torch.load(weights_only=True)`.
+a kill at any moment (or a full disk) leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -13,36 +33,215 @@ import os
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from maskdepth.errors import CheckpointError
 from maskdepth.fileio import atomic_open
 
+FORMAT = 2
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what a resume restores besides the weights and optimiser.
+
+    epoch: epochs completed (0..train.epochs); batch_in_epoch: batches of epoch `epoch + 1`
+    already trained (0 at an epoch boundary); step: optimiser steps so far; best_metric: the
+    best value of train.best_metric so far (None before the first epoch); history: one
+    metrics.csv row (dict) per completed epoch; sums: running sums of the training losses of
+    the epoch in progress (a `MetricAccumulator.state_dict()`); epoch_seconds: time spent in it.
+    """
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_metric: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, Any] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk: what inference and resume need, without knowing its keys."""
+
+    path: Path
+    config: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    train: TrainState
+    splits: dict[str, list[Any]] | None
+    state: dict[str, Any]  # the whole dict, for `restore`
+
+
+# --------------------------------------------------------------------------------------------
+# write
+
+
+def make_state(
+    ts: TrainState,
+    *,
+    config: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    ema: Any = None,
+    splits: dict[str, list[Any]] | None = None,
+    version: str = "",
+) -> dict[str, Any]:
+    """The checkpoint dict of a training run. `model` is the optimised network (unwrapped from
+    DDP / compile); with `ema` (a `ModelEMA`) the saved `model` is its average and the
+    optimised weights go to `raw_model`. The RNG states are captured now."""
+    extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema is not None else {}
+    return {
+        "format": FORMAT, "version": version, "config": config, **extra,
+        "model": (ema.module if ema is not None else model).state_dict(),
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "epoch": ts.epoch, "batch_in_epoch": ts.batch_in_epoch, "step": ts.step,
+        "epoch_sums": {"sums": ts.sums, "seconds": ts.epoch_seconds} if ts.batch_in_epoch else {},
+        "rng": capture_rng(), "best_metric": ts.best_metric, "history": list(ts.history), "splits": splits,
+    }
+
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically: the old file stays whole until the new one is complete."""
+    """Write `state` to `path` atomically: the old file stays whole until the new one is complete.
+
+    Raises DiskFullError naming `path` when the disk fills up ("no space left on device writing
+    RUN/checkpoints/last.pt (the previous last.pt is kept)")."""
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError if missing or unreadable."""
+# --------------------------------------------------------------------------------------------
+# read
+
+
+def _migrate_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: drop the LambdaLR state; epoch sums become accumulator state."""
+    state.pop("scheduler", None)
+    state.pop("sampler_seed", None)
+    old = state.get("epoch_sums") or {}
+    if state.get("batch_in_epoch") and old:
+        n = int(old.get("images", 0))
+        sums = {"sums": {"train_loss": old["loss"], "train_mask_loss": old["mask"], "train_depth_loss": old["depth"]},
+                "counts": {"train_loss": n, "train_mask_loss": n, "train_depth_loss": n}}
+        for key in ("skipped_batches", "skipped_samples"):
+            sums["sums"][key], sums["counts"][key] = float(old.get(key, 0)), 1
+        state["epoch_sums"] = {"sums": sums, "seconds": float(old.get("seconds", 0.0))}
+    else:
+        state["epoch_sums"] = {}
+    return state
+
+
+# format N -> a function that turns a format-N dict into a format-(N+1) one
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1}
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict at `path`, migrated to the current format (`mmap`: tensors are mapped
+    from the file, not read, for when only the small keys are wanted).
+
+    Raises CheckpointError, one line naming the file: missing, unreadable (truncated), not a
+    maskdepth checkpoint (any other file: a text file, config.yaml, metrics.csv, another
+    project's weights), or written by a newer maskdepth."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip; a text file (config.yaml, metrics.csv) is not ours
+        raise CheckpointError(f"{path} is not a maskdepth checkpoint (not a file written by torch.save; "
+                              "pass RUN/checkpoints/last.pt or best.pt)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated: the end of the file is missing)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+            IndexError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a maskdepth checkpoint): {first}") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a maskdepth checkpoint (no model/config inside)")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{path} is not a maskdepth checkpoint (no model weights and config inside)")
+    fmt = int(state.get("format", 1))
+    if fmt > FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {fmt}, newer than this maskdepth reads ({FORMAT}); "
+                              "upgrade maskdepth (pip install -U maskdepth)")
+    while fmt < FORMAT:
+        state = _MIGRATIONS[fmt](state)
+        fmt += 1
+        state["format"] = fmt
     return state
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> Checkpoint:
+    """`load_checkpoint` as a `Checkpoint`: the parts callers need, by name."""
+    state = load_checkpoint(path, map_location, mmap=mmap)
+    sums = state.get("epoch_sums") or {}
+    ts = TrainState(
+        epoch=int(state.get("epoch", 0)), batch_in_epoch=int(state.get("batch_in_epoch", 0)),
+        step=int(state.get("step", 0)), best_metric=state.get("best_metric"),
+        history=list(state.get("history", [])), sums=dict(sums.get("sums", {})),
+        epoch_seconds=float(sums.get("seconds", 0.0)),
+    )
+    return Checkpoint(Path(path), dict(state["config"]), state["model"], ts, state.get("splits"), state)
+
+
+def _mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, Any]) -> str:
+    """'' when `theirs` loads into `ours`, else a one-line summary of what differs."""
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {list(theirs[k].shape)} in the checkpoint, "
+                     f"{list(ours[k].shape)} in the model)")
+    return "; ".join(parts)
+
+
+def load_weights(model: nn.Module, ck: Checkpoint, *, raw: bool = False) -> nn.Module:
+    """Load the checkpoint's weights into `model` (the optimised ones with `raw`, else the
+    evaluated ones); CheckpointError naming the file and what does not fit."""
+    weights = ck.state.get("raw_model", ck.weights) if raw else ck.weights
+    problem = _mismatch(model.state_dict(), weights)
+    if problem:
+        model_cfg = dict(ck.config.get("model", {}))
+        options = {k: v for k, v in model_cfg.items() if k != "name" and v is not None}
+        raise CheckpointError(f"checkpoint {ck.path}: the weights do not fit model.name={model_cfg.get('name')!r} with "
+                              f"options {options or 'defaults'} (another architecture?): {problem}")
+    model.load_state_dict(weights)
+    return model
+
+
+def restore(ck: Checkpoint, *, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+            ema: Any = None) -> TrainState:
+    """Put a training run back where `ck` left it: weights, EMA, optimiser, scaler, RNGs.
+    Returns its TrainState. The learning rate is not restored: it is a function of the step."""
+    load_weights(model, ck, raw=True)
+    if ema is not None:
+        load_weights(ema.module, ck)
+        ema.updates = int(ck.state.get("ema_updates", 0))
+    optimizer.load_state_dict(ck.state["optimizer"])
+    if ck.state.get("scaler"):
+        scaler.load_state_dict(ck.state["scaler"])
+    restore_rng(ck.state["rng"])
+    return ck.train
+
+
+# --------------------------------------------------------------------------------------------
+# RNGs and sanity
 
 
 def capture_rng() -> dict[str, Any]:
@@ -70,9 +269,13 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def all_finite(module: torch.nn.Module) -> bool:
+def all_finite(module: nn.Module) -> bool:
     """True when every parameter and buffer of `module` is finite (guards against NaN checkpoints)."""
     for tensor in list(module.parameters()) + list(module.buffers()):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             return False
     return True
+
+
+__all__ = ["FORMAT", "Checkpoint", "TrainState", "all_finite", "capture_rng", "load_checkpoint", "load_weights",
+           "make_state", "read_checkpoint", "restore", "restore_rng", "save_checkpoint"]

@@ -26,11 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from maskdepth.errors import DataError
+from maskdepth.history import TABLE_COLUMNS  # metrics.csv columns `metrics_table` shows unless asked
 
-# metrics.csv columns shown by `metrics_table` unless asked for others
-TABLE_COLUMNS = (
-    "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_rmse", "val_abs_rel", "val_delta1", "lr", "seconds",
-)
 _CHUNK = 16 << 20  # bytes per read when copying; large reads are what a FUSE mount is fast at
 
 
@@ -111,10 +108,10 @@ def resume_message(run_dir: str | os.PathLike[str], epochs: int | None = None) -
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         return f"{run_dir}: no checkpoints/last.pt yet, training starts at epoch 1"
-    from maskdepth.checkpoint import load_checkpoint
+    from maskdepth.checkpoint import read_checkpoint
 
-    state = load_checkpoint(last)
-    done, batch, step = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0)), int(state.get("step", 0))
+    ts = read_checkpoint(last, mmap=True).train
+    done, batch, step = ts.epoch, ts.batch_in_epoch, ts.step
     age = _age(time.time() - last.stat().st_mtime)
     head = f"{last} (written {age} ago): {done} epoch{'s' if done != 1 else ''} done"
     if batch:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class Config:
     run_dir: str = "runs/quick"
     seed: int = 0
     resume: str = "auto"  # auto | never | path/to/checkpoint.pt
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -226,9 +227,14 @@ def _set(obj: Any, key: str, value: Any, full_key: str | None = None) -> None:
     setattr(obj, head, value)
 
 
+MAX_SIZE = 1024  # data.size above this is refused before any memory is allocated (activations grow as size^2)
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 def _validate(cfg: Config) -> None:
     checks = [
-        (cfg.data.size >= 16, "data.size", "must be at least 16"),
+        (16 <= cfg.data.size <= MAX_SIZE, "data.size", f"must be in [16, {MAX_SIZE}] (the model is built for 64-192 px)"),
+        (_DEVICE.fullmatch(cfg.device) is not None, "device", "must be auto, cpu, cuda, cuda:N or mps"),
         (cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (len(cfg.data.fractions) == 3 and all(f >= 0 for f in cfg.data.fractions) and sum(cfg.data.fractions) > 0,
          "data.fractions", "must be three non-negative numbers (train, val, test)"),
@@ -330,6 +336,23 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Iterable[str] = 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict (YAML/JSON/torch.load(weights_only=True) friendly)."""
     return dataclasses.asdict(cfg)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def diff_configs(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every key whose value differs, in key order."""
+    a, b = flatten(config_to_dict(old)), flatten(config_to_dict(new))
+    return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
 
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:

@@ -19,3 +19,11 @@ class DataError(MaskDepthError):
 
 class CheckpointError(MaskDepthError):
     """A checkpoint that is missing, unreadable, or belongs to another architecture."""
+
+
+class DiskFullError(MaskDepthError):
+    """The disk (or the Drive quota) filled up while writing a file; the previous file is kept."""
+
+
+class RunLockedError(MaskDepthError):
+    """Another live process is training in the same run directory."""

@@ -2,16 +2,38 @@
 
 The temp file lives in the target folder (a rename across file systems is not atomic) and is
 fsynced before `os.replace`, since the folder may be a network mount such as Google Drive. On
-any failure, a full disk included, the temp file is removed and the old file is left as it was.
+any failure, a full disk included, the temp file is removed and the old file is left as it was;
+a full disk (or quota) becomes one DiskFullError naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from maskdepth.errors import DiskFullError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when `exc`, or an error it was raised from or while handling, is a full disk or quota
+    (torch.save reports one as a RuntimeError raised while handling the OSError)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return True
+        stack += [e.__cause__, e.__context__]
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -39,8 +61,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and disk_full(exc):
+            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+            raise DiskFullError(f"no space left on device writing {path} ({kept})") from None
         raise
     _fsync_dir(path.parent)
 

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
 
-from maskdepth.checkpoint import load_checkpoint
+from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
 from maskdepth.config import Config, config_from_dict
 from maskdepth.errors import CheckpointError, ConfigError, DataError
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.fileio import write_atomic
+from maskdepth.runtime import resolve_device
 from maskdepth.viz import colorize_depth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -59,59 +60,27 @@ def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = 
 
 def _load(
     checkpoint: str | os.PathLike[str], device: str | torch.device, overrides: Iterable[str] = ()
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """(model, config with overrides, the raw checkpoint state)."""
+) -> tuple[nn.Module, Config, Checkpoint]:
+    """(model, config with overrides, the checkpoint)."""
     from maskdepth.model import build_model
 
-    path = Path(checkpoint)
-    state = load_checkpoint(path)
-    saved = dict(state["config"])
+    ck = read_checkpoint(checkpoint)
+    saved = dict(ck.config)
     # Where the run trained (e.g. cuda) says nothing about where it is evaluated.
     saved["device"] = "auto"
     try:
         cfg = config_from_dict(saved)
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path} holds a config this version cannot read: {exc}") from None
+        raise CheckpointError(f"checkpoint {ck.path} holds a config this version cannot read: {exc}") from None
     cfg = config_from_dict(saved, overrides)  # a bad override is the user's ConfigError
     try:
         model = build_model(cfg.model.name, **cfg.model.options())
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot build its model: {exc}") from None
-    mismatch = _state_mismatch(model.state_dict(), state["model"])
-    if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path}: the weights do not fit model.name={cfg.model.name!r} with options "
-            f"{cfg.model.options() or 'defaults'} (another architecture?): {mismatch}"
-        )
-    model.load_state_dict(state["model"])
-    model.to(_device(device))
+        raise CheckpointError(f"checkpoint {ck.path}: cannot build its model: {exc}") from None
+    load_weights(model, ck)
+    model.to(resolve_device(device))
     model.eval()
-    return model, cfg, state
-
-
-def _state_mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, Any]) -> str:
-    """'' when `theirs` loads into `ours`, else a one-line summary of what differs."""
-    missing = [k for k in ours if k not in theirs]
-    unexpected = [k for k in theirs if k not in ours]
-    reshaped = [k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if reshaped:
-        k = reshaped[0]
-        parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {list(theirs[k].shape)} in the checkpoint, "
-                     f"{list(ours[k].shape)} in the model)")
-    return "; ".join(parts)
-
-
-def _device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
-    return torch.device(name)
+    return model, cfg, ck
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,13 +112,13 @@ def evaluate_checkpoint(
     Every image weighs the same; an image without foreground is skipped by the "inside" means.
     """
     from maskdepth.data import collate, open_dataset
-    from maskdepth.train import evaluate
+    from maskdepth.evaluate import evaluate
 
     overrides = list(overrides)
     if data is not None:
         overrides.append(f"data.path={data}")
-    model, cfg, state = _load(checkpoint, "cpu", overrides)
-    device = _device(cfg.device)
+    model, cfg, ck = _load(checkpoint, "cpu", overrides)
+    device = resolve_device(cfg.device)
     model.to(device)
     if not cfg.data.path:
         raise ConfigError(f"checkpoint {checkpoint} records no data.path; pass --data PATH")
@@ -167,15 +136,15 @@ def evaluate_checkpoint(
 
     # The split is recomputed from the config; a different dataset (--data) or split setting can
     # put training backgrounds into it, which the backgrounds recorded in training reveal.
-    recorded = state.get("splits")
+    recorded = ck.splits
     matches = None
     if recorded:
         compared = ("train", "val", "test") if split == "all" else (split,)
         matches = all(sorted(dataset.splits.get(k, [])) == sorted(recorded.get(k, [])) for k in compared)
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint),
-        "epoch": state.get("epoch"),
-        "step": state.get("step"),
+        "epoch": ck.train.epoch,
+        "step": ck.train.step,
         "split": split,
         "data": str(cfg.data.path),
         "size": cfg.data.size,
@@ -258,7 +227,7 @@ def predict_pairs(
 
     pairs = pair_inputs(bg, fg_bg)
     model, cfg, _ = _load(checkpoint, "cpu")
-    run_device = _device(device)
+    run_device = resolve_device(device)
     model.to(run_device)
     size = cfg.data.size
     out = Path(out)

@@ -25,8 +25,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-MASK_KEYS = ("iou", "dice")
-DEPTH_KEYS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
+from maskdepth.history import DEPTH_KEYS, MASK_KEYS  # the names, shared with metrics.csv's columns
 
 
 def _per_image(x: Tensor) -> Tensor:
@@ -125,8 +124,10 @@ def depth_metrics(
 class MetricAccumulator:
     """Sums of per-image metric values and their counts, so every image weighs the same.
 
-    update({"iou": Tensor[B], ...}) adds a batch (NaNs skipped, per key); compute() gives the
-    means as python floats (NaN for a key with no value). In DDP, call all_reduce() once on
+    update({"iou": Tensor[B], ...}) adds a batch (NaNs skipped, per key); add(key, total, count)
+    adds a sum of `count` values at once (a batch-mean loss times the batch size); compute() gives
+    the means as python floats (NaN for a key with no value), total(key) a sum. state_dict() /
+    load_state_dict() carry an epoch in progress through a checkpoint. In DDP, call all_reduce() once on
     every rank before compute(): it sums values and counts over the ranks (all ranks must call
     it; keys seen on any rank are included). Note that a DistributedSampler pads the dataset
     with repeated samples so that ranks get equal shares; those repeats are counted.
@@ -145,6 +146,23 @@ class MetricAccumulator:
             flat = flat[~torch.isnan(flat)]
             self._sums[key] = self._sums.get(key, 0.0) + float(flat.sum())
             self._counts[key] = self._counts.get(key, 0) + int(flat.numel())
+
+    def add(self, key: str, total: float, count: int = 1) -> None:
+        """Add the sum `total` of `count` values to `key`."""
+        self._sums[key] = self._sums.get(key, 0.0) + float(total)
+        self._counts[key] = self._counts.get(key, 0) + int(count)
+
+    def total(self, key: str) -> float:
+        """The sum of the values `key` has gathered (0.0 for none)."""
+        return self._sums.get(key, 0.0)
+
+    def state_dict(self) -> dict[str, dict[str, float | int]]:
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, float | int]]) -> MetricAccumulator:
+        self._sums = {k: float(v) for k, v in state.get("sums", {}).items()}
+        self._counts = {k: int(v) for k, v in state.get("counts", {}).items()}
+        return self
 
     def compute(self) -> dict[str, float]:
         return {

@@ -3,14 +3,23 @@
     maskdepth train configs/quick.yaml data.path=runs/demo/data.zip train.epochs=3
     torchrun --nproc_per_node=2 -m maskdepth train configs/full192.yaml
 
-It reads top to bottom: build (data, model, losses, optimiser, schedule), resume if the run
-directory has a checkpoint, then per epoch: train, validate, checkpoint, write metrics.csv,
-curves.png and samples/epoch_NNN.png. `last.pt` is also written every
-`train.checkpoint_minutes` inside an epoch, with the position inside the epoch, so a runtime that
-drops mid-epoch (Colab) loses minutes, not an epoch. Resuming is exact: the batch order is a pure
-function of (seed, epoch), the device-side augmentation a pure function of (seed, step), and the
-checkpoint carries every RNG and optimiser state, the EMA of the weights and the training clock,
-so a killed and restarted run ends with the same weights as one that was never interrupted (CPU).
+`fit` reads top to bottom: take the run directory's lock, find the checkpoint to continue from
+(and stop at once when the run is already done), `build` the loaders, model, losses and
+optimiser, `restore` the `TrainState`, then per epoch `train_one_epoch`, validate, save.
+`last.pt` is also written every `train.checkpoint_minutes` inside an epoch, with the position
+inside the epoch, so a runtime that drops mid-epoch (Colab) loses minutes, not an epoch.
+
+Resuming is exact: the batch order is a pure function of (seed, epoch), the device-side
+augmentation and the learning rate pure functions of the step, and the checkpoint carries every
+RNG and optimiser state, the EMA of the weights and the training clock, so a killed and
+restarted run ends with the same weights as one that was never interrupted (CPU).
+
+`last.pt` is the commit point: at the end of an epoch it is written first, then best.pt,
+epoch_NNN.pt, metrics.csv, curves.png and the sample grid, and every one of those is derived
+again from last.pt when a run starts (or finds itself finished), so a kill between two writes
+loses nothing. A resumed run may change only `RESUMABLE_KEYS` (more epochs, another lr, where
+the data lives, ...); any other changed key is refused, naming it, so RUN/config.yaml always
+says what the run does.
 
 `train.max_minutes` is a budget on the training clock (the seconds of every epoch so far,
 validation included, as metrics.csv's `seconds` column sums them; it survives resumes): when it
@@ -23,11 +32,10 @@ metrics.csv row as a dict, model the evaluated network in eval mode.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
 import math
-import os
-import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,89 +48,35 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maskdepth import __version__
-from maskdepth.checkpoint import all_finite, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from maskdepth.config import Config, config_to_dict, save_config
+from maskdepth.checkpoint import (Checkpoint, TrainState, all_finite, make_state, read_checkpoint, restore,
+                                  save_checkpoint)
+from maskdepth.config import Config, config_from_dict, config_to_dict, diff_configs, save_config
 from maskdepth.data import collate, open_dataset, to_float
 from maskdepth.data.augment import augment_batch
 from maskdepth.ema import ModelEMA
 from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
+from maskdepth.evaluate import evaluate, forward, to_device
 from maskdepth.fileio import atomic_open, write_atomic
+from maskdepth.history import CSV_COLUMNS, COUNT_KEYS, best_epoch, is_better, metric_columns, write_metrics_csv
 from maskdepth.losses import DepthLoss, DiceBCELoss
-from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
+from maskdepth.metrics import MetricAccumulator
 from maskdepth.model import build_model, nearest_valid_sizes
+from maskdepth.runlock import RunLock
+from maskdepth.runtime import Dist, amp_dtype, grad_scaler, init_distributed, seed_everything, shutdown_distributed
 from maskdepth.viz import save_curves, save_sample_grid
 
-CSV_COLUMNS = [
-    "epoch", "train_loss", "train_mask_loss", "train_depth_loss",
-    "val_loss", "val_mask_loss", "val_depth_loss",
-    "val_iou", "val_dice", "val_rmse", "val_abs_rel", "val_sq_rel", "val_rmse_log", "val_log10",
-    "val_delta1", "val_delta2", "val_delta3",
-    "lr", "seconds", "steps", "skipped_batches", "skipped_samples",
-]
-# metrics.csv columns where smaller is better; every other column is maximised for best.pt
-_MINIMISED = ("loss", "rmse", "rel", "log")
+# Keys a resumed run may change; any other difference from the checkpoint's config is refused.
+RESUMABLE_KEYS = (
+    "run_dir", "resume", "device", "data.path", "data.num_workers", "data.in_memory", "data.skip_bad",
+    "train.epochs", "train.lr", "train.max_minutes", "train.checkpoint_minutes", "train.checkpoint_every",
+    "train.keep_last", "train.num_samples", "train.on_nonfinite", "train.grad_clip", "train.amp",
+    "train.compile", "train.channels_last", "train.deterministic",
+)
+EpochHook = Callable[[dict[str, Any], nn.Module], None]
 
 
 class TrainingError(MaskDepthError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
-
-
-# --------------------------------------------------------------------------------------------
-# process group and device
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(cfg: Config) -> tuple[_Dist, torch.device]:
-    """Join the torchrun process group if there is one; pick the device for this rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} but CUDA is not available here; use device=cpu or device=auto")
-    if world > 1:
-        info = _Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-        if want_cuda:
-            torch.cuda.set_device(info.local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
-        device = torch.device("cuda", info.local_rank) if want_cuda else torch.device("cpu")
-        return info, device
-    if cfg.device == "auto":
-        return _Dist(), torch.device("cuda" if want_cuda else "cpu")
-    return _Dist(), torch.device(cfg.device)
-
-
-def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32."""
-    amp = cfg.train.amp
-    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or fp32")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def _grad_scaler(enabled: bool) -> Any:
-    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover - torch 2.2
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +122,7 @@ class EpochBatches:
         return iter(self._batches()[self.start :])
 
 
-def _lr_factor(schedule: str, step: int, total: int, warmup: float) -> float:
+def lr_factor(schedule: str, step: int, total: int, warmup: float) -> float:
     """LR multiplier at `step` of `total`: linear warm-up, then cosine decay (onecycle/cosine) or flat."""
     warm = int(round(warmup * total))
     if schedule == "constant":
@@ -180,113 +134,242 @@ def _lr_factor(schedule: str, step: int, total: int, warmup: float) -> float:
     return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class _Schedule:
-    """Picklable LR lambda; `total` is recomputed from the config on resume (extending a run)."""
-
-    def __init__(self, schedule: str, total: int, warmup: float) -> None:
-        self.schedule, self.total, self.warmup = schedule, total, warmup
-
-    def __call__(self, step: int) -> float:
-        return _lr_factor(self.schedule, step, self.total, self.warmup)
+def lr_at(cfg: Config, step: int, total: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) of `total`: a pure function of the
+    step, as in nanoGPT, so a resume has no scheduler state to restore and a longer run (more
+    train.epochs) or another train.lr simply recomputes it."""
+    return cfg.train.lr * lr_factor(cfg.train.schedule, step, total, cfg.train.warmup)
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation (also used by maskdepth.inference)
+# build
 
 
-def _to(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, ...]:
-    """(bg, fg_bg, mask, depth) of a batch on `device` as float32. The loaders give uint8
-    images (`open_dataset(uint8=True)`), a third of the bytes to copy: they become floats
-    here, after the copy (on a GPU, for free)."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    moved = to_float({key: batch[key].to(device, non_blocking=True) for key in ("bg", "fg_bg", "mask", "depth")})
-    return (moved["bg"].contiguous(memory_format=fmt), moved["fg_bg"].contiguous(memory_format=fmt),
-            moved["mask"], moved["depth"])
+@dataclass
+class Parts:
+    """What `build` makes from a config: data, networks, losses, optimiser, precision."""
+
+    train_set: Any
+    val_set: Any
+    train_batches: EpochBatches
+    train_loader: Any
+    val_loader: Any
+    model: nn.Module  # the optimised network, unwrapped (what checkpoints hold)
+    net: nn.Module  # what the training step calls: `model`, compiled and/or DDP-wrapped
+    ema: ModelEMA | None
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    mask_loss: nn.Module
+    depth_loss: nn.Module
+    amp_dtype: torch.dtype | None
+    precision: str  # the precision chosen and why, e.g. "fp32 (no CUDA)"
+    channels_last: bool
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, the grids, best.pt and inference use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_batches)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Any,
-    device: torch.device,
-    *,
-    mask_loss: nn.Module | None = None,
-    depth_loss: nn.Module | None = None,
-    loss_weights: tuple[float, float] = (1.0, 1.0),
-    amp_dtype: torch.dtype | None = None,
-    regions: bool = False,
-    channels_last: bool = False,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Mask and depth metrics over `loader`, every image weighted equally (design.md).
+def build(cfg: Config, world: Dist | None = None, device: torch.device | None = None) -> Parts:
+    """The train/val loaders (batch order a pure function of seed and epoch), the model with the
+    dataset's input normalisation, EMA, losses, optimiser and GradScaler for `cfg` on `device`."""
+    world, device = world or Dist(), device or torch.device("cpu")
+    options = cfg.data.dataset_options()
+    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
+                             augment_seed=cfg.seed, uint8=True, **options)
+    val_set = open_dataset(cfg.data.path, cfg.data.size, "val", uint8=True, **options)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ConfigError(f"data.path={cfg.data.path}: the {'train' if len(train_set) == 0 else 'val'} split is empty; "
+                          "use more backgrounds or change data.fractions")
+    train_batches = EpochBatches(len(train_set), cfg.train.batch_size, seed=cfg.seed, shuffle=True,
+                                 rank=world.rank, world=world.world, max_batches=cfg.train.max_steps_per_epoch)
+    val_batches = EpochBatches(len(val_set), cfg.train.batch_size, seed=cfg.seed, shuffle=False,
+                               rank=world.rank, world=world.world)
+    workers = cfg.data.num_workers
+    loader_args = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                       persistent_workers=workers > 0 and not cfg.data.augment)
+    # The loaders get their own generator so building one never consumes the global torch RNG.
+    train_loader, val_loader = (torch.utils.data.DataLoader(s, batch_sampler=b, generator=torch.Generator().manual_seed(cfg.seed),
+                                                            **loader_args)
+                                for s, b in ((train_set, train_batches), (val_set, val_batches)))
 
-    Returns iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3, and `count` (images);
-    with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics
-    inside and outside the true mask as `inside_<name>` / `outside_<name>`. Under
-    torch.distributed each rank passes its own shard and all ranks get the global figures.
-    """
-    was_training = model.training
-    model.eval()
-    acc = MetricAccumulator()
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        if batch is None:
+    model = build_model(cfg.model.name, **cfg.model.options())
+    if "mean" in train_set.info and "std" in train_set.info:
+        model.set_normalization(train_set.info["mean"], train_set.info["std"])
+    if cfg.data.size % model.stride:  # fail before any training, naming the config key
+        sizes = " or ".join(map(str, nearest_valid_sizes(cfg.data.size, model.stride)))
+        raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {model.stride}; use {sizes}")
+    model.to(device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    dtype, precision = amp_dtype(cfg.train.amp, device)
+    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema else None
+    net = torch.compile(model) if cfg.train.compile else model
+    if world.world > 1:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return Parts(
+        train_set, val_set, train_batches, train_loader, val_loader, model, net, ema, optimizer,
+        grad_scaler(enabled=dtype == torch.float16),
+        DiceBCELoss(bce_weight=cfg.loss.bce_weight, dice_weight=cfg.loss.dice_weight),
+        DepthLoss(w_depth=cfg.loss.w_depth, w_ssim=cfg.loss.w_ssim, w_edge=cfg.loss.w_edge,
+                  w_silog=cfg.loss.w_silog, w_grad=cfg.loss.w_grad),
+        dtype, precision, channels_last,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
+    """Train (or continue training) the run described by `cfg`; returns the run directory.
+
+    `on_epoch_end(row, model)`, if given, runs on rank 0 after each epoch has been saved."""
+    run_dir = Path(cfg.run_dir)
+    world, device = init_distributed(cfg.device)
+    log = tqdm.write if world.main else (lambda *a, **k: None)
+    try:
+        source = _resume_source(cfg, run_dir, log)
+        with _run_lock(run_dir, world, device):
+            ck = _resumable(read_checkpoint(source), cfg) if source is not None else None
+            if ck is not None and _finished(ck.train, cfg, run_dir, log):
+                if world.main:
+                    _repair_run_dir(run_dir, ck, cfg, parts=None)
+                return run_dir
+            _settle(cfg, device)
+            p = build(cfg, world, device)
+            ts = restore(ck, model=p.model, optimizer=p.optimizer, scaler=p.scaler, ema=p.ema) if ck else TrainState()
+            total = p.steps_per_epoch * cfg.train.epochs
+            grid = _fixed_samples(p.val_set, cfg.train.num_samples) if world.main else None
+            if world.main:
+                _prepare_run_dir(run_dir, cfg, p.train_set.splits)
+                if ck is not None:
+                    _repair_run_dir(run_dir, ck, cfg, parts=(p, grid, device))
+            _log_start(log, cfg, p, ts, world, device, source, run_dir)
+
+            def save(path: Path) -> None:  # the run's state now, rank 0
+                if not all_finite(p.model):
+                    raise TrainingError("the model has non-finite weights; refusing to overwrite the last good checkpoint")
+                save_checkpoint(path, make_state(ts, config=config_to_dict(cfg), model=p.model, optimizer=p.optimizer,
+                                                 scaler=p.scaler, ema=p.ema, splits=p.train_set.splits, version=__version__))
+
+            for _ in range(ts.epoch, cfg.train.epochs):
+                figures, out_of_time = train_one_epoch(p, ts, cfg, world, device, total=total,
+                                                       save=lambda: save(run_dir / "checkpoints" / "last.pt"))
+                t0 = time.monotonic()
+                val = evaluate(p.eval_model, p.val_loader, device, mask_loss=p.mask_loss, depth_loss=p.depth_loss,
+                               loss_weights=(cfg.loss.mask_weight, cfg.loss.depth_weight), amp_dtype=p.amp_dtype,
+                               channels_last=p.channels_last)
+                row = {"epoch": ts.epoch + 1, **figures, **{f"val_{k}": v for k, v in val.items() if f"val_{k}" in CSV_COLUMNS},
+                       "lr": lr_at(cfg, ts.step, total), "seconds": ts.epoch_seconds + time.monotonic() - t0,
+                       "steps": ts.step}
+                improved = is_better(cfg.train.best_metric, row.get(cfg.train.best_metric), ts.best_metric)
+                ts.history.append(row)
+                ts.best_metric = row[cfg.train.best_metric] if improved else ts.best_metric
+                ts.epoch, ts.batch_in_epoch, ts.sums, ts.epoch_seconds = ts.epoch + 1, 0, {}, 0.0
+                if world.main:
+                    _save_epoch(run_dir, cfg, ts, improved, save)
+                    _draw_grid(run_dir, p, grid, device, row)
+                    log(_summary(row, cfg, improved))
+                    if on_epoch_end is not None:
+                        was_training = p.eval_model.training
+                        on_epoch_end(dict(row), p.eval_model.eval())
+                        p.eval_model.train(was_training)
+                if out_of_time:
+                    log(f"train.max_minutes={cfg.train.max_minutes:g} reached after {ts.step} steps "
+                        f"(epoch {ts.epoch} ended early); raise it to train longer")
+                    break
+            return run_dir
+    finally:
+        shutdown_distributed(world)
+
+
+def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: torch.device, *, total: int,
+                    save: Callable[[], None]) -> tuple[dict[str, float], bool]:
+    """Train epoch `ts.epoch + 1` from batch `ts.batch_in_epoch` on, updating `ts` in place (step,
+    position, loss sums, seconds); `save()` writes a mid-epoch last.pt when one is due (rank 0).
+
+    Returns (the epoch's mean training losses and skip counts over all ranks, whether
+    train.max_minutes ran out inside this epoch, which then ends early)."""
+    p.net.train()
+    p.train_batches.set_epoch(ts.epoch, ts.batch_in_epoch)
+    p.train_set.set_epoch(ts.epoch)  # the dataset-side augmentation draw depends on (seed, epoch, sample)
+    sums = MetricAccumulator().load_state_dict(ts.sums)
+    started, last_save = time.monotonic() - ts.epoch_seconds, time.monotonic()
+    budget_s, out_of_time = 60.0 * cfg.train.max_minutes, False
+    bar = tqdm(total=p.steps_per_epoch, initial=ts.batch_in_epoch, desc=f"epoch {ts.epoch + 1}/{cfg.train.epochs}",
+               disable=not world.main, leave=False, dynamic_ncols=True)
+    for batch in p.train_loader:
+        ts.batch_in_epoch += 1
+        bar.update(1)
+        if batch is None:  # every sample of the batch was bad and data.skip_bad is on
+            sums.add("skipped_batches", 1)
             continue
-        bg, fg_bg, true_mask, true_depth = _to(batch, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            pred_logits, pred_depth = model(bg, fg_bg)
-        pred_logits, pred_depth = pred_logits.float(), pred_depth.float()
+        sums.add("skipped_samples", int(batch.get("skipped", 0)))
+        bg, fg_bg, true_mask, true_depth = _augment(to_device(batch, device, p.channels_last), cfg, ts.step, world.rank,
+                                                    p.channels_last)
+        pred_logits, pred_depth = forward(p.net, bg, fg_bg, p.amp_dtype)
+        m, d = p.mask_loss(pred_logits, true_mask), p.depth_loss(pred_depth, true_depth)
+        loss = cfg.loss.mask_weight * m + cfg.loss.depth_weight * d
+        if not _all_ranks_finite(loss, world):
+            if cfg.train.on_nonfinite == "stop":
+                raise TrainingError(
+                    f"non-finite loss at epoch {ts.epoch + 1}, step {ts.step} (mask {m.item():.4g}, depth {d.item():.4g}); "
+                    f"the last good checkpoint is kept in {Path(cfg.run_dir) / 'checkpoints'}; lower train.lr, "
+                    "or set train.on_nonfinite=skip")
+            sums.add("skipped_batches", 1)
+            p.optimizer.zero_grad(set_to_none=True)
+            continue
+        _optimise(p, cfg, loss, lr_at(cfg, ts.step, total))
+        ts.step += 1
         n = bg.shape[0]
-        values: dict[str, torch.Tensor] = {}
-        values.update(mask_metrics(torch.sigmoid(pred_logits), true_mask, reduction="none"))
-        values.update(depth_metrics(pred_depth, true_depth, reduction="none"))
-        if regions:
-            inside = true_mask >= 0.5
-            for prefix, region in (("inside_", inside), ("outside_", ~inside)):
-                for k, v in depth_metrics(pred_depth, true_depth, region=region, reduction="none").items():
-                    values[prefix + k] = v
-        if mask_loss is not None and depth_loss is not None:
-            m = mask_loss(pred_logits, true_mask).detach()
-            d = depth_loss(pred_depth, true_depth).detach()
-            total = loss_weights[0] * m + loss_weights[1] * d
-            for k, v in (("loss", total), ("mask_loss", m), ("depth_loss", d)):
-                values[k] = v.double().expand(n).cpu()
-        acc.update({k: v.detach().double().cpu() for k, v in values.items()})
-    acc.all_reduce()
-    results = acc.compute()
-    results["count"] = float(acc.count("iou"))  # one IoU per image, never NaN
-    model.train(was_training)
-    return results
+        for key, value in (("train_loss", loss), ("train_mask_loss", m), ("train_depth_loss", d)):
+            sums.add(key, value.item() * n, n)
+        bar.set_postfix(loss=f"{loss.item():.4f}", mask=f"{m.item():.4f}", depth=f"{d.item():.4f}", refresh=False)
+        ts.sums, ts.epoch_seconds = sums.state_dict(), time.monotonic() - started
+        if budget_s and _all_ranks_true(_clock(ts.history, ts.epoch_seconds) >= budget_s, world, device):
+            out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
+            break
+        due = (cfg.train.checkpoint_every and ts.step % cfg.train.checkpoint_every == 0) or (
+            cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes)
+        if world.main and due and ts.batch_in_epoch < p.steps_per_epoch:
+            save()
+            last_save = time.monotonic()
+    bar.close()
+    ts.epoch_seconds = time.monotonic() - started
+    means = sums.all_reduce().compute()
+    figures = {k: means.get(k, math.nan) for k in ("train_loss", "train_mask_loss", "train_depth_loss")}
+    return {**figures, **{k: int(round(sums.total(k))) for k in COUNT_KEYS}}, out_of_time
+
+
+def _optimise(p: Parts, cfg: Config, loss: torch.Tensor, lr: float) -> None:
+    """One optimiser step on `loss` at learning rate `lr` (scaled, clipped), then the EMA."""
+    for group in p.optimizer.param_groups:
+        group["lr"] = lr
+    p.optimizer.zero_grad(set_to_none=True)
+    p.scaler.scale(loss).backward()
+    if cfg.train.grad_clip > 0:
+        p.scaler.unscale_(p.optimizer)
+        nn.utils.clip_grad_norm_(p.model.parameters(), cfg.train.grad_clip)
+    p.scaler.step(p.optimizer)
+    p.scaler.update()
+    if p.ema is not None:
+        p.ema.update(p.model)
 
 
 # --------------------------------------------------------------------------------------------
-# run directory files
+# starting: which checkpoint, one writer, nothing stale
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.csv from the checkpoint's history, atomically (it may live on Drive)."""
-    with atomic_open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
-
-
-def _is_better(metric: str, value: float, best: float | None) -> bool:
-    if value is None or not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    minimise = any(tag in metric for tag in _MINIMISED)
-    return value < best if minimise else value > best
-
-
-def _resume_source(cfg: Config, run_dir: Path) -> Path | None:
+def _resume_source(cfg: Config, run_dir: Path, log: Callable[[str], Any]) -> Path | None:
     """Which checkpoint to continue from, per `resume` (auto | never | PATH)."""
     last = run_dir / "checkpoints" / "last.pt"
     if cfg.resume == "auto":
@@ -300,284 +383,46 @@ def _resume_source(cfg: Config, run_dir: Path) -> Path | None:
         raise ConfigError(f"resume={cfg.resume}: no such checkpoint file (use auto, never or a path to a .pt file)")
     if last.is_file() and last.resolve() != source.resolve():
         # The run already has progress of its own: continuing it loses nothing; restarting would.
-        print(f"note: {run_dir} already has {last}; continuing from it rather than from {source}", flush=True)
+        log(f"note: {run_dir} already has {last}; continuing from it rather than from {source}")
         return last
     return source
 
 
-def _check_architecture(state: dict[str, Any], cfg: Config, source: Path) -> None:
-    theirs = state["config"].get("model", {})
-    ours = config_to_dict(cfg)["model"]
-    diffs = [f"model.{k}={theirs.get(k)!r} (this config: {v!r})" for k, v in ours.items() if theirs.get(k) != v]
-    if diffs:
-        raise CheckpointError(f"checkpoint {source} is of another architecture: {'; '.join(diffs)}; "
-                              "use a new run_dir or the checkpoint's model settings")
-
-
-# --------------------------------------------------------------------------------------------
-# the loop
-
-
-@dataclass
-class _EpochSums:
-    """Running sums of the training losses inside an epoch (saved in mid-epoch checkpoints)."""
-
-    loss: float = 0.0
-    mask: float = 0.0
-    depth: float = 0.0
-    images: int = 0
-    skipped_batches: int = 0
-    skipped_samples: int = 0
-    seconds: float = 0.0
-
-
-EpochHook = Callable[[dict[str, Any], nn.Module], None]
-
-
-def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
-    """Train (or continue training) the run described by `cfg`; returns the run directory.
-
-    `on_epoch_end(row, model)`, if given, runs on rank 0 after each epoch has been saved."""
-    world, device = _init_distributed(cfg)
-    try:
-        return _fit(cfg, world, device, on_epoch_end)
-    finally:
-        if world.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _fit(cfg: Config, world: _Dist, device: torch.device, on_epoch_end: EpochHook | None = None) -> Path:
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    log = tqdm.write if world.main else (lambda *a, **k: None)
-    if not cfg.data.path:
-        raise ConfigError("data.path is empty: set it to a dataset zip or manifest.csv, e.g. data.path=runs/demo/data.zip")
-    valid = [c for c in CSV_COLUMNS if c.startswith(("val_", "train_"))]
-    if cfg.train.best_metric not in valid:
-        raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} is not a metrics.csv column; choose one of {', '.join(valid)}")
-    source = _resume_source(cfg, run_dir)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
-    _seed_everything(cfg.seed)
-
-    # ---- data
-    split_args = cfg.data.dataset_options()
-    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
-                             augment_seed=cfg.seed, uint8=True, **split_args)
-    val_set = open_dataset(cfg.data.path, cfg.data.size, "val", uint8=True, **split_args)
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise ConfigError(f"data.path={cfg.data.path}: the {'train' if len(train_set) == 0 else 'val'} split is empty; "
-                          "use more backgrounds or change data.fractions")
-    train_batches = EpochBatches(len(train_set), cfg.train.batch_size, seed=cfg.seed, shuffle=True,
-                                 rank=world.rank, world=world.world, max_batches=cfg.train.max_steps_per_epoch)
-    val_batches = EpochBatches(len(val_set), cfg.train.batch_size, seed=cfg.seed, shuffle=False,
-                               rank=world.rank, world=world.world)
-    workers = cfg.data.num_workers
-    loader_args = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-                       persistent_workers=workers > 0 and not cfg.data.augment)
-    # The loaders get their own generator so building one never consumes the global torch RNG.
-    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=train_batches,
-                                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_sampler=val_batches,
-                                             generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    steps_per_epoch = len(train_batches)
-    total_steps = steps_per_epoch * cfg.train.epochs
-
-    # ---- model, losses, optimiser, schedule
-    model = build_model(cfg.model.name, **cfg.model.options())
-    if "mean" in train_set.info and "std" in train_set.info:
-        model.set_normalization(train_set.info["mean"], train_set.info["std"])
-    if cfg.data.size % model.stride:  # fail before any training, naming the config key
-        sizes = " or ".join(map(str, nearest_valid_sizes(cfg.data.size, model.stride)))
-        raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {model.stride}; use {sizes}")
-    model.to(device)
-    channels_last = cfg.train.channels_last and device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    mask_loss = DiceBCELoss(bce_weight=cfg.loss.bce_weight, dice_weight=cfg.loss.dice_weight)
-    depth_loss = DepthLoss(w_depth=cfg.loss.w_depth, w_ssim=cfg.loss.w_ssim, w_edge=cfg.loss.w_edge,
-                           w_silog=cfg.loss.w_silog, w_grad=cfg.loss.w_grad)
-    weights = (cfg.loss.mask_weight, cfg.loss.depth_weight)
-    opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.train.schedule, total_steps, cfg.train.warmup))
-    amp_dtype = _amp_dtype(cfg, device)
-    scaler = _grad_scaler(enabled=amp_dtype == torch.float16)
-    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema else None
-    budget_s = 60.0 * cfg.train.max_minutes
-
-    # ---- resume
-    epoch, batch_in_epoch, step = 0, 0, 0
-    best: float | None = None
-    history: list[dict[str, Any]] = []
-    sums = _EpochSums()
-    if source is not None:
-        state = load_checkpoint(source)
-        _check_architecture(state, cfg, source)
-        try:
-            model.load_state_dict(state.get("raw_model", state["model"]))
-            if ema is not None:
-                ema.module.load_state_dict(state["model"])
-                ema.updates = int(state.get("ema_updates", 0))
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {source} does not fit this model: {str(exc).splitlines()[0]}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.lr_lambdas[0] = _Schedule(cfg.train.schedule, total_steps, cfg.train.warmup)
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
-        best, history = state.get("best_metric"), list(state.get("history", []))
-        sums = _EpochSums(**state["epoch_sums"]) if batch_in_epoch else _EpochSums()
-        restore_rng(state["rng"])
-        # Re-apply the LR for the (possibly extended) schedule at the current step.
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base * scheduler.lr_lambdas[0](step)
-        if epoch >= cfg.train.epochs:
-            log(f"{run_dir}: already trained {epoch}/{cfg.train.epochs} epochs; raise train.epochs to train longer")
-            return run_dir
-        if budget_s and not batch_in_epoch and _clock(history, 0.0) >= budget_s:
-            log(f"{run_dir}: already trained for its train.max_minutes={cfg.train.max_minutes:g} "
-                f"({_clock(history, 0.0) / 60:.1f} min); raise train.max_minutes to train longer")
-            return run_dir
-        where = f"epoch {epoch + 1}, batch {batch_in_epoch}/{steps_per_epoch}" if batch_in_epoch else f"epoch {epoch + 1}"
-        log(f"resuming {run_dir} from {source} at {where} (step {step})")
-
-    # ---- run directory
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, world: Dist, device: torch.device) -> Iterator[None]:
+    """Hold RUN/.lock (rank 0) for the block; every rank fails together when it is taken."""
+    lock, error = None, None
     if world.main:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_atomic(run_dir / "split.json", json.dumps(train_set.splits, indent=2) + "\n")
-        if history:
-            _write_csv(run_dir / "metrics.csv", history)
+        try:
+            lock = RunLock(run_dir).acquire()
+        except MaskDepthError as exc:
+            error = exc
+    if not _all_ranks_true(error is None, world, device):
+        raise error or TrainingError(f"rank 0 could not lock {run_dir}; see its message")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
-    raw_model = model
-    if cfg.train.compile:
-        model = torch.compile(model)
-    if world.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    grid_batch = _fixed_samples(val_set, cfg.train.num_samples) if world.main else None
 
-    eval_model = ema.module if ema is not None else raw_model  # what validation, grids and best.pt use
-
-    def checkpoint_state(at_epoch: int, at_batch: int) -> dict[str, Any]:
-        if not all_finite(raw_model):
-            raise TrainingError("the model has non-finite weights; refusing to overwrite the last good checkpoint")
-        extra = {"raw_model": raw_model.state_dict(), "ema_updates": ema.updates} if ema is not None else {}
-        return {
-            "version": __version__, "format": 1, "config": config_to_dict(cfg), **extra,
-            "model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": at_epoch, "batch_in_epoch": at_batch, "step": step,
-            "epoch_sums": vars(sums).copy(), "rng": capture_rng(), "sampler_seed": cfg.seed,
-            "best_metric": best, "history": history, "splits": train_set.splits,
-        }
-
-    log(f"training {cfg.model.name} ({sum(p.numel() for p in raw_model.parameters()):,} parameters) on {device}"
-        f"{f' x{world.world}' if world.world > 1 else ''}: {len(train_set)} train / {len(val_set)} val samples, "
-        f"{steps_per_epoch} steps per epoch, run dir {run_dir}")
-    last_save = time.monotonic()
-    out_of_time = False
-    for epoch in range(epoch, cfg.train.epochs):
-        # ---- train one epoch
-        model.train()
-        train_batches.set_epoch(epoch, batch_in_epoch)
-        train_set.set_epoch(epoch)  # the augmentation draw depends on (seed, epoch, sample)
-        started = time.monotonic() - sums.seconds
-        bar = tqdm(total=steps_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not world.main, leave=False, dynamic_ncols=True)
-        for batch in train_loader:
-            batch_in_epoch += 1
-            bar.update(1)
-            if batch is None:  # every sample of the batch was bad and data.skip_bad is on
-                sums.skipped_batches += 1
-                continue
-            sums.skipped_samples += int(batch.get("skipped", 0))
-            bg, fg_bg, true_mask, true_depth = _augment(_to(batch, device, channels_last), cfg, step, world.rank, channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                pred_logits, pred_depth = model(bg, fg_bg)
-            m = mask_loss(pred_logits, true_mask)
-            d = depth_loss(pred_depth, true_depth)
-            loss = weights[0] * m + weights[1] * d
-            if not _all_ranks_finite(loss, world):
-                if cfg.train.on_nonfinite == "stop":
-                    raise TrainingError(
-                        f"non-finite loss at epoch {epoch + 1}, step {step} (mask {m.item():.4g}, depth {d.item():.4g}); "
-                        f"the last good checkpoint is kept in {ckpt_dir}; lower train.lr, or set train.on_nonfinite=skip")
-                sums.skipped_batches += 1
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update(raw_model)
-            step += 1
-            n = bg.shape[0]
-            sums.loss += loss.item() * n
-            sums.mask += m.item() * n
-            sums.depth += d.item() * n
-            sums.images += n
-            bar.set_postfix(loss=f"{loss.item():.4f}", mask=f"{m.item():.4f}", depth=f"{d.item():.4f}", refresh=False)
-
-            due_steps = cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0
-            due_time = cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes
-            if budget_s and _all_ranks_true(_clock(history, time.monotonic() - started) >= budget_s, world, device):
-                out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
-                break
-            if world.main and (due_steps or due_time) and batch_in_epoch < steps_per_epoch:
-                sums.seconds = time.monotonic() - started
-                save_checkpoint(ckpt_dir / "last.pt", checkpoint_state(epoch, batch_in_epoch))
-                last_save = time.monotonic()
-        bar.close()
-        train_figures = _reduce_sums(sums, world, device)
-
-        # ---- validate
-        val = evaluate(eval_model, val_loader, device, mask_loss=mask_loss, depth_loss=depth_loss,
-                       loss_weights=weights, amp_dtype=amp_dtype, channels_last=channels_last)
-        row: dict[str, Any] = {"epoch": epoch + 1, **train_figures}
-        row.update({f"val_{k}": v for k, v in val.items() if f"val_{k}" in CSV_COLUMNS})
-        row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.monotonic() - started, steps=step)
-        history.append(row)
-        improved = _is_better(cfg.train.best_metric, row.get(cfg.train.best_metric), best)
-        if improved:
-            best = row[cfg.train.best_metric]
-        sums, batch_in_epoch = _EpochSums(), 0
-
-        # ---- save and draw (rank 0)
-        if world.main:
-            state = checkpoint_state(epoch + 1, 0)
-            save_checkpoint(ckpt_dir / "last.pt", state)
-            if improved:
-                save_checkpoint(ckpt_dir / "best.pt", state)
-            if cfg.train.keep_last:
-                save_checkpoint(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", state)
-                for old in sorted(ckpt_dir.glob("epoch_*.pt"))[: -cfg.train.keep_last]:
-                    old.unlink(missing_ok=True)
-            last_save = time.monotonic()
-            _write_csv(run_dir / "metrics.csv", history)
-            save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-            if grid_batch is not None:
-                _save_grid(eval_model, grid_batch, device, amp_dtype, run_dir / "samples" / f"epoch_{epoch + 1:03d}.png",
-                           title=f"epoch {epoch + 1}")
-            log(_summary(row, cfg, improved))
-            if on_epoch_end is not None:
-                was_training = eval_model.training
-                on_epoch_end(dict(row), eval_model.eval())
-                eval_model.train(was_training)
-        if out_of_time:
-            log(f"train.max_minutes={cfg.train.max_minutes:g} reached after {step} steps "
-                f"(epoch {epoch + 1} ended early); raise it to train longer")
-            break
-    return run_dir
+def _resumable(ck: Checkpoint, cfg: Config) -> Checkpoint:
+    """`ck`, after checking that `cfg` changes only RESUMABLE_KEYS of the config it was trained with."""
+    try:
+        saved = config_from_dict(ck.config)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {ck.path} holds a config this version cannot read: {exc}") from None
+    changed = [(k, old, new) for k, old, new in diff_configs(saved, cfg) if k not in RESUMABLE_KEYS]
+    arch = [f"{k}={old!r} (this config: {new!r})" for k, old, new in changed if k.startswith("model.")]
+    if arch:
+        raise CheckpointError(f"checkpoint {ck.path} is of another architecture: {'; '.join(arch)}; "
+                              "use a new run_dir or the checkpoint's model settings")
+    if changed:
+        key, old, new = changed[0]
+        more = f" ({len(changed) - 1} more: {', '.join(k for k, _, _ in changed[1:])})" if len(changed) > 1 else ""
+        raise ConfigError(f"{key}={new!r} but the run in {ck.path} was trained with {key}={old!r}{more}; a resumed "
+                          f"run may change only {', '.join(RESUMABLE_KEYS)}; set it back, or train into a new run_dir")
+    return ck
 
 
 def _clock(history: list[dict[str, Any]], current: float) -> float:
@@ -585,13 +430,156 @@ def _clock(history: list[dict[str, Any]], current: float) -> float:
     return sum(float(row.get("seconds") or 0.0) for row in history) + current
 
 
-def _all_ranks_true(flag: bool, world: _Dist, device: torch.device) -> bool:
+def _finished(ts: TrainState, cfg: Config, run_dir: Path, log: Callable[[str], Any]) -> bool:
+    """Whether the run has nothing left to do (all epochs, or its time budget, spent); says so."""
+    if ts.epoch >= cfg.train.epochs:
+        log(f"{run_dir}: already trained {ts.epoch}/{cfg.train.epochs} epochs; raise train.epochs to train longer")
+        return True
+    budget_s = 60.0 * cfg.train.max_minutes
+    if budget_s and not ts.batch_in_epoch and _clock(ts.history, 0.0) >= budget_s:
+        log(f"{run_dir}: already trained for its train.max_minutes={cfg.train.max_minutes:g} "
+            f"({_clock(ts.history, 0.0) / 60:.1f} min); raise train.max_minutes to train longer")
+        return True
+    return False
+
+
+def _settle(cfg: Config, device: torch.device) -> None:
+    """Determinism switches and seeds, before anything random is built."""
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    seed_everything(cfg.seed)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, splits: dict[str, Any]) -> None:
+    """Folders, config.yaml, split.json; temp files that kills left behind are removed (we hold
+    the lock, so no other writer's temp file can be among them)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    write_atomic(run_dir / "split.json", json.dumps(splits, indent=2) + "\n")
+
+
+def _repair_run_dir(run_dir: Path, ck: Checkpoint, cfg: Config, parts: tuple[Parts, Any, torch.device] | None) -> None:
+    """Derive again from the checkpoint whatever a kill between two writes left missing or stale:
+    best.pt and epoch_NNN.pt (when that epoch is the checkpoint's), metrics.csv, curves.png and
+    the last sample grid (drawn with `parts`; built here when the run is finished and it is missing)."""
+    ts, ckpt_dir = ck.train, run_dir / "checkpoints"
+    at_epoch_end = ts.epoch > 0 and ts.batch_in_epoch == 0
+    if at_epoch_end and best_epoch(ts.history, cfg.train.best_metric) == ts.epoch:
+        best = ckpt_dir / "best.pt"
+        if not best.is_file() or read_checkpoint(best, mmap=True).train.epoch != ts.epoch:
+            _copy(ck.path, best)
+    if at_epoch_end and cfg.train.keep_last and not (ckpt_dir / f"epoch_{ts.epoch:03d}.pt").is_file():
+        _copy(ck.path, ckpt_dir / f"epoch_{ts.epoch:03d}.pt")
+        _prune(ckpt_dir, cfg.train.keep_last)
+    if ts.history and (write_metrics_csv(run_dir / "metrics.csv", ts.history) or not (run_dir / "curves.png").is_file()):
+        save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    if not at_epoch_end or cfg.train.num_samples <= 0 or (run_dir / "samples" / f"epoch_{ts.epoch:03d}.png").is_file():
+        return
+    if parts is None:  # a finished run without its last grid: load what drawing it needs
+        _settle(cfg, torch.device("cpu"))
+        p = build(cfg)
+        restore(ck, model=p.model, optimizer=p.optimizer, scaler=p.scaler, ema=p.ema)
+        parts = (p, _fixed_samples(p.val_set, cfg.train.num_samples), torch.device("cpu"))
+    p, grid, device = parts
+    _draw_grid(run_dir, p, grid, device, ts.history[-1])
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 16 << 20)
+
+
+def _prune(ckpt_dir: Path, keep: int) -> None:
+    for old in sorted(ckpt_dir.glob("epoch_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def _log_start(log: Callable[[str], Any], cfg: Config, p: Parts, ts: TrainState, world: Dist, device: torch.device,
+               source: Path | None, run_dir: Path) -> None:
+    if source is not None:
+        where = (f"epoch {ts.epoch + 1}, batch {ts.batch_in_epoch}/{p.steps_per_epoch}" if ts.batch_in_epoch
+                 else f"epoch {ts.epoch + 1}")
+        log(f"resuming {run_dir} from {source} at {where} (step {ts.step})")
+    log(f"training {cfg.model.name} ({sum(t.numel() for t in p.model.parameters()):,} parameters) on {device}"
+        f"{f' x{world.world}' if world.world > 1 else ''} in {p.precision}: {len(p.train_set)} train / "
+        f"{len(p.val_set)} val samples, {p.steps_per_epoch} steps per epoch, run dir {run_dir}")
+
+
+# --------------------------------------------------------------------------------------------
+# the end of an epoch (rank 0): last.pt first, the commit point; everything after derives from it
+
+
+def _save_epoch(run_dir: Path, cfg: Config, ts: TrainState, improved: bool, save: Callable[[Path], None]) -> None:
+    ckpt_dir = run_dir / "checkpoints"
+    save(ckpt_dir / "last.pt")
+    if improved:
+        save(ckpt_dir / "best.pt")
+    if cfg.train.keep_last:
+        save(ckpt_dir / f"epoch_{ts.epoch:03d}.pt")
+        _prune(ckpt_dir, cfg.train.keep_last)
+    write_metrics_csv(run_dir / "metrics.csv", ts.history)
+    save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+
+
+def _fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
+    """The same `n` validation samples every epoch, spread evenly over the split."""
+    if n <= 0 or len(dataset) == 0:
+        return None
+    picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int)
+    return collate([dataset[int(i)] for i in dict.fromkeys(picks.tolist())])
+
+
+@torch.no_grad()
+def _draw_grid(run_dir: Path, p: Parts, batch: dict[str, Any] | None, device: torch.device, row: dict[str, Any]) -> None:
+    """samples/epoch_NNN.png: the fixed validation samples through the evaluated model."""
+    if batch is None:
+        return
+    model = p.eval_model
+    was_training = model.training
+    model.eval()
+    batch = to_float(batch)
+    bg, fg_bg, _, _ = to_device(batch, device)
+    pred_logits, pred_depth = forward(model, bg, fg_bg, p.amp_dtype)
+    model.train(was_training)
+    title = (f"{run_dir.name}  epoch {row['epoch']}  val IoU {row.get('val_iou', math.nan):.3f}  "
+             f"δ1 {row.get('val_delta1', math.nan):.3f}  RMSE {row.get('val_rmse', math.nan):.4f}")
+    save_sample_grid(run_dir / "samples" / f"epoch_{row['epoch']:03d}.png", batch["bg"], batch["fg_bg"], batch["mask"],
+                     torch.sigmoid(pred_logits.float()).cpu(), batch["depth"], pred_depth.float().cpu(), title=title)
+
+
+def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
+    return (f"epoch {row['epoch']:>3}/{cfg.train.epochs}  train {row['train_loss']:.4f} "
+            f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
+            f"val {row.get('val_loss', float('nan')):.4f}  iou {row.get('val_iou', float('nan')):.3f}  "
+            f"dice {row.get('val_dice', float('nan')):.3f}  rmse {row.get('val_rmse', float('nan')):.4f}  "
+            f"d1 {row.get('val_delta1', float('nan')):.3f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
+            f"{'  *best' if improved else ''}")
+
+
+# --------------------------------------------------------------------------------------------
+# small pieces
+
+
+def _all_ranks_true(flag: bool, world: Dist, device: torch.device) -> bool:
     """`flag` of rank 0 on every rank (clocks differ a little; all ranks must stop together)."""
     if world.world == 1:
         return flag
     value = torch.tensor([float(flag)], device=device if device.type == "cuda" else "cpu")
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def _all_ranks_finite(loss: torch.Tensor, world: Dist) -> bool:
+    finite = torch.isfinite(loss.detach()).float()
+    if world.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def _augment(tensors: tuple[torch.Tensor, ...], cfg: Config, step: int, rank: int,
@@ -608,50 +596,5 @@ def _augment(tensors: tuple[torch.Tensor, ...], cfg: Config, step: int, rank: in
             batch["mask"], batch["depth"])
 
 
-def _all_ranks_finite(loss: torch.Tensor, world: _Dist) -> bool:
-    finite = torch.isfinite(loss.detach()).float()
-    if world.world > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
-
-
-def _reduce_sums(sums: _EpochSums, world: _Dist, device: torch.device) -> dict[str, float]:
-    totals = torch.tensor([sums.loss, sums.mask, sums.depth, sums.images, sums.skipped_batches, sums.skipped_samples],
-                          dtype=torch.float64, device=device if world.world > 1 and device.type == "cuda" else "cpu")
-    if world.world > 1:
-        dist.all_reduce(totals)
-    loss, mask, depth, images, skipped_batches, skipped_samples = totals.tolist()
-    mean = (lambda v: v / images) if images else (lambda v: float("nan"))
-    return {"train_loss": mean(loss), "train_mask_loss": mean(mask), "train_depth_loss": mean(depth),
-            "skipped_batches": int(skipped_batches), "skipped_samples": int(skipped_samples)}
-
-
-def _fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
-    """The same `n` validation samples every epoch, spread evenly over the split."""
-    if n <= 0 or len(dataset) == 0:
-        return None
-    picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int)
-    return collate([dataset[int(i)] for i in dict.fromkeys(picks.tolist())])
-
-
-@torch.no_grad()
-def _save_grid(model: nn.Module, batch: dict[str, Any], device: torch.device, amp_dtype: torch.dtype | None,
-               path: Path, title: str) -> None:
-    was_training = model.training
-    model.eval()
-    batch = to_float(batch)
-    bg, fg_bg, true_mask, true_depth = _to(batch, device)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        pred_logits, pred_depth = model(bg, fg_bg)
-    model.train(was_training)
-    save_sample_grid(path, batch["bg"], batch["fg_bg"], batch["mask"], torch.sigmoid(pred_logits.float()).cpu(),
-                     batch["depth"], pred_depth.float().cpu(), title=title)
-
-
-def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
-    return (f"epoch {row['epoch']:>3}/{cfg.train.epochs}  train {row['train_loss']:.4f} "
-            f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
-            f"val {row.get('val_loss', float('nan')):.4f}  iou {row.get('val_iou', float('nan')):.3f}  "
-            f"dice {row.get('val_dice', float('nan')):.3f}  rmse {row.get('val_rmse', float('nan')):.4f}  "
-            f"d1 {row.get('val_delta1', float('nan')):.3f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
-            f"{'  *best' if improved else ''}")
+__all__ = ["CSV_COLUMNS", "RESUMABLE_KEYS", "EpochBatches", "Parts", "TrainingError", "build", "fit", "lr_at",
+           "train_one_epoch"]

@@ -1,0 +1,92 @@
+"""Run a network over a loader and measure it: used by training (validation) and inference.
+
+    tensors = to_device(batch, device)                 # (bg, fg_bg, mask, depth), float32
+    logits, depth = forward(model, bg, fg_bg, amp)     # the one autocast forward pass
+    figures = evaluate(model, loader, device)          # {"iou": ..., "rmse": ..., "count": ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from maskdepth.data import to_float
+from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
+from maskdepth.runtime import autocast
+
+
+def to_device(batch: dict[str, Any], device: torch.device,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bg, fg_bg [B,3,H,W], mask [B,1,H,W] in {0,1}, depth [B,1,H,W] in (0,1]) of a batch on
+    `device` as float32. The loaders give uint8 images (`open_dataset(uint8=True)`), a third of
+    the bytes to copy: they become floats here, after the copy (on a GPU, for free)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    moved = to_float({key: batch[key].to(device, non_blocking=True) for key in ("bg", "fg_bg", "mask", "depth")})
+    return (moved["bg"].contiguous(memory_format=fmt), moved["fg_bg"].contiguous(memory_format=fmt),
+            moved["mask"], moved["depth"])
+
+
+def forward(model: nn.Module, bg: torch.Tensor, fg_bg: torch.Tensor,
+            amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """model(bg, fg_bg) under autocast for `amp_dtype` (None: fp32): (mask logits, depth)."""
+    with autocast(bg.device, amp_dtype):
+        return model(bg, fg_bg)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    *,
+    mask_loss: nn.Module | None = None,
+    depth_loss: nn.Module | None = None,
+    loss_weights: tuple[float, float] = (1.0, 1.0),
+    amp_dtype: torch.dtype | None = None,
+    regions: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Mask and depth metrics over `loader`, every image weighted equally (design.md).
+
+    Returns iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3, and `count` (images);
+    with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics
+    inside and outside the true mask as `inside_<name>` / `outside_<name>`. Under
+    torch.distributed each rank passes its own shard and all ranks get the global figures.
+    """
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        if batch is None:
+            continue
+        bg, fg_bg, true_mask, true_depth = to_device(batch, device, channels_last)
+        pred_logits, pred_depth = forward(model, bg, fg_bg, amp_dtype)
+        pred_logits, pred_depth = pred_logits.float(), pred_depth.float()
+        n = bg.shape[0]
+        values: dict[str, torch.Tensor] = {}
+        values.update(mask_metrics(torch.sigmoid(pred_logits), true_mask, reduction="none"))
+        values.update(depth_metrics(pred_depth, true_depth, reduction="none"))
+        if regions:
+            inside = true_mask >= 0.5
+            for prefix, region in (("inside_", inside), ("outside_", ~inside)):
+                for k, v in depth_metrics(pred_depth, true_depth, region=region, reduction="none").items():
+                    values[prefix + k] = v
+        if mask_loss is not None and depth_loss is not None:
+            m = mask_loss(pred_logits, true_mask).detach()
+            d = depth_loss(pred_depth, true_depth).detach()
+            total = loss_weights[0] * m + loss_weights[1] * d
+            for k, v in (("loss", total), ("mask_loss", m), ("depth_loss", d)):
+                values[k] = v.double().expand(n).cpu()
+        acc.update({k: v.detach().double().cpu() for k, v in values.items()})
+    acc.all_reduce()
+    results = acc.compute()
+    results["count"] = float(acc.count("iou"))  # one IoU per image, never NaN
+    model.train(was_training)
+    return results
+
+
+__all__ = ["evaluate", "forward", "to_device"]

@@ -1,0 +1,97 @@
+"""metrics.csv: the run's history, one row per epoch, with columns derived from the metric keys.
+
+    CSV_COLUMNS    epoch, train_<loss>, val_<loss>, val_<mask metric>, val_<depth metric>, lr, ...
+    write_metrics_csv(run_dir / "metrics.csv", history)
+    best_epoch(history, "val_iou")   # the epoch best.pt holds
+
+The checkpoint's history is the record; metrics.csv is rewritten from it (atomically), so it can
+always be derived again. No torch here: the notebook helpers read these names too.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Any, Sequence
+
+from maskdepth.fileio import atomic_open
+
+LOSS_KEYS = ("loss", "mask_loss", "depth_loss")  # the weighted sum and its two parts
+MASK_KEYS = ("iou", "dice")
+DEPTH_KEYS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
+COUNT_KEYS = ("skipped_batches", "skipped_samples")  # summed over the epoch, not averaged
+
+CSV_COLUMNS = [
+    "epoch",
+    *(f"train_{k}" for k in LOSS_KEYS),
+    *(f"val_{k}" for k in LOSS_KEYS + MASK_KEYS + DEPTH_KEYS),
+    "lr", "seconds", "steps", *COUNT_KEYS,
+]
+# what the notebook's table shows by default: losses, both mask metrics, the headline depth ones
+TABLE_COLUMNS = ("epoch", "train_loss", "val_loss", *(f"val_{k}" for k in MASK_KEYS + ("rmse", "abs_rel", "delta1")),
+                 "lr", "seconds")
+# columns where smaller is better; every other train_/val_ column is maximised
+_MINIMISED = ("loss", "rmse", "rel", "log")
+
+
+def metric_columns() -> list[str]:
+    """The columns train.best_metric may name."""
+    return [c for c in CSV_COLUMNS if c.startswith(("train_", "val_"))]
+
+
+def is_better(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether `value` of column `metric` beats `best` (None: nothing yet); NaN never does."""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    minimise = any(tag in metric for tag in _MINIMISED)
+    return value < best if minimise else value > best
+
+
+def best_epoch(history: Sequence[dict[str, Any]], metric: str) -> int | None:
+    """The epoch (1-based, as in the rows) whose end best.pt holds: the first row that improved
+    on every row before it last, per `is_better`; None when no row has a finite value."""
+    best, epoch = None, None
+    for row in history:
+        if is_better(metric, row.get(metric), best):
+            best, epoch = row[metric], int(row["epoch"])
+    return epoch
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def format_metrics_csv(history: Sequence[dict[str, Any]]) -> str:
+    """The text of metrics.csv for `history` (floats to 6 significant digits)."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def write_metrics_csv(path: str | os.PathLike[str], history: Sequence[dict[str, Any]]) -> bool:
+    """Rewrite metrics.csv from `history`, atomically (it may live on Drive), unless it already
+    says exactly that. Returns whether the file was written."""
+    text = format_metrics_csv(history)
+    try:
+        with open(path, newline="") as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    with atomic_open(path, "w", newline="") as f:
+        f.write(text)
+    return True
+
+
+__all__ = ["CSV_COLUMNS", "DEPTH_KEYS", "LOSS_KEYS", "MASK_KEYS", "TABLE_COLUMNS", "best_epoch", "is_better",
+           "metric_columns", "write_metrics_csv"]

@@ -1,0 +1,121 @@
+"""Where the code runs: the device, the precision, the torchrun process group.
+
+    device = resolve_device("auto")          # cuda if there is one, else cpu
+    dtype, why = amp_dtype("auto", device)   # None (fp32), torch.bfloat16 or torch.float16
+    world, device = init_distributed("auto") # joins torchrun's group when WORLD_SIZE > 1
+
+Used by training and inference alike, so a device that is not there gives the same one-line
+error everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from maskdepth.errors import ConfigError
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch.device for `name` (auto | cpu | cuda | cuda:N | mps); ConfigError if it is not here."""
+    text = str(name)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={text} but CUDA is not available here; use device=cpu or device=auto")
+    if text.startswith("cuda:") and int(text[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={text} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if text == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("device=mps but Apple's MPS backend is not available here; use device=cpu or device=auto")
+    return torch.device(text)
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group if there is one (WORLD_SIZE > 1); pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world == 1:
+        return Dist(), device
+    info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return info, torch.device("cuda", info.local_rank) if cuda else torch.device("cpu")
+
+
+def shutdown_distributed(world: Dist) -> None:
+    """Leave the process group. All ranks meet at a barrier first: a rank that destroys the gloo
+    group while another still sends can hang for good in older torch (pytorch#154976)."""
+    if world.world > 1 and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def _bf16_native() -> bool:
+    """bf16 in hardware (compute capability >= 8.0: A100, L4, H100), not emulated (T4, V100)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3 has no including_emulation
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
+def amp_dtype(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None for fp32, the reason) for train.amp on `device`.
+
+    auto: fp32 off CUDA; on CUDA bf16 where the GPU has it natively (compute capability >= 8.0),
+    else fp16 with a GradScaler (T4, V100, P100), since emulated bf16 is slower than fp32.
+    """
+    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
+        return None, "fp32" + (" (no CUDA)" if amp == "auto" else "")
+    if amp == "auto":
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        if _bf16_native():
+            return torch.bfloat16, f"bf16 ({name}, compute capability {major}.{minor} has native bf16)"
+        return torch.float16, f"fp16 + GradScaler ({name}, compute capability {major}.{minor} has no native bf16)"
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or fp32")
+    return (torch.bfloat16, "bf16") if amp == "bf16" else (torch.float16, "fp16 + GradScaler")
+
+
+def grad_scaler(enabled: bool) -> Any:
+    """A GradScaler (a no-op unless `enabled`, i.e. fp16)."""
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover - torch 2.2
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """torch.autocast for `dtype` on `device`, disabled for None (fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
