@@ -51,3 +51,25 @@ def tiny_overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
         "model.base_channels=8",
         "device=cpu",
     ]
+
+
+def run_process_group(cmd: list[str], *, env: dict[str, str], timeout: float) -> "subprocess.CompletedProcess[str]":
+    """subprocess.run in a session of its own; on timeout the whole process group is killed
+    (torchrun's ranks included: a rank stuck in gloo's teardown must not outlive the test)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:6])} ... ran past {timeout} s; its process group was killed\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of it survives the test
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -20,7 +20,7 @@ from maskdepth.config import load_config
 from maskdepth.errors import CheckpointError, ConfigError
 from maskdepth.train import CSV_COLUMNS, EpochBatches, TrainingError, fit
 
-from conftest import QUICK, REPO
+from conftest import QUICK, REPO, run_process_group
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -198,7 +198,7 @@ def test_sigkill_and_restart_gives_the_same_weights(tiny_overrides: list[str], t
     reference = [*common, f"run_dir={tmp_path / 'reference'}"]
     killed = [*common, f"run_dir={tmp_path / 'killed'}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run(_train_cmd(reference), check=True, env=env, capture_output=True)
+    assert run_process_group(_train_cmd(reference), env=env, timeout=300).returncode == 0
 
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     kills = 0
@@ -213,7 +213,7 @@ def test_sigkill_and_restart_gives_the_same_weights(tiny_overrides: list[str], t
         finally:
             proc.wait()
     assert kills >= 1
-    resumed = subprocess.run(_train_cmd(killed), env=env, capture_output=True, text=True)
+    resumed = run_process_group(_train_cmd(killed), env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout + resumed.stderr
 
@@ -233,7 +233,7 @@ def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "maskdepth", "train", str(QUICK), *tiny_overrides, "train.epochs=1"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = run_process_group(cmd, env=env, timeout=300)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     run = tmp_path / "run"
     rows = _rows(run)

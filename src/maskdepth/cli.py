@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 from typing import Sequence
 
@@ -198,14 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    """A one-line message; errors re-raised from DataLoader workers carry a traceback, keep its last line."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    last = lines[-1]
-    if len(lines) > 1 and ": " in last and last.split(": ", 1)[0].endswith("Error"):
-        last = last.split(": ", 1)[1]  # "maskdepth.errors.DataError: msg" -> "msg"
-    return last
+    """The error's message on one line. A multi-line message (an entry list, then a hint) is
+    joined; an error re-raised from a DataLoader worker carries the worker's traceback, of which
+    only the message after the error's type name is kept."""
+    text = str(exc).strip()
+    if "Traceback (most recent call last)" in text:
+        found = list(re.finditer(r"^[A-Za-z_][\w.]*(?:Error|Exception): ", text, re.MULTILINE))
+        if found:
+            text = text[found[-1].end():]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,265 @@
+"""Faults and bad input (issue 14): one writer per run, nothing stale, every failure one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskdepth import fileio
+from maskdepth.checkpoint import load_checkpoint
+from maskdepth.cli import main
+from maskdepth.config import load_config
+from maskdepth.errors import ConfigError, RunLockedError
+from maskdepth.runlock import LOCK_NAME, RunLock, read_lock
+from maskdepth.train import fit
+
+from conftest import QUICK, REPO
+
+
+def _csv_without_seconds(run: Path) -> list[list[str]]:
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    drop = rows[0].index("seconds")
+    return [r[:drop] + r[drop + 1:] for r in rows]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The error the CLI printed: one line, no traceback (progress bars aside)."""
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.splitlines() if "maskdepth: error" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("maskdepth: error: ")
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. one writer per run directory
+
+
+def test_a_second_live_training_is_refused_and_a_dead_holder_never_blocks(
+        tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from maskdepth.runlock import RunLock; "
+         "RunLock(sys.argv[1], heartbeat_s=0.2).acquire(); print('locked', flush=True); time.sleep(120)", str(run)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", str(QUICK), *tiny_overrides, "train.epochs=1"]) == 2
+        line = _one_error_line(capsys)
+        assert f"{run} is in use by another training (host {socket.gethostname()}, pid {holder.pid}, since " in line
+        assert not (run / "checkpoints" / "last.pt").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert read_lock(run)["pid"] == holder.pid  # the killed holder's lock is still there ...
+    assert main(["train", str(QUICK), *tiny_overrides, "train.epochs=1"]) == 0  # ... and does not block
+    assert not (run / LOCK_NAME).exists()  # released at the end
+
+
+def test_a_lock_from_another_machine_blocks_until_its_heartbeat_is_stale(tmp_path: Path) -> None:
+    lock_file = tmp_path / LOCK_NAME
+    gone = {"host": "colab-vm-that-vanished", "pid": 1, "token": "x", "since": time.time() - 3600}
+    lock_file.write_text(json.dumps({**gone, "heartbeat": time.time() - 5}))
+    with pytest.raises(RunLockedError, match=r"host colab-vm-that-vanished, pid 1, .*last heartbeat 5 s ago"):
+        RunLock(tmp_path, stale_s=120).acquire()
+    lock_file.write_text(json.dumps({**gone, "heartbeat": time.time() - 121}))
+    with RunLock(tmp_path, stale_s=120) as lock:
+        assert read_lock(tmp_path)["token"] == lock.token
+    assert not lock_file.exists()
+
+
+def test_a_live_lock_keeps_beating(tmp_path: Path) -> None:
+    with RunLock(tmp_path, heartbeat_s=0.05) as lock:
+        first = read_lock(tmp_path)["heartbeat"]
+        time.sleep(0.4)
+        info = read_lock(tmp_path)
+        assert info["token"] == lock.token and info["heartbeat"] > first and info["pid"] == os.getpid()
+
+
+# --------------------------------------------------------------------------------------------
+# 2. and 3. every file of the run directory derives from last.pt; stale temp files go
+
+
+class _Killed(BaseException):
+    """Stands for a kill: nothing after it runs (not caught by `except Exception`)."""
+
+
+_DERIVED = ("last.pt", "best.pt", "epoch_002.pt", "metrics.csv", "curves.png", "epoch_002.png")
+
+
+def test_a_kill_at_any_write_of_the_last_epoch_is_repaired_by_the_rerun(
+        tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = [*tiny_overrides, "train.best_metric=train_loss", "train.keep_last=2"]
+    base, reference = tmp_path / "base", tmp_path / "reference"
+    fit(load_config(QUICK, [*args, f"run_dir={base}", "train.epochs=1"]))
+    shutil.copytree(base, reference)
+    fit(load_config(QUICK, [*args, f"run_dir={reference}"]))  # the last epoch, never interrupted
+    real_replace = os.replace
+    writes: list[str] = []
+
+    def replace(src: str, dst: str, kill_at: int) -> None:
+        if Path(dst).name in _DERIVED:
+            writes.append(Path(dst).name)
+            if len(writes) == kill_at:
+                raise _Killed(Path(dst).name)
+        real_replace(src, dst)
+
+    k = 1
+    while True:
+        run = tmp_path / f"killed_at_{k}"
+        shutil.copytree(base, run)
+        writes.clear()
+        monkeypatch.setattr(fileio.os, "replace", lambda s, d, k=k: replace(s, d, k))
+        killed = False
+        try:
+            fit(load_config(QUICK, [*args, f"run_dir={run}"]))
+        except _Killed:
+            killed = True
+        monkeypatch.setattr(fileio.os, "replace", real_replace)
+        if not killed:
+            break  # every write of the last epoch has been a kill point
+        fit(load_config(QUICK, [*args, f"run_dir={run}"]))  # the rerun
+        for name in ("last.pt", "best.pt", "epoch_002.pt"):
+            ref, got = load_checkpoint(reference / "checkpoints" / name), load_checkpoint(run / "checkpoints" / name)
+            assert got["epoch"] == ref["epoch"] == 2, (k, writes[-1], name)
+            assert all(torch.equal(ref["model"][t], got["model"][t]) for t in ref["model"]), (k, name)
+        assert _csv_without_seconds(run) == _csv_without_seconds(reference), k
+        for name in ("curves.png", "samples/epoch_002.png", "checkpoints/epoch_001.pt"):
+            assert (run / name).is_file(), (k, name)
+        k += 1
+    assert k - 1 == len(_DERIVED)  # the uninterrupted run wrote each derived file once
+
+
+def test_stale_temp_files_of_the_run_are_removed_on_start(tiny_overrides: list[str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    stale = [run / "checkpoints" / ".last.pt.k1ll3d.tmp", run / ".metrics.csv.abc.tmp", run / "samples" / ".epoch_002.png.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"x" * 1000)
+    mine = run / "notes.tmp"  # not a temp file of ours
+    mine.write_text("keep")
+    fit(load_config(QUICK, tiny_overrides))
+    assert not any(p.exists() for p in stale) and mine.read_text() == "keep"
+    assert not list(run.rglob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------
+# 4. changed keys on resume: applied, or refused naming the key
+
+
+def test_a_changed_lr_is_applied_and_other_changes_are_refused(tiny_overrides: list[str], tmp_path: Path) -> None:
+    import csv
+
+    run = tmp_path / "run"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1", "train.schedule=constant", "train.warmup=0"]))
+    constant = [*tiny_overrides, "train.schedule=constant", "train.warmup=0"]
+    with pytest.raises(ConfigError, match=r"^train.batch_size=4 but the run in .*last.pt was trained with "
+                                          r"train.batch_size=8; a resumed run may change only .*train.lr"):
+        fit(load_config(QUICK, [*constant, "train.batch_size=4"]))
+    fit(load_config(QUICK, [*constant, "train.lr=0.5"]))
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["lr"]) == pytest.approx(2e-3) and float(rows[1]["lr"]) == pytest.approx(0.5)
+    assert load_config(run / "config.yaml").train.lr == 0.5  # config.yaml says what the run did last
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# 5.-9. one line, not a traceback
+
+
+def test_a_missing_mask_entry_names_the_archive_the_entry_and_the_hint(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from data_helpers import write_dataset_zip
+
+    data = tmp_path / "holes.zip"
+    write_dataset_zip(data, num_bg=3, per_bg=4, replace={"mask/bg001_fg002.png": None})
+    args = [f"data.path={data}", f"run_dir={tmp_path / 'run'}", "data.size=32", "train.epochs=1", "model.base_channels=8"]
+    assert main(["train", str(QUICK), *args]) == 2
+    line = _one_error_line(capsys)
+    assert "holes.zip" in line and "mask/bg001_fg002.png" in line and "data.skip_bad=true" in line
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch):
+    """full_disk("curves.png"): from now on, writing a file of that name hits a real ENOSPC
+    (its temp file is /dev/full), as on a full disk or Drive quota."""
+    real = fileio.tempfile.mkstemp
+
+    def arm(name: str) -> None:
+        def mkstemp(*args, **kwargs):
+            if kwargs.get("prefix") == f".{name}.":
+                return os.open("/dev/full", os.O_WRONLY), str(Path(kwargs["dir"]) / f".{name}.full.tmp")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
+
+    return arm
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("name", ["last.pt", "config.yaml", "metrics.csv", "curves.png", "epoch_002.png"])
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_one(
+        name: str, tiny_overrides: list[str], tmp_path: Path, full_disk, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_NAME}
+    capsys.readouterr()
+    full_disk(name)
+    assert main(["train", str(QUICK), *tiny_overrides]) == 2
+    line = _one_error_line(capsys)
+    target = next(run.rglob(name), None) if name != "epoch_002.png" else run / "samples" / name
+    kept = f"the previous {name} is kept" if target is not None and target in before else "nothing was written"
+    assert line == f"maskdepth: error: no space left on device writing {target} ({kept})"
+    for path, data in before.items():  # what was there is whole: a file is replaced only when complete
+        if path.name in ("last.pt", "config.yaml") and path.name != name:
+            continue  # written (whole) before the failure
+        if path.name == name:
+            assert path.read_bytes() == data
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] >= 1
+    assert not list(run.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("bad", ["text", "config.yaml", "metrics.csv"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(bad: str, tiny_overrides: list[str], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    path = {"text": tmp_path / "notes.pt", "config.yaml": run / "config.yaml", "metrics.csv": run / "metrics.csv"}[bad]
+    if bad == "text":
+        path.write_text("just some notes\n")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    for argv in (["evaluate", str(path)], ["predict", str(path), "--bg", str(image), "--fg-bg", str(image)],
+                 ["train", str(QUICK), *tiny_overrides, f"run_dir={tmp_path / 'other'}", f"resume={path}"]):
+        assert main(argv) == 2, argv
+        assert _one_error_line(capsys) == f"maskdepth: error: {path} is not a maskdepth checkpoint (not a file " \
+                                          "written by torch.save; pass RUN/checkpoints/last.pt or best.pt)"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("device=tpu", "config key 'device' must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"),
+    ("device=cuda:x", "config key 'device' must be auto, cpu, cuda, cuda:N or mps; got 'cuda:x'"),
+    ("data.size=65536", "config key 'data.size' must be in [16, 1024]"),
+])
+def test_bad_device_and_huge_size_are_refused_before_any_work(override: str, message: str, tiny_overrides: list[str],
+                                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(QUICK), *tiny_overrides, override]) == 2
+    assert message in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
