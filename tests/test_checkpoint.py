@@ -69,3 +69,53 @@ def test_all_finite() -> None:
     with torch.no_grad():
         layer.weight[0, 0] = float("nan")
     assert not all_finite(layer)
+
+
+def _format_1(state: dict) -> dict:
+    """A format-2 state as maskdepth 0.x (format 1) wrote it: LambdaLR state, flat epoch sums."""
+    old = dict(state)
+    old.pop("format")
+    sums = old.pop("epoch_sums")
+    old["scheduler"] = {"base_lrs": [0.002], "last_epoch": old["step"], "_step_count": old["step"] + 1}
+    old["sampler_seed"] = 0
+    s, c = sums["sums"]["sums"], sums["sums"]["counts"]
+    old["epoch_sums"] = {"loss": s["train_loss"], "mask": s["train_mask_loss"], "depth": s["train_depth_loss"],
+                         "images": c["train_loss"], "skipped_batches": int(s.get("skipped_batches", 0)),
+                         "skipped_samples": int(s.get("skipped_samples", 0)), "seconds": sums["seconds"]}
+    return old
+
+
+def test_format_1_checkpoints_are_migrated_and_newer_ones_refused(tmp_path: Path) -> None:
+    from maskdepth.checkpoint import FORMAT, TrainState, make_state, read_checkpoint
+    from maskdepth.metrics import MetricAccumulator
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    acc = MetricAccumulator()
+    for key, value in (("train_loss", 6.0), ("train_mask_loss", 4.0), ("train_depth_loss", 2.0)):
+        acc.add(key, value, 3)
+    acc.add("skipped_samples", 2)
+    ts = TrainState(epoch=1, batch_in_epoch=2, step=7, best_metric=0.5, history=[{"epoch": 1}],
+                    sums=acc.state_dict(), epoch_seconds=12.5)
+    from maskdepth.runtime import grad_scaler
+
+    state = make_state(ts, config={"model": {"name": "maskdepth"}}, model=model, optimizer=optimizer,
+                       scaler=grad_scaler(False), splits={"train": ["bg000"]})
+    save_checkpoint(tmp_path / "old.pt", _format_1(state))
+    ck = read_checkpoint(tmp_path / "old.pt")
+    assert ck.state["format"] == FORMAT and "scheduler" not in ck.state
+    assert (ck.train.epoch, ck.train.batch_in_epoch, ck.train.step, ck.train.epoch_seconds) == (1, 2, 7, 12.5)
+    resumed = MetricAccumulator().load_state_dict(ck.train.sums)
+    assert resumed.compute()["train_loss"] == acc.compute()["train_loss"] == 2.0
+    assert resumed.total("skipped_samples") == 2 and ck.splits == {"train": ["bg000"]}
+
+    save_checkpoint(tmp_path / "new.pt", {**state, "format": FORMAT + 1})
+    with pytest.raises(CheckpointError, match=f"has format {FORMAT + 1}, newer than this maskdepth reads"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_text_files_are_not_checkpoints(tmp_path: Path) -> None:
+    for name, text in (("config.yaml", "run_dir: runs/x\n"), ("metrics.csv", "epoch,train_loss\n1,0.5\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CheckpointError, match=f"{name} is not a maskdepth checkpoint"):
+            load_checkpoint(tmp_path / name)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 import os
 from pathlib import Path
 from typing import Any
@@ -99,63 +100,31 @@ def save_sample_grid(
     Returns:
         The path written.
     """
-    images = {
-        "bg": _as_batch(bg, "bg", channels=3),
-        "fg_bg": _as_batch(fg_bg, "fg_bg", channels=3),
-        "true_mask": _as_batch(true_mask, "true_mask", channels=1),
-        "pred_mask": _as_batch(pred_mask, "pred_mask", channels=1),
-        "true_depth": _as_batch(true_depth, "true_depth", channels=1),
-        "pred_depth": _as_batch(pred_depth, "pred_depth", channels=1),
-    }
+    images = {name: _as_batch(value, name, channels=3 if name in ("bg", "fg_bg") else 1) for name, value in (
+        ("bg", bg), ("fg_bg", fg_bg), ("true_mask", true_mask), ("pred_mask", pred_mask),
+        ("true_depth", true_depth), ("pred_depth", pred_depth))}
     shapes = {name: a.shape[:3] for name, a in images.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"save_sample_grid needs the same N, H, W for every input, got {shapes}")
     n, h, w = images["bg"].shape[:3]
     if n == 0:
         raise ValueError("save_sample_grid needs at least one sample, got N=0")
-
-    # Layout in pixels, so that every cell is an integer multiple of the image size and
-    # interpolation="nearest" gives crisp, undistorted pixels.
-    scale = max(1, math.ceil(_MIN_CELL_PX / min(h, w)))
-    cell_w, cell_h = w * scale, h * scale
-    gap, pad = 4, 6
-    title_h = 22 if title else 0
-    header_h = 18
-    note_h = 15  # per-row annotation line under the cells
-    bar_h, bar_note_h = 8, 18
-    bar_gap = 6
-    cols = len(GRID_COLUMNS)
-    width = 2 * pad + cols * cell_w + (cols - 1) * gap
-    height = pad + title_h + header_h + n * (cell_h + note_h) + (n - 1) * gap + bar_gap + bar_h + bar_note_h + pad
-
-    fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
+    grid = _GridLayout.of(n, h, w, titled=bool(title))
+    fig = Figure(figsize=(grid.width / _DPI, grid.height / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
-
-    def box(x: float, y_top: float, bw: float, bh: float) -> list[float]:
-        """Figure-fraction rectangle of a box given in pixels from the top-left corner."""
-        return [x / width, 1.0 - (y_top + bh) / height, bw / width, bh / height]
-
-    def col_x(c: int) -> int:
-        return pad + c * (cell_w + gap)
-
-    font = 9 if cell_w >= 160 else 8
     if title:
-        fig.text(pad / width, 1.0 - (pad + title_h / 2) / height, title,
-                 ha="left", va="center", fontsize=font + 2, weight="bold")
-    header_y = pad + title_h
+        fig.text(grid.pad / grid.width, 1.0 - (grid.pad + grid.title_h / 2) / grid.height, title,
+                 ha="left", va="center", fontsize=grid.font + 2, weight="bold")
+    header_y = grid.pad + grid.title_h
     for c, label in enumerate(GRID_COLUMNS):
-        fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (header_y + header_h / 2) / height,
-                 label, ha="center", va="center", fontsize=font + 1)
-
-    true_d = images["true_depth"][..., 0]
-    pred_d = images["pred_depth"][..., 0]
+        fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - (header_y + grid.header_h / 2) / grid.height,
+                 label, ha="center", va="center", fontsize=grid.font + 1)
+    true_d, pred_d = images["true_depth"][..., 0], images["pred_depth"][..., 0]
     error = np.abs(np.clip(pred_d, 0.0, 1.0) - true_d)
     ious = mask_metrics(torch.from_numpy(images["pred_mask"]), torch.from_numpy(images["true_mask"]),
                         reduction="none")["iou"].tolist()
     rmses = depth_metrics(torch.from_numpy(pred_d), torch.from_numpy(true_d), reduction="none")["rmse"].tolist()
-
     for r in range(n):
-        y = header_y + header_h + r * (cell_h + note_h + gap)
         cells = [
             (images["bg"][r], {}),
             (images["fg_bg"][r], {}),
@@ -165,35 +134,83 @@ def save_sample_grid(
             (pred_d[r], dict(cmap=DEPTH_CMAP, vmin=0.0, vmax=1.0)),
             (error[r], dict(cmap=ERROR_CMAP, vmin=0.0, vmax=ERROR_MAX)),
         ]
-        for c, (img, style) in enumerate(cells):
-            ax = fig.add_axes(box(col_x(c), y, cell_w, cell_h))
-            ax.imshow(np.clip(img, 0.0, 1.0) if img.ndim == 3 else img,
-                      interpolation="nearest", **style)
-            ax.set_axis_off()
         notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}" if np.isfinite(rmses[r]) else "RMSE n/a",
                  6: f"mean {np.mean(error[r]):.4f}"}
-        for c, text in notes.items():
-            fig.text((col_x(c) + cell_w / 2) / width, 1.0 - (y + cell_h + note_h / 2 + 1) / height,
-                     text, ha="center", va="center", fontsize=font - 1, color="#333333")
+        _draw_grid_row(fig, grid, header_y + grid.header_h + r * (grid.cell_h + grid.note_h + grid.gap), cells, notes)
+    _draw_grid_bars(fig, grid)
+    return _write_figure(fig, path)
 
-    bar_y = height - pad - bar_note_h - bar_h
-    depth_bar = fig.add_axes(box(col_x(4), bar_y, 2 * cell_w + gap, bar_h))
+
+@dataclass
+class _GridLayout:
+    """The sample grid's geometry in pixels: every cell an integer multiple of the image size,
+    so that interpolation="nearest" gives crisp, undistorted pixels."""
+
+    width: int
+    height: int
+    cell_w: int
+    cell_h: int
+    title_h: int
+    pad: int = 6
+    gap: int = 4
+    header_h: int = 18
+    note_h: int = 15  # per-row annotation line under the cells
+    bar_h: int = 8
+    bar_note_h: int = 18
+    bar_gap: int = 6
+
+    @classmethod
+    def of(cls, n: int, h: int, w: int, titled: bool) -> _GridLayout:
+        scale = max(1, math.ceil(_MIN_CELL_PX / min(h, w)))
+        g = cls(0, 0, w * scale, h * scale, 22 if titled else 0)
+        cols = len(GRID_COLUMNS)
+        g.width = 2 * g.pad + cols * g.cell_w + (cols - 1) * g.gap
+        g.height = (g.pad + g.title_h + g.header_h + n * (g.cell_h + g.note_h) + (n - 1) * g.gap + g.bar_gap
+                    + g.bar_h + g.bar_note_h + g.pad)
+        return g
+
+    @property
+    def font(self) -> int:
+        return 9 if self.cell_w >= 160 else 8
+
+    def col_x(self, c: int) -> int:
+        return self.pad + c * (self.cell_w + self.gap)
+
+    def box(self, x: float, y_top: float, bw: float, bh: float) -> list[float]:
+        """Figure-fraction rectangle of a box given in pixels from the top-left corner."""
+        return [x / self.width, 1.0 - (y_top + bh) / self.height, bw / self.width, bh / self.height]
+
+
+def _draw_grid_row(fig: Figure, grid: _GridLayout, y: int, cells: list[tuple[np.ndarray, dict[str, Any]]],
+                   notes: dict[int, str]) -> None:
+    for c, (img, style) in enumerate(cells):
+        ax = fig.add_axes(grid.box(grid.col_x(c), y, grid.cell_w, grid.cell_h))
+        ax.imshow(np.clip(img, 0.0, 1.0) if img.ndim == 3 else img, interpolation="nearest", **style)
+        ax.set_axis_off()
+    for c, text in notes.items():
+        fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - (y + grid.cell_h + grid.note_h / 2 + 1) / grid.height,
+                 text, ha="center", va="center", fontsize=grid.font - 1, color="#333333")
+
+
+def _draw_grid_bars(fig: Figure, grid: _GridLayout) -> None:
+    """The depth and error colour bars under the grid, and the legend line beside them."""
+    bar_y = grid.height - grid.pad - grid.bar_note_h - grid.bar_h
+    depth_bar = fig.add_axes(grid.box(grid.col_x(4), bar_y, 2 * grid.cell_w + grid.gap, grid.bar_h))
     fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), DEPTH_CMAP), cax=depth_bar,
                  orientation="horizontal", ticks=[0.0, 0.5, 1.0])
     depth_bar.set_xticklabels(["0 near", "0.5", "1 far"])
-    error_bar = fig.add_axes(box(col_x(6), bar_y, cell_w, bar_h))
+    error_bar = fig.add_axes(grid.box(grid.col_x(6), bar_y, grid.cell_w, grid.bar_h))
     fig.colorbar(ScalarMappable(Normalize(0.0, ERROR_MAX), ERROR_CMAP), cax=error_bar,
                  orientation="horizontal", ticks=[0.0, ERROR_MAX / 2, ERROR_MAX])
     error_bar.set_xticklabels(["0", f"{ERROR_MAX / 2:g}", f"\u2265{ERROR_MAX:g}"])
     for bar in (depth_bar, error_bar):
-        bar.tick_params(labelsize=font - 1, length=2, pad=1)
+        bar.tick_params(labelsize=grid.font - 1, length=2, pad=1)
         labels = bar.get_xticklabels()
         labels[0].set_horizontalalignment("left")  # keep the end labels inside the bar's width
         labels[-1].set_horizontalalignment("right")
-    fig.text(pad / width, 1.0 - (bar_y + bar_h / 2) / height,
+    fig.text(grid.pad / grid.width, 1.0 - (bar_y + grid.bar_h / 2) / grid.height,
              f"mask: IoU at p \u2265 0.5    depth: fixed range [0, 1]    error: |pred \u2212 true| clipped at {ERROR_MAX:g}",
-             ha="left", va="center", fontsize=font - 1, color="#333333")
-    return _write_figure(fig, path)
+             ha="left", va="center", fontsize=grid.font - 1, color="#333333")
 
 
 # Panels of the curves figure: (title, [(column, label, colour, line style)], y axis), where the
