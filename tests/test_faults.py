@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -263,3 +264,65 @@ def test_bad_device_and_huge_size_are_refused_before_any_work(override: str, mes
     assert main(["train", str(QUICK), *tiny_overrides, override]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C / the notebook's Stop button (issue 13): last.pt with the position, then a clean stop
+
+
+def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run_does(
+        tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from maskdepth import train
+    from maskdepth.train import TrainingInterrupted
+
+    args = [*tiny_overrides, "data.flip=true", "train.ema=0.9"]
+    fit(load_config(QUICK, [*args, f"run_dir={tmp_path / 'reference'}"]))
+    handler_before = signal.getsignal(signal.SIGINT)
+    real_optimise, calls = train._optimise, []
+
+    def optimise(*a, **k) -> None:  # a real SIGINT to this process in the middle of the third step
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_optimise(*a, **k)
+
+    monkeypatch.setattr(train, "_optimise", optimise)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at epoch 1, batch 3/\d+ \(step 3\).*run again"):
+        fit(load_config(QUICK, args))
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the handler is put back
+    assert not (run / LOCK_NAME).exists()
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (0, 3, 3)
+    monkeypatch.setattr(train, "_optimise", real_optimise)
+    fit(load_config(QUICK, args))
+    ref, got = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt"), load_checkpoint(run / "checkpoints" / "last.pt")
+    for key in ("model", "raw_model"):
+        assert all(torch.equal(ref[key][t], got[key][t]) for t in ref[key]), key
+    assert _csv_without_seconds(run) == _csv_without_seconds(tmp_path / "reference")
+
+
+def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskdepth", "train", str(QUICK), *tiny_overrides, "train.epochs=200",
+           "data.num_workers=1"]  # a worker too: Ctrl-C in a terminal reaches it as well
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "config.yaml").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C does
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last_line = [line for line in err.splitlines() if line.startswith("maskdepth: ")][-1]
+    assert re.match(r"maskdepth: interrupted (at|after) epoch \d+", last_line), last_line
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert saved["step"] > 0 and f"(step {saved['step']})" in last_line

@@ -202,7 +202,7 @@ def test_extract_pair_takes_a_pair_of_the_requested_split(tmp_path: Path) -> Non
     bare = tmp_path / "bare.zip"
     with zipfile.ZipFile(bare, "w") as zf:
         zf.writestr("bg/a.jpg", "")
-    with pytest.raises(DataError, match="has no manifest.csv"):
+    with pytest.raises(DataError, match="no manifest.csv in the archive"):
         colab.extract_pair(bare, tmp_path / "p")
 
 

@@ -234,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"maskdepth: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("maskdepth: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"maskdepth: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         # Flush before a possible os._exit in a DataLoader worker teardown.

@@ -19,45 +19,13 @@ import json
 import math
 import os
 import re
-import shutil
 import time
-import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
+from maskdepth.data.localcopy import copy_once, prepare_dataset
 from maskdepth.errors import DataError
 from maskdepth.history import TABLE_COLUMNS  # metrics.csv columns `metrics_table` shows unless asked
-
-_CHUNK = 16 << 20  # bytes per read when copying; large reads are what a FUSE mount is fast at
-
-
-def copy_once(src: str | os.PathLike[str], dst_dir: str | os.PathLike[str], *, progress: bool = True) -> Path:
-    """Copy `src` into `dst_dir` unless a copy of the same size is already there; return the copy.
-
-    Meant for a dataset zip on the Drive mount: read once with large sequential reads, then
-    used from local disk. The copy goes to a `.partial` file that is renamed when complete, so
-    a copy interrupted by a disconnect is never mistaken for a whole one.
-    """
-    src, dst_dir = Path(src), Path(dst_dir)
-    if not src.is_file():
-        raise DataError(f"{src} not found; check the path (on Colab, is Drive mounted and the file in MyDrive?)")
-    dst = dst_dir / src.name
-    size = src.stat().st_size
-    if dst.is_file() and dst.stat().st_size == size:
-        return dst
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    partial = dst.with_name(dst.name + ".partial")
-    from tqdm.auto import tqdm
-
-    with open(src, "rb") as fin, open(partial, "wb") as fout, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"copy {src.name}", disable=not progress
-    ) as bar:
-        while chunk := fin.read(_CHUNK):
-            fout.write(chunk)
-            bar.update(len(chunk))
-    os.replace(partial, dst)
-    return dst
-
 
 def synthetic_once(
     folder: str | os.PathLike[str],
@@ -175,53 +143,43 @@ def _short(text: str | None) -> str:
 
 
 def extract_pair(
-    archive: str | os.PathLike[str],
+    dataset: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
     split_json: str | os.PathLike[str] | None = None,
     split: str = "test",
     index: int = 0,
 ) -> tuple[Path, Path]:
-    """Write one (bg, fg_bg) pair of a dataset archive to files; return their paths.
+    """Write one (bg, fg_bg) pair of a dataset to files; return their paths.
 
-    The pair is row `index` of the archive's manifest.csv, counted among the rows whose bg_id is
-    in `split` of a run's split.json (when given), so the pair was not trained on. Files:
-    `out_dir/bg/<name>` and `out_dir/fg_bg/<name>`, `<name>` the fg_bg entry's file name with
-    the bg's extension for the bg (so both also pair up as folders for `predict_pairs`).
+    `dataset` is what `data.path` takes (a zip with a manifest, a manifest CSV, a folder holding
+    manifest.csv). The pair is sample `index` among those whose bg_id is in `split` of a run's
+    split.json (when given), so the pair was not trained on. Files: `out_dir/bg/<name>` and
+    `out_dir/fg_bg/<name>`, `<name>` the fg_bg entry's file name with the bg's extension for the
+    bg (so both also pair up as folders for `predict_pairs`).
     """
-    archive, out_dir = Path(archive), Path(out_dir)
-    if not archive.is_file():
-        raise DataError(f"{archive} not found")
-    wanted: set[str] | None = None
+    from maskdepth.data.manifest import ROLES, load_manifest
+
+    manifest = load_manifest(dataset)
+    rows = range(len(manifest))
     if split_json is not None:
         splits = json.loads(Path(split_json).read_text())
         if split not in splits:
             raise DataError(f"{split_json} has no split {split!r}; it has {', '.join(splits)}")
         wanted = set(splits[split])
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            try:
-                manifest = zf.read("manifest.csv").decode("utf-8")
-            except KeyError:
-                raise DataError(f"{archive} has no manifest.csv; build one with `maskdepth index`") from None
-            rows = [r for r in csv.DictReader(io.StringIO(manifest)) if wanted is None or r.get("bg_id") in wanted]
-            if not rows:
-                where = f" with a bg_id of the {split!r} split in {split_json}" if wanted is not None else ""
-                raise DataError(f"{archive}: manifest.csv has no rows{where}")
-            row = rows[index % len(rows)]
-            fg_name = PurePosixPath(row["fg_bg"]).name
-            bg_name = PurePosixPath(fg_name).stem + PurePosixPath(row["bg"]).suffix
-            paths = []
-            for entry, target in ((row["bg"], out_dir / "bg" / bg_name), (row["fg_bg"], out_dir / "fg_bg" / fg_name)):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with zf.open(entry) as fin, open(target, "wb") as fout:
-                        shutil.copyfileobj(fin, fout)
-                except KeyError:
-                    raise DataError(f"{archive}: manifest.csv names entry {entry!r}, which the archive lacks") from None
-                paths.append(target)
-    except zipfile.BadZipFile:
-        raise DataError(f"{archive} is not a zip archive") from None
+        rows = [r for r in rows if manifest.bg_ids[manifest.bg_code[r]] in wanted]
+    if not rows:
+        where = f"rows with a bg_id of the {split!r} split in {split_json}" if split_json is not None else "samples"
+        raise DataError(f"{dataset}: the manifest has no {where}")
+    row = rows[index % len(rows)]
+    fg, bg = ROLES.index("fg_bg"), ROLES.index("bg")
+    fg_name = PurePosixPath(manifest.entry_name(fg, row)).name
+    bg_name = PurePosixPath(fg_name).stem + PurePosixPath(manifest.entry_name(bg, row)).suffix
+    paths = []
+    for role, target in ((bg, Path(out_dir) / "bg" / bg_name), (fg, Path(out_dir) / "fg_bg" / fg_name)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(manifest.read(role, row))
+        paths.append(target)
     return paths[0], paths[1]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,3 +121,46 @@ def seed_everything(seed: int) -> None:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     """torch.autocast for `dtype` on `device`, disabled for None (fp32)."""
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT; Colab's and Jupyter's Stop button send it too) during training, turned into
+    a clean stop: the first one only sets `requested`, and the loop stops at the end of the step
+    it is in, after saving last.pt with that position; a second one interrupts at once, as Python
+    does by default. Used as a context manager around training; a no-op outside the main thread
+    (signal handlers can only be set there) or where SIGINT is ignored.
+
+    DataLoader workers ignore SIGINT (`ignore_interrupts`, their worker_init_fn): in a terminal
+    Ctrl-C reaches the whole process group, and a worker that dies of it would break the batch
+    the loop is waiting for."""
+
+    def __init__(self, log: Any = print) -> None:
+        self.requested = False
+        self._log = log
+        self._previous: Any = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self._restore()  # a second Ctrl-C interrupts at once
+        self._log("interrupted: saving checkpoints/last.pt at the end of this step, then stopping "
+                  "(interrupt again to stop at once, without saving)")
+
+    def _restore(self) -> None:
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+
+def ignore_interrupts(worker_id: int = 0) -> None:
+    """worker_init_fn for DataLoader workers: SIGINT is for the main process to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -57,12 +57,13 @@ from maskdepth.ema import ModelEMA
 from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError
 from maskdepth.evaluate import evaluate, forward, to_device
 from maskdepth.fileio import atomic_open, write_atomic
-from maskdepth.history import CSV_COLUMNS, COUNT_KEYS, best_epoch, is_better, metric_columns, write_metrics_csv
+from maskdepth.history import CSV_COLUMNS, COUNT_KEYS, best_epoch, is_better, write_metrics_csv
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator
 from maskdepth.model import build_model, nearest_valid_sizes
 from maskdepth.runlock import RunLock
-from maskdepth.runtime import Dist, amp_dtype, grad_scaler, init_distributed, seed_everything, shutdown_distributed
+from maskdepth.runtime import (Dist, StopRequest, amp_dtype, grad_scaler, ignore_interrupts, init_distributed,
+                               seed_everything, shutdown_distributed)
 from maskdepth.viz import save_curves, save_sample_grid
 
 # Keys a resumed run may change; any other difference from the checkpoint's config is refused.
@@ -77,6 +78,11 @@ EpochHook = Callable[[dict[str, Any], nn.Module], None]
 
 class TrainingError(MaskDepthError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C / the notebook's Stop button stopped training after last.pt was saved with the
+    position; the message says where, and rerunning the same command continues from there."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +198,7 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
                                rank=world.rank, world=world.world)
     workers = cfg.data.num_workers
     loader_args = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                       worker_init_fn=ignore_interrupts if workers > 0 else None,
                        persistent_workers=workers > 0 and not cfg.data.augment)
     # The loaders get their own generator so building one never consumes the global torch RNG.
     train_loader, val_loader = (torch.utils.data.DataLoader(s, batch_sampler=b, generator=torch.Generator().manual_seed(cfg.seed),
@@ -238,7 +245,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
     log = tqdm.write if world.main else (lambda *a, **k: None)
     try:
         source = _resume_source(cfg, run_dir, log)
-        with _run_lock(run_dir, world, device):
+        with _run_lock(run_dir, world, device), StopRequest(log) as stop:
             ck = _resumable(read_checkpoint(source), cfg) if source is not None else None
             if ck is not None and _finished(ck.train, cfg, run_dir, log):
                 if world.main:
@@ -262,7 +269,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                                                  scaler=p.scaler, ema=p.ema, splits=p.train_set.splits, version=__version__))
 
             for _ in range(ts.epoch, cfg.train.epochs):
-                figures, out_of_time = train_one_epoch(p, ts, cfg, world, device, total=total,
+                figures, out_of_time = train_one_epoch(p, ts, cfg, world, device, total=total, stop=stop,
                                                        save=lambda: save(run_dir / "checkpoints" / "last.pt"))
                 t0 = time.monotonic()
                 val = evaluate(p.eval_model, p.val_loader, device, mask_loss=p.mask_loss, depth_loss=p.depth_loss,
@@ -283,6 +290,9 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                         was_training = p.eval_model.training
                         on_epoch_end(dict(row), p.eval_model.eval())
                         p.eval_model.train(was_training)
+                if _any_rank(stop.requested, world, device):
+                    raise TrainingInterrupted(f"interrupted after epoch {ts.epoch} (step {ts.step}); "
+                                              f"{run_dir / 'checkpoints' / 'last.pt'} holds it: run again to continue")
                 if out_of_time:
                     log(f"train.max_minutes={cfg.train.max_minutes:g} reached after {ts.step} steps "
                         f"(epoch {ts.epoch} ended early); raise it to train longer")
@@ -293,9 +303,11 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
 
 
 def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: torch.device, *, total: int,
-                    save: Callable[[], None]) -> tuple[dict[str, float], bool]:
+                    save: Callable[[], None], stop: StopRequest | None = None) -> tuple[dict[str, float], bool]:
     """Train epoch `ts.epoch + 1` from batch `ts.batch_in_epoch` on, updating `ts` in place (step,
     position, loss sums, seconds); `save()` writes a mid-epoch last.pt when one is due (rank 0).
+    When `stop.requested` (Ctrl-C) turns true, the step in progress ends, last.pt is saved with
+    this position and TrainingInterrupted is raised (at the epoch's last step, the epoch ends first).
 
     Returns (the epoch's mean training losses and skip counts over all ranks, whether
     train.max_minutes ran out inside this epoch, which then ends early)."""
@@ -338,6 +350,12 @@ def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: 
         if budget_s and _all_ranks_true(_clock(ts.history, ts.epoch_seconds) >= budget_s, world, device):
             out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
             break
+        if stop is not None and ts.batch_in_epoch < p.steps_per_epoch and _any_rank(stop.requested, world, device):
+            if world.main:
+                save()
+            raise TrainingInterrupted(f"interrupted at epoch {ts.epoch + 1}, batch {ts.batch_in_epoch}/{p.steps_per_epoch} "
+                                      f"(step {ts.step}); {Path(cfg.run_dir) / 'checkpoints' / 'last.pt'} holds this "
+                                      "position: run again to continue")
         due = (cfg.train.checkpoint_every and ts.step % cfg.train.checkpoint_every == 0) or (
             cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes)
         if world.main and due and ts.batch_in_epoch < p.steps_per_epoch:
@@ -568,10 +586,22 @@ def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
 
 def _all_ranks_true(flag: bool, world: Dist, device: torch.device) -> bool:
     """`flag` of rank 0 on every rank (clocks differ a little; all ranks must stop together)."""
+    return _share_flag(flag, world, device, any_rank=False)
+
+
+def _any_rank(flag: bool, world: Dist, device: torch.device) -> bool:
+    """Whether `flag` holds on any rank (each rank's Ctrl-C arrives at its own moment)."""
+    return _share_flag(flag, world, device, any_rank=True)
+
+
+def _share_flag(flag: bool, world: Dist, device: torch.device, *, any_rank: bool) -> bool:
     if world.world == 1:
         return flag
     value = torch.tensor([float(flag)], device=device if device.type == "cuda" else "cpu")
-    dist.broadcast(value, src=0)
+    if any_rank:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    else:
+        dist.broadcast(value, src=0)
     return bool(value.item())
 
 
@@ -596,5 +626,5 @@ def _augment(tensors: tuple[torch.Tensor, ...], cfg: Config, step: int, rank: in
             batch["mask"], batch["depth"])
 
 
-__all__ = ["CSV_COLUMNS", "RESUMABLE_KEYS", "EpochBatches", "Parts", "TrainingError", "build", "fit", "lr_at",
+__all__ = ["CSV_COLUMNS", "RESUMABLE_KEYS", "EpochBatches", "Parts", "TrainingError", "TrainingInterrupted", "build", "fit", "lr_at",
            "train_one_epoch"]

@@ -5,7 +5,8 @@
 
 Modules: `archive` (zip index and entry bytes), `manifest` (pairing, `build_manifest` for the
 original layout), `images` (decoding), `dataset` (`open_dataset`, `collate`, splits), `check`
-(`check_data`), `synthetic` (`make_dataset`). The names below are imported on first use, so
+(`check_data`), `synthetic` (`make_dataset`), `localcopy` (`prepare_dataset`: a dataset on Drive copied
+and indexed on local disk once). The names below are imported on first use, so
 `import maskdepth.data.synthetic` does not pull in torch.
 """
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "load_manifest": "maskdepth.data.manifest",
     "ZipArchive": "maskdepth.data.archive",
     "make_dataset": "maskdepth.data.synthetic",
+    "prepare_dataset": "maskdepth.data.localcopy",
 }
 
 __all__ = sorted(_EXPORTS)
