@@ -8,7 +8,7 @@ import json
 import struct
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -158,3 +158,24 @@ def write_zip64(path: str | Path, entries: dict[str, bytes], *, deflate: bool = 
         f.write(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, len(cd), cd_offset))
         f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, z64, 1))
         f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+
+
+# The original dataset's four zips: file name, top folder inside, and the manifest column they hold.
+S15_ZIPS = (("bg_192.zip", "bg_192", "bg"), ("fg_bg.zip", "fg_bg", "fg_bg"), ("mask.zip", "mask", "mask"),
+            ("fg_bg_depth_full.zip", "fg_bg_depth_full", "depth"))
+
+
+def s15_folder(archive: Path, folder: Path, names: dict[str, str] | None = None) -> Path:
+    """`folder` holding make-data's `archive` repacked in the original S15 layout: four zips, no
+    manifest, each with its own top folder (bg_192/bg000.jpg, fg_bg/..., mask/...,
+    fg_bg_depth_full/...). `names` renames zips (role -> file name), e.g. to names that do not
+    tell the kind, so only the top folder does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as z:
+        rows = list(csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
+        for zip_name, top, role in S15_ZIPS:
+            entries = sorted({row[role] for row in rows})
+            with zipfile.ZipFile(folder / (names or {}).get(role, zip_name), "w") as out:
+                for entry in entries:
+                    out.writestr(f"{top}/{PurePosixPath(entry).name}", z.read(entry))
+    return folder

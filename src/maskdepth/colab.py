@@ -23,7 +23,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-from maskdepth.data.localcopy import copy_once, prepare_dataset
+from maskdepth.data.localcopy import copy_once, dataset_files, prepare_dataset  # re-exported for the notebook
 from maskdepth.errors import DataError
 from maskdepth.history import TABLE_COLUMNS  # metrics.csv columns `metrics_table` shows unless asked
 
@@ -88,6 +88,18 @@ def resume_message(run_dir: str | os.PathLike[str], epochs: int | None = None) -
         return f"{head}, step {step}; the run has all {epochs} epochs: raise EPOCHS to train longer"
     where = f"epoch {done + 1}, batch {batch + 1}" if batch else f"epoch {done + 1}"
     return f"{head}, step {step}; training resumes at {where}"
+
+
+def epochs_done(run_dir: str | os.PathLike[str]) -> int:
+    """Epochs completed by the run in `run_dir`, from its checkpoints/last.pt (0 without one):
+    `epochs_done(run_dir) >= epochs` tells that training has nothing to do, before any data is
+    copied or loaded."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return 0
+    from maskdepth.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(last, mmap=True).train.epoch)
 
 
 def _age(seconds: float) -> str:
@@ -212,9 +224,12 @@ def _epochs(grids: dict[int, Path]) -> str:
     return f"{epochs[0]}-{epochs[-1]}" if contiguous and len(epochs) > 2 else ", ".join(map(str, epochs))
 
 
-def pick_grid(run_dir: str | os.PathLike[str], epoch: int | None = None) -> None:
+def pick_grid(run_dir: str | os.PathLike[str], epoch: int | None = None, width: int = 900) -> None:
     """A slider over the run's epochs when ipywidgets is installed (as on Colab) and `epoch` is None;
-    otherwise the grid of `epoch` (None: the latest)."""
+    otherwise the grid of `epoch` (None: the latest).
+
+    The slider drives an `ipywidgets.Image` holding the grid scaled to `width` px (one epoch's
+    grid at a time, re-encoded when the slider moves), not `interact` over full-size PNGs."""
     try:
         import ipywidgets
     except ImportError:
@@ -227,8 +242,36 @@ def pick_grid(run_dir: str | os.PathLike[str], epoch: int | None = None) -> None
     grids = sample_grids(run_dir)
     if not grids:
         show_grid(run_dir)  # raises the explanation
-    slider = ipywidgets.SelectionSlider(options=list(grids), value=max(grids), description="epoch", continuous_update=False)
-    ipywidgets.interact(lambda epoch: show_grid(run_dir, epoch), epoch=slider)
+    from IPython.display import display
+
+    slider = ipywidgets.SelectionSlider(options=list(grids), value=max(grids), description="epoch",
+                                        continuous_update=False)
+    image = ipywidgets.Image(value=scaled_png(grids[max(grids)], width), format="png")
+    slider.observe(lambda change: setattr(image, "value", scaled_png(grids[change["new"]], width)), names="value")
+    display(ipywidgets.VBox([slider, image]))
+
+
+def scaled_png(path: str | os.PathLike[str], width: int = 900) -> bytes:
+    """The image file `path` as PNG bytes at most `width` px wide (aspect kept): what a notebook
+    needs to show it, a fraction of a full-resolution grid's size."""
+    return _png(_scaled(path, width))
+
+
+def _scaled(path: str | os.PathLike[str], width: int) -> Any:
+    """The image file `path` as an RGB PIL image, shrunk to at most `width` px wide."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        im = im.convert("RGB")
+    if im.width > width:
+        im = im.resize((width, max(1, round(im.height * width / im.width))), PILImage.LANCZOS)
+    return im
+
+
+def _png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def show_metrics(metrics_csv: str | os.PathLike[str]) -> None:
@@ -271,3 +314,145 @@ def show_images(paths: Sequence[str | os.PathLike[str]], *, height: float = 2.6)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     display(Image(data=buffer.getvalue(), format="png"))
+
+
+# --------------------------------------------------------------------------------------------
+# the machine, the data's place in memory, Drive
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes ({} where there is none, e.g. macOS)."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            out[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return out
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def machine_report(local_dir: str | os.PathLike[str], drive_dir: str | os.PathLike[str] | None = None) -> str:
+    """Lines describing what training will run on: the GPU (name, memory, the precision `train.amp:
+    auto` picks and why) or a loud warning that there is none, the RAM, the free local disk
+    under `local_dir`, and the space on `drive_dir` where the mount reports it (Google Drive's
+    FUSE mount reports the account's quota)."""
+    import shutil
+
+    import torch
+
+    from maskdepth.runtime import amp_dtype
+
+    lines = []
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        _, why = amp_dtype("auto", torch.device("cuda", 0))
+        lines.append(f"GPU: {props.name}, {_gb(props.total_memory)}, compute capability {props.major}.{props.minor}; "
+                     f"precision: {why}")
+    else:
+        lines.append("!" * 88)
+        lines.append("WARNING: NO CUDA GPU. Training runs on the CPU: fine for SMOKE_TEST, days for a real run.")
+        lines.append("On Colab: Runtime > Change runtime type > GPU (T4 or better), then Run all again.")
+        lines.append("!" * 88)
+    mem = _meminfo()
+    if mem:
+        lines.append(f"RAM: {_gb(mem.get('MemTotal', 0))}, {_gb(mem.get('MemAvailable', mem.get('MemFree', 0)))} available")
+    for label, folder in (("local disk", local_dir), ("Drive", drive_dir)):
+        if folder is None:
+            continue
+        where = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None)
+        if where is None:
+            continue
+        usage = shutil.disk_usage(where)
+        lines.append(f"{label} ({folder}): {_gb(usage.free)} free of {_gb(usage.total)}")
+    return "\n".join(lines)
+
+
+def choose_in_memory(paths: Sequence[str | os.PathLike[str]], override: bool | None = None,
+                     fraction: float = 0.4) -> tuple[bool, str]:
+    """Whether to load the archives `paths` into RAM (`data.in_memory: true`) or memory-map them,
+    with the reason. In RAM when their total size is at most `fraction` of the available memory
+    (the rest is for the model, the DataLoader workers and a second dataset opened later, as the
+    notebook's section 2 does); memory-mapped otherwise: the pages then live in the OS page
+    cache, which the kernel reclaims instead of running out of memory. `override` (True/False)
+    wins, and says so."""
+    total = sum(Path(p).stat().st_size for p in paths)
+    if override is not None:
+        return bool(override), f"data.in_memory={bool(override)} as set ({_gb(total)} of archives)"
+    available = _meminfo().get("MemAvailable")
+    if available is None:
+        return False, f"available RAM unknown: memory-mapping the {_gb(total)} of archives"
+    if total <= fraction * available:
+        return True, f"{_gb(total)} of archives <= {fraction:g} x {_gb(available)} available RAM: loading into RAM"
+    return False, (f"{_gb(total)} of archives > {fraction:g} x {_gb(available)} available RAM: memory-mapping "
+                   "(reads from local disk through the page cache)")
+
+
+def require_mounted(drive_dir: str | os.PathLike[str], mount_point: str = "/content/drive") -> None:
+    """Refuse to go on when `drive_dir` is under `mount_point` but nothing is mounted there
+    (after `drive.flush_and_unmount()`): writing there would silently train onto the VM's disk,
+    which vanishes with the runtime."""
+    drive_dir = Path(drive_dir)
+    if mount_point and (drive_dir == Path(mount_point) or Path(mount_point) in drive_dir.parents):
+        if not os.path.ismount(mount_point):
+            raise DataError(f"{mount_point} is not mounted (flush_and_unmount was run?), so {drive_dir} would be "
+                            "the VM's own disk and lost with the runtime; run the Google Drive cell again to remount")
+
+
+# --------------------------------------------------------------------------------------------
+# live view while training
+
+
+class LiveView:
+    """`fit(cfg, on_epoch_end=LiveView(run_dir))`: after every epoch, one display slot of the
+    notebook shows a one-line summary, that epoch's sample grid and the curves, replacing the
+    previous epoch's (one `IPython.display` handle, updated in place).
+
+    The picture is a composite PNG scaled to `width` pixels, so a long run does not push
+    megabytes of full-size PNGs through the notebook each epoch."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], width: int = 900) -> None:
+        self.run_dir, self.width = Path(run_dir), int(width)
+        self.handle: Any = None
+
+    def picture(self, epoch: int) -> bytes:
+        """PNG bytes: the grid of `epoch` above the curves, each at most `self.width` px wide."""
+        from PIL import Image as PILImage
+
+        paths = (self.run_dir / "samples" / f"epoch_{epoch:03d}.png", self.run_dir / "curves.png")
+        parts = [_scaled(path, self.width) for path in paths if path.is_file()]
+        canvas = PILImage.new("RGB", (max((p.width for p in parts), default=1), sum(p.height for p in parts) or 1), "white")
+        y = 0
+        for part in parts:
+            canvas.paste(part, (0, y))
+            y += part.height
+        return _png(canvas)
+
+    def summary(self, row: dict[str, Any]) -> str:
+        """One line: run, epoch and the epoch's figures (NaN where a metric is absent)."""
+        get = lambda key: float(row.get(key, math.nan))  # noqa: E731
+        return (f"{self.run_dir.name}  epoch {row['epoch']}  train loss {get('train_loss'):.4f}  "
+                f"val IoU {get('val_iou'):.3f}  δ1 {get('val_delta1'):.3f}  RMSE {get('val_rmse'):.4f}  "
+                f"{get('seconds'):.0f}s")
+
+    def __call__(self, row: dict[str, Any], model: Any = None) -> None:
+        import base64
+
+        from IPython.display import display
+
+        line, png = self.summary(row), self.picture(int(row["epoch"]))
+        data = base64.b64encode(png).decode()
+        html = (f"<div style='font-family:monospace'>{line}</div>"
+                f"<img src='data:image/png;base64,{data}' style='max-width:100%'/>")
+        bundle = {"text/html": html, "image/png": data, "text/plain": line}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)

@@ -124,7 +124,7 @@ def find_kinds(folder: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def _manifest_archives(manifest: Path) -> list[str]:
+def manifest_archives(manifest: Path) -> list[str]:
     """The archive paths a manifest CSV names (relative to its folder), in order of appearance."""
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -141,6 +141,14 @@ def _manifest_archives(manifest: Path) -> list[str]:
     return list(names)
 
 
+def dataset_files(data_path: str | os.PathLike[str]) -> list[Path]:
+    """The files that `data.path` = `data_path` reads: the zip, or a manifest CSV and its archives."""
+    path = Path(data_path)
+    if path.suffix.lower() == ".csv":
+        return [path, *(path.parent / name for name in manifest_archives(path))]
+    return [path]
+
+
 def prepare_dataset(dataset: str | os.PathLike[str], local_dir: str | os.PathLike[str], *, progress: bool = True,
                     log: Callable[[str], object] = print) -> Path:
     """The dataset `dataset` (zip, manifest CSV or folder of the four original zips, see the
@@ -149,7 +157,7 @@ def prepare_dataset(dataset: str | os.PathLike[str], local_dir: str | os.PathLik
     source, local_dir = Path(dataset), Path(local_dir)
     if source.is_dir():
         if (source / MANIFEST_NAME).is_file():
-            return prepare_dataset(source / MANIFEST_NAME, local_dir / source.name, progress=progress, log=log)
+            return prepare_dataset(source / MANIFEST_NAME, local_dir, progress=progress, log=log)
         kinds = find_kinds(source)
         target = local_dir / source.name
         copies = {role: copy_once(kinds[role], target, progress=progress) for role in ROLES}
@@ -169,10 +177,10 @@ def prepare_dataset(dataset: str | os.PathLike[str], local_dir: str | os.PathLik
         return copy_once(source, local_dir, progress=progress)
     if source.suffix.lower() == ".csv":
         target = local_dir / source.parent.name
-        for name in _manifest_archives(source):
+        for name in manifest_archives(source):
             copy_once(source.parent / name, target / PurePosixPath(name).parent, progress=progress)
         return copy_once(source, target, progress=False)
     raise DataError(f"DATASET {source} is neither a zip, a manifest .csv nor a folder")
 
 
-__all__ = ["copy_once", "find_kinds", "kind_of", "prepare_dataset"]
+__all__ = ["copy_once", "dataset_files", "find_kinds", "kind_of", "manifest_archives", "prepare_dataset"]
