@@ -18,6 +18,7 @@ import argparse
 import errno
 import re
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from maskdepth import __version__
@@ -104,6 +105,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     written = predict_pairs(args.checkpoint, bg=args.bg, fg_bg=args.fg_bg, out=args.out)
     for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from maskdepth.export import export_checkpoint
+
+    out = args.out or str(Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".ts.pt"))
+    for path in export_checkpoint(args.checkpoint, out, fmt=args.format, size=args.size, exporter=args.exporter):
         print(path)
     return 0
 
@@ -195,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fg-bg", required=True, help="composite image, folder or glob")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript",
+        description="Write CHECKPOINT as an ONNX or TorchScript file taking (bg, fg_bg) float [B,3,H,W] in [0, 1] "
+                    "and returning (mask probability, depth), normalisation inside, batch/H/W dynamic; plus "
+                    "FILE.json describing it. No --fp16: TensorRT and onnxruntime's GPU providers choose half "
+                    "precision from the fp32 graph (e.g. trtexec --onnx=FILE --fp16).",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", default=None, help="file to write (default: CHECKPOINT with .onnx or .ts.pt)")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="side of the traced example input (default: the training size; a multiple of the stride)")
+    p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
+                   help="ONNX exporter: torch's TorchScript-based one (legacy, default where torch has it) or dynamo "
+                        "(needs onnxscript)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
