@@ -114,6 +114,14 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    """Optional logging besides metrics.csv and curves.png (maskdepth.tblog)."""
+
+    tensorboard: bool = False  # write RUN/tb/ (needs the tensorboard package)
+    every: int = 10  # optimiser steps between per-step scalars
+
+
+@dataclass
 class Config:
     """A whole run. `run_dir` holds everything the run writes (see design.md)."""
 
@@ -125,6 +133,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,6 +255,7 @@ def _validate(cfg: Config) -> None:
         (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0"),
         (cfg.train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
         (cfg.train.keep_last >= 0, "train.keep_last", "must be >= 0"),
+        (cfg.log.every >= 1, "log.every", "must be >= 1"),
         (cfg.train.num_samples >= 0, "train.num_samples", "must be >= 0"),
         (cfg.train.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0"),
         (cfg.train.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no limit)"),

@@ -71,7 +71,7 @@ RESUMABLE_KEYS = (
     "run_dir", "resume", "device", "data.path", "data.num_workers", "data.in_memory", "data.skip_bad",
     "train.epochs", "train.lr", "train.max_minutes", "train.checkpoint_minutes", "train.checkpoint_every",
     "train.keep_last", "train.num_samples", "train.on_nonfinite", "train.grad_clip", "train.amp",
-    "train.compile", "train.channels_last", "train.deterministic",
+    "train.compile", "train.channels_last", "train.deterministic", "log.tensorboard", "log.every",
 )
 EpochHook = Callable[[dict[str, Any], nn.Module], None]
 
@@ -245,7 +245,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
     log = tqdm.write if world.main else (lambda *a, **k: None)
     try:
         source = _resume_source(cfg, run_dir, log)
-        with _run_lock(run_dir, world, device), StopRequest(log) as stop:
+        with _run_lock(run_dir, world, device), StopRequest(log) as stop, contextlib.ExitStack() as stack:
             ck = _resumable(read_checkpoint(source), cfg) if source is not None else None
             if ck is not None and _finished(ck.train, cfg, run_dir, log):
                 if world.main:
@@ -261,6 +261,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                 if ck is not None:
                     _repair_run_dir(run_dir, ck, cfg, parts=(p, grid, device))
             _log_start(log, cfg, p, ts, world, device, source, run_dir)
+            tb = stack.enter_context(_tensorboard(run_dir, cfg, ts, world))
 
             def save(path: Path) -> None:  # the run's state now, rank 0
                 if not all_finite(p.model):
@@ -270,7 +271,8 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
 
             for _ in range(ts.epoch, cfg.train.epochs):
                 figures, out_of_time = train_one_epoch(p, ts, cfg, world, device, total=total, stop=stop,
-                                                       save=lambda: save(run_dir / "checkpoints" / "last.pt"))
+                                                       save=lambda: save(run_dir / "checkpoints" / "last.pt"),
+                                                       on_step=tb.step if tb else None)
                 t0 = time.monotonic()
                 val = evaluate(p.eval_model, p.val_loader, device, mask_loss=p.mask_loss, depth_loss=p.depth_loss,
                                loss_weights=(cfg.loss.mask_weight, cfg.loss.depth_weight), amp_dtype=p.amp_dtype,
@@ -286,6 +288,8 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                     _save_epoch(run_dir, cfg, ts, improved, save)
                     _draw_grid(run_dir, p, grid, device, row)
                     log(_summary(row, cfg, improved))
+                    if tb:
+                        tb.epoch(row, run_dir / "samples" / f"epoch_{row['epoch']:03d}.png")
                     if on_epoch_end is not None:
                         was_training = p.eval_model.training
                         on_epoch_end(dict(row), p.eval_model.eval())
@@ -303,11 +307,13 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
 
 
 def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: torch.device, *, total: int,
-                    save: Callable[[], None], stop: StopRequest | None = None) -> tuple[dict[str, float], bool]:
+                    save: Callable[[], None], stop: StopRequest | None = None,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[dict[str, float], bool]:
     """Train epoch `ts.epoch + 1` from batch `ts.batch_in_epoch` on, updating `ts` in place (step,
     position, loss sums, seconds); `save()` writes a mid-epoch last.pt when one is due (rank 0).
     When `stop.requested` (Ctrl-C) turns true, the step in progress ends, last.pt is saved with
     this position and TrainingInterrupted is raised (at the epoch's last step, the epoch ends first).
+    `on_step(step, {loss, mask_loss, depth_loss, lr})` runs every `log.every` steps (rank 0).
 
     Returns (the epoch's mean training losses and skip counts over all ranks, whether
     train.max_minutes ran out inside this epoch, which then ends early)."""
@@ -340,8 +346,11 @@ def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: 
             sums.add("skipped_batches", 1)
             p.optimizer.zero_grad(set_to_none=True)
             continue
-        _optimise(p, cfg, loss, lr_at(cfg, ts.step, total))
+        lr = lr_at(cfg, ts.step, total)
+        _optimise(p, cfg, loss, lr)
         ts.step += 1
+        if on_step is not None and world.main and ts.step % cfg.log.every == 0:
+            on_step(ts.step, {"loss": loss.item(), "mask_loss": m.item(), "depth_loss": d.item(), "lr": lr})
         n = bg.shape[0]
         for key, value in (("train_loss", loss), ("train_mask_loss", m), ("train_depth_loss", d)):
             sums.add(key, value.item() * n, n)
@@ -554,6 +563,21 @@ def _fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def _tensorboard(run_dir: Path, cfg: Config, ts: TrainState, world: Dist) -> Iterator[Any]:
+    """A TensorBoardLog on RUN/tb continuing at `ts.step` (rank 0, log.tensorboard), else None."""
+    if not (cfg.log.tensorboard and world.main):
+        yield None
+        return
+    from maskdepth.tblog import TensorBoardLog
+
+    tb = TensorBoardLog(run_dir / "tb", resume_step=ts.step)
+    try:
+        yield tb
+    finally:
+        tb.close()
+
+
 def _draw_grid(run_dir: Path, p: Parts, batch: dict[str, Any] | None, device: torch.device, row: dict[str, Any]) -> None:
     """samples/epoch_NNN.png: the fixed validation samples through the evaluated model."""
     if batch is None:
