@@ -11,15 +11,16 @@ budget it used.
    same loop (`maskdepth.train.fit`) for the same wall-clock budget of training steps: each
    model's training step is timed first (section 2), and its step count is set to
    budget x measured img/s / batch. Both are evaluated (last checkpoint, no selection on the test
-   archive) on every sample of the test archive, beside background subtraction for the mask
-   (|fg_bg - bg| summed over channels, Otsu threshold per image, 3x3 opening then closing; 5x5
-   above 96 px) and a mean-depth predictor (the per-pixel mean depth of the training split).
+   archive) by `maskdepth.evaluate` on every sample of the test archive, beside the baselines of
+   `maskdepth.baselines`: background subtraction for the mask (|fg_bg - bg| summed over
+   channels, Otsu threshold per image, 3x3 opening then closing; 5x5 above 96 px) and a
+   mean-depth predictor (the per-pixel mean depth of the training split).
 2. Training speed: img/s of a training step (losses + optimiser step, random inputs) and of
    inference for both models at 64/128/192 px (scripts/bench_model.py), and the data pipeline
    against its decode limit (scripts/bench_data.py).
 3. Scaling: index time and memory of 4k/40k/400k-sample archives (bench_data's synthetic
    central directory), step time vs resolution, a training epoch of a small archive vs
-   DataLoader workers 0/1/2.
+   DataLoader workers 0/1/2 (`bench_data.bench_epoch_workers`).
 4. Pictures: predictions of both models on the same unseen samples; learning curves.
 5. GPU: rendered from docs/results/gpu.json when `bash scripts/bench_gpu.sh` has written it on a
    CUDA machine; otherwise the section says it has not been measured. `--gpu-only` re-renders
@@ -28,6 +29,9 @@ budget it used.
 `--budget-64` / `--budget-192` are seconds of training steps per model (default 240 and 1500:
 the 192 px section then fits a CPU hour for both models with evaluation). `--smoke` runs every
 section at 32 px with tiny archives and budgets of seconds (what tests/test_benchmark.py runs).
+
+This file only plans, calls and renders: the measurements are library functions or other
+scripts (bench_model.py, bench_data.py), the report helpers live in scripts/mdreport.py.
 """
 
 from __future__ import annotations
