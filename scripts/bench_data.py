@@ -27,6 +27,9 @@ written directly (no image data, so it takes seconds) and, in a fresh process ea
 index its central directory and to resolve the manifest (what `open_dataset` does), the bytes
 held by the index and the manifest arrays, and the process's peak RSS.
 
+`bench_epoch_workers` (called by scripts/benchmark.py, no command-line flag) times a MaskDepthNet
+training epoch of a small archive against the number of DataLoader workers.
+
 Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset (~10 s).
 
 Where the time goes (192 px, one process, perf + py-spy): libjpeg ~45% (the limit itself),
@@ -380,6 +383,51 @@ def bench_index(counts: list[int], tmp: Path) -> list[dict]:
               f"opened (index + manifest) in {result['open_s']:.2f} s", flush=True)
         path.unlink()
     return results
+
+
+def bench_epoch_workers(archive: Path, size: int, batch: int, samples: int, workers: list[int]) -> list[dict]:
+    """A MaskDepthNet training epoch (AdamW, DiceBCELoss + DepthLoss) over the first `samples`
+    samples of `archive` at `size` px, batch `batch`, for each DataLoader worker count: rows of
+    {workers, loader_s (the loader alone), epoch_s, img_s (samples / epoch_s)}. Batches are uint8
+    as training loads them (`open_dataset(uint8=True)`, made float by `to_float`); workers start
+    inside the timing (no persistent workers), since an epoch pays for them."""
+    import torch
+
+    from maskdepth.data import collate, open_dataset, to_float
+    from maskdepth.losses import DepthLoss, DiceBCELoss
+    from maskdepth.model import build_model
+
+    dataset = torch.utils.data.Subset(open_dataset(archive, size, "all", uint8=True), range(samples))
+    torch.manual_seed(0)
+    model = build_model("maskdepth")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
+
+    def step(b: dict[str, Any]) -> None:
+        b = to_float(b)
+        pred_logits, pred_depth = model(b["bg"], b["fg_bg"])
+        loss = mask_loss(pred_logits, b["mask"]) + depth_loss(pred_depth, b["depth"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    # one untimed step first: the first backward of a new model pays one-off set-up costs
+    step(collate([dataset[i] for i in range(min(batch, len(dataset)))]))
+    rows = []
+    for count in workers:
+        times = {}
+        for kind in ("loader_s", "epoch_s"):
+            loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=count,
+                                                 collate_fn=collate, generator=torch.Generator().manual_seed(0))
+            start = time.perf_counter()
+            for b in loader:
+                if kind == "epoch_s":
+                    step(b)
+            times[kind] = time.perf_counter() - start
+        print(f"  epoch vs workers: {count} workers: loader {times['loader_s']:.2f} s, "
+              f"epoch {times['epoch_s']:.2f} s", flush=True)
+        rows.append({"workers": count, **times, "img_s": samples / times["epoch_s"]})
+    return rows
 
 
 def main() -> None:

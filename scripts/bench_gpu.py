@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import importlib.util
 import io
 import json
 import os
@@ -31,16 +30,10 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+from mdreport import REPO, load_script  # noqa: E402
+
 GPU_BATCH = {64: 256, 128: 128, 192: 64}
-
-
-def _bench_model():
-    spec = importlib.util.spec_from_file_location("_bench_model", REPO / "scripts" / "bench_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -56,7 +49,7 @@ def _peak_mb(device: torch.device) -> float | None:
 
 def bench_steps(device: torch.device, sizes: list[int], batches: dict[int, int], steps: int,
                 compile_modes: tuple[bool, ...] = (False, True)) -> list[dict[str, Any]]:
-    bench_model = _bench_model()
+    bench_model = load_script("bench_model")
     rows = []
     for compile_ in compile_modes:
         # compiling happens in the first calls: give it untimed warm-up steps

@@ -12,7 +12,7 @@ Archives (64 px, made once and reused from --work when their arguments match):
 - unseen:  60 backgrounds x 10 objects x 2 x 1 = 1,200 samples made with seed 1: backgrounds and
            objects that no run has seen. Quality is judged here, never on the val split alone.
 Baselines on the unseen archive: the mean-depth predictor (per-pixel mean depth of the training
-split) and background subtraction for the mask (Otsu, as in scripts/benchmark.py).
+split) and background subtraction for the mask (Otsu, 3x3 open/close), from maskdepth.baselines.
 
 1. Ablation: each change alone against the old default (configs/quick.yaml as it was), on the
    s15 archive (and the old default on the diverse one), every run the same number of training
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import math
 import os
@@ -46,8 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+from mdreport import QUALITY_BEGIN as BEGIN, QUALITY_END as END, REPO, fmt as _f, log, table as _table  # noqa: E402
+
 QUICK = REPO / "configs" / "quick.yaml"
 # The default before issue 12, for the ablation: configs/quick.yaml with every new option off.
 OLD_DEFAULT = [
@@ -73,15 +73,7 @@ TRAIN_SUBSET = 640
 
 
 def _log(message: str) -> None:
-    print(f"[bench_quality {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _benchmark_module() -> Any:
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("benchmark", module)
-    spec.loader.exec_module(module)
-    return module
+    log(message, who="bench_quality")
 
 
 def archive_specs(smoke: bool) -> dict[str, dict[str, Any]]:
@@ -181,7 +173,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from maskdepth.config import load_config
     from maskdepth.data import open_dataset
     from maskdepth.model import count_parameters
-    from maskdepth.train import evaluate, fit
+    from maskdepth.evaluate import evaluate
+    from maskdepth.train import fit
 
     torch.set_num_threads(spec["threads"])
     size, batch = spec["size"], spec["batch"]
@@ -235,30 +228,21 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def baselines(archives: dict[str, Path], size: int) -> dict[str, dict[str, float]]:
+    """On the unseen archive: the mean-depth predictor of each training split (`mean_depth_<name>`)
+    and background subtraction with a 3x3 opening and closing (`otsu`), by maskdepth.baselines."""
     import torch
 
+    from maskdepth.baselines import mean_depth, score_baselines
     from maskdepth.data import collate, open_dataset
-    from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
 
-    bench = _benchmark_module()
-    out: dict[str, dict[str, float]] = {}
-    unseen = open_dataset(archives["unseen"], size, "all")
-    loader = torch.utils.data.DataLoader(unseen, batch_size=64, collate_fn=collate)
+    means = {}
     for name in ("diverse", "s15"):
         train_set = open_dataset(archives[name], size, "train")
-        total = torch.zeros(1, size, size, dtype=torch.float64)
-        for i in range(len(train_set)):
-            total += train_set[i]["depth"].double()
-        mean_depth = (total / len(train_set)).float()
-        acc = MetricAccumulator()
-        for batch in loader:
-            acc.update(depth_metrics(mean_depth.expand_as(batch["depth"]), batch["depth"], reduction="none"))
-        out[f"mean_depth_{name}"] = acc.compute()
-    acc = MetricAccumulator()
-    for batch in loader:
-        acc.update(mask_metrics(bench.background_subtraction(batch["bg"], batch["fg_bg"], 3), batch["mask"],
-                                reduction="none"))
-    out["otsu"] = acc.compute()
+        means[f"mean_depth_{name}"] = mean_depth(train_set[i]["depth"] for i in range(len(train_set)))
+    unseen = open_dataset(archives["unseen"], size, "all")
+    loader = torch.utils.data.DataLoader(unseen, batch_size=64, collate_fn=collate)
+    out = score_baselines(loader, means, kernel=3)
+    out["otsu"] = out.pop("bgsub")
     return out
 
 
@@ -314,10 +298,9 @@ def error_by_depth(run_dir: Path, unseen: Path, size: int) -> list[dict[str, flo
 
 
 def depth_band_table(rows: list[dict[str, float]]) -> str:
-    lines = ["| true depth (x 20 m) | share of pixels | δ1 | median pred / true |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['lo']:.2f} – {r['hi']:.2f} | {r['share']:.3f} | {r['delta1']:.3f} | {r['median_ratio']:.3f} |")
-    return "\n".join(lines)
+    return _table(["true depth (x 20 m)", "share of pixels", "δ1", "median pred / true"],
+                  [[f"{r['lo']:.2f} – {r['hi']:.2f}", f"{r['share']:.3f}", f"{r['delta1']:.3f}",
+                    f"{r['median_ratio']:.3f}"] for r in rows])
 
 
 def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path) -> Path:
@@ -351,10 +334,6 @@ def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], pa
 # the report
 
 
-def _f(value: Any, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def _last(run: dict[str, Any]) -> dict[str, Any]:
     return run["curve"][-1]
 
@@ -362,10 +341,6 @@ def _last(run: dict[str, Any]) -> dict[str, Any]:
 def _gap(point: dict[str, Any]) -> float:
     """Unseen minus training-scene depth RMSE: what the model knows only of scenes it saw."""
     return point["unseen_rmse"] - point["train_rmse"]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    return _benchmark_module()._table(header, rows)
 
 
 def ablation_table(runs: list[dict[str, Any]]) -> str:
@@ -409,16 +384,17 @@ def curve_table(run: dict[str, Any]) -> str:
 
 def targets_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
     """Issue 12's targets for each budget run, met or not."""
-    lines = ["| archive | δ1 ≥ 0.75 | RMSE ≤ half the mean predictor's | IoU ≥ 0.94 | gap unseen − train: first → last epoch |",
-             "|---|---|---|---|---|"]
+    header = ["archive", "δ1 ≥ 0.75", "RMSE ≤ half the mean predictor's", "IoU ≥ 0.94",
+              "gap unseen − train: first → last epoch"]
     mark = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    rows = []
     for run in runs:
         p, first = _last(run), run["curve"][0]
         half = base[f"mean_depth_{run['archive_name']}"]["rmse"] / 2
-        lines.append(f"| {run['archive_name']} | {mark(p['unseen_delta1'] >= 0.75)} ({_f(p['unseen_delta1'])}) | "
-                     f"{mark(p['unseen_rmse'] <= half)} ({_f(p['unseen_rmse'])} vs {_f(half)}) | "
-                     f"{mark(p['unseen_iou'] >= 0.94)} ({_f(p['unseen_iou'])}) | {_f(_gap(first))} → {_f(_gap(p))} |")
-    return "\n".join(lines)
+        rows.append([run["archive_name"], f"{mark(p['unseen_delta1'] >= 0.75)} ({_f(p['unseen_delta1'])})",
+                     f"{mark(p['unseen_rmse'] <= half)} ({_f(p['unseen_rmse'])} vs {_f(half)})",
+                     f"{mark(p['unseen_iou'] >= 0.94)} ({_f(p['unseen_iou'])})", f"{_f(_gap(first))} → {_f(_gap(p))}"])
+    return _table(header, rows)
 
 
 def why(runs: list[dict[str, Any]]) -> str:

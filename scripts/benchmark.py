@@ -11,15 +11,16 @@ budget it used.
    same loop (`maskdepth.train.fit`) for the same wall-clock budget of training steps: each
    model's training step is timed first (section 2), and its step count is set to
    budget x measured img/s / batch. Both are evaluated (last checkpoint, no selection on the test
-   archive) on every sample of the test archive, beside background subtraction for the mask
-   (|fg_bg - bg| summed over channels, Otsu threshold per image, 3x3 opening then closing; 5x5
-   above 96 px) and a mean-depth predictor (the per-pixel mean depth of the training split).
+   archive) by `maskdepth.evaluate` on every sample of the test archive, beside the baselines of
+   `maskdepth.baselines`: background subtraction for the mask (|fg_bg - bg| summed over
+   channels, Otsu threshold per image, 3x3 opening then closing; 5x5 above 96 px) and a
+   mean-depth predictor (the per-pixel mean depth of the training split).
 2. Training speed: img/s of a training step (losses + optimiser step, random inputs) and of
    inference for both models at 64/128/192 px (scripts/bench_model.py), and the data pipeline
    against its decode limit (scripts/bench_data.py).
 3. Scaling: index time and memory of 4k/40k/400k-sample archives (bench_data's synthetic
    central directory), step time vs resolution, a training epoch of a small archive vs
-   DataLoader workers 0/1/2.
+   DataLoader workers 0/1/2 (`bench_data.bench_epoch_workers`).
 4. Pictures: predictions of both models on the same unseen samples; learning curves.
 5. GPU: rendered from docs/results/gpu.json when `bash scripts/bench_gpu.sh` has written it on a
    CUDA machine; otherwise the section says it has not been measured. `--gpu-only` re-renders
@@ -28,6 +29,9 @@ budget it used.
 `--budget-64` / `--budget-192` are seconds of training steps per model (default 240 and 1500:
 the 192 px section then fits a CPU hour for both models with evaluation). `--smoke` runs every
 section at 32 px with tiny archives and budgets of seconds (what tests/test_benchmark.py runs).
+
+This file only plans, calls and renders: the measurements are library functions or other
+scripts (bench_model.py, bench_data.py), the report helpers live in scripts/mdreport.py.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import importlib.util
 import io
 import json
 import math
@@ -48,15 +51,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+from mdreport import (QUALITY_BEGIN, QUALITY_END, REPO, SCRIPTS, dict_table, fmt, load_script, log,  # noqa: E402
+                      marked_block, replace_block, save_png, shown, table)
+
 GPU_BEGIN, GPU_END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 MODELS = ("maskdepth", "seed")
 LABELS = {"maskdepth": "MaskDepthNet", "seed": "seed baseline"}
@@ -121,80 +124,6 @@ FRACTIONS = [0.95, 0.05, 0.0]  # train / val (curves) / test (unused: the unseen
 
 
 # --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", SCRIPTS / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load scripts/{name}.py")
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    """A table cell: a finite number with `digits` decimals, or an en dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _dict_table(rows: list[dict[str, Any]], known: list[tuple[str, str, int]]) -> str:
-    """Rows of another script's results as a table: the `known` (key, header, decimals) columns
-    first, then any other key it reports under its own name (its output may grow)."""
-    columns = [(k, h, d) for k, h, d in known if any(k in r for r in rows)]
-    seen = {k for k, _, _ in known}
-    for r in rows:
-        for k, v in r.items():
-            if k not in seen and isinstance(v, (int, float)) and not isinstance(v, bool):
-                columns.append((k, k, 2 if isinstance(v, float) else 0))
-                seen.add(k)
-
-    def cell(v: Any, d: int) -> str:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return "–" if v is None else str(v)
-        return f"{v:,.0f}" if d == 0 else f"{v:.{d}f}"
-
-    return _table([h for _, h, _ in columns], [[cell(r.get(k), d) for k, _, d in columns] for r in rows])
-
-
-def _save_png(fig: Any, path: Path) -> Path:
-    """Render a matplotlib Figure and store it as a palette PNG (a fraction of the RGB size)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
-
-    canvas = FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    buffer.seek(0)
-    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
-    return path
-
-
-# --------------------------------------------------------------------------------------------
 # 1. quality on unseen scenes
 
 
@@ -206,7 +135,7 @@ def make_archives(scale: Scale, work: Path) -> dict[str, Any]:
         path = work / f"{role}{scale.size}.zip"
         summary = make_dataset(path, size=scale.size, seed=seed, overwrite=True, progress=False, **spec)
         out[role] = {"path": path, "count": summary.count, "seconds": summary.seconds, "seed": seed, **spec}
-        _log(summary.format())
+        log(summary.format())
     return out
 
 
@@ -239,7 +168,7 @@ def train_model(name: str, scale: Scale, data: dict[str, Any], train_ips: float,
         "train.checkpoint_minutes=0", "train.num_samples=2",
     ]
     cfg = load_config(CONFIGS[name], overrides)
-    _log(f"{name} {scale.size}px: {steps} steps planned ({epochs} epochs x {per_epoch or 'all'} steps) "
+    log(f"{name} {scale.size}px: {steps} steps planned ({epochs} epochs x {per_epoch or 'all'} steps) "
          f"for a {scale.budget_s:.0f} s budget at {train_ips:.1f} img/s")
     start = time.perf_counter()
     fit(cfg)
@@ -263,74 +192,29 @@ def _test_loader(data: dict[str, Any], size: int, batch: int) -> Any:
     return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate)
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of `values` (any shape): the cut maximising the between-class variance."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return hi
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight = hist.astype(np.float64)
-    w0 = np.cumsum(weight)  # pixels at or below each candidate cut
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(weight * centers)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    k = int(np.argmax(between[:-1]))  # cutting after the last bin leaves class 1 empty
-    return float(edges[k + 1])
-
-
-def _erode(x: torch.Tensor, k: int) -> torch.Tensor:
-    return -F.max_pool2d(-x, k, stride=1, padding=k // 2)
-
-
-def _dilate(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.max_pool2d(x, k, stride=1, padding=k // 2)
-
-
-def background_subtraction(bg: torch.Tensor, fg_bg: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Classical foreground mask: |fg_bg - bg| summed over RGB, Otsu per image, opening then closing.
-
-    bg, fg_bg: [B,3,H,W] in [0,1]. Returns float {0,1} [B,1,H,W].
-    """
-    diff = (fg_bg - bg).abs().sum(dim=1, keepdim=True)
-    thresholds = torch.tensor([otsu_threshold(d.numpy()) for d in diff], dtype=diff.dtype).view(-1, 1, 1, 1)
-    mask = (diff > thresholds).float()
-    mask = _dilate(_erode(mask, kernel), kernel)  # opening: drops specks of JPEG noise
-    return _erode(_dilate(mask, kernel), kernel)  # closing: fills pinholes inside the object
-
-
 def evaluate_baselines(scale: Scale, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Background subtraction and the mean-depth predictor of the training split, scored on every
+    sample of the unseen archive (`maskdepth.baselines`)."""
+    from maskdepth.baselines import mean_depth, opening_kernel, score_baselines
     from maskdepth.data import open_dataset
-    from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
 
     start = time.perf_counter()
     train_set = open_dataset(data["train"]["path"], scale.size, "train", fractions=FRACTIONS)
-    total = torch.zeros(1, scale.size, scale.size, dtype=torch.float64)
-    for i in range(len(train_set)):
-        total += train_set[i]["depth"].double()
-    mean_depth = (total / len(train_set)).float()
+    depth_map = mean_depth(train_set[i]["depth"] for i in range(len(train_set)))
     mean_seconds = time.perf_counter() - start
-
-    kernel = 3 if scale.size <= 96 else 5
-    bgsub, mean = MetricAccumulator(), MetricAccumulator()
+    kernel = opening_kernel(scale.size)
     start = time.perf_counter()
-    for batch in _test_loader(data, scale.size, 32):
-        bgsub.update(mask_metrics(background_subtraction(batch["bg"], batch["fg_bg"], kernel), batch["mask"],
-                                  reduction="none"))
-        pred_depth = mean_depth.expand_as(batch["depth"])
-        mean.update(depth_metrics(pred_depth, batch["depth"], reduction="none"))
+    figures = score_baselines(_test_loader(data, scale.size, 32), {"mean_depth": depth_map}, kernel)
     return {
-        "bgsub": {"metrics": bgsub.compute(), "seconds": None, "kernel": kernel,
+        "bgsub": {"metrics": figures["bgsub"], "seconds": None, "kernel": kernel,
                   "eval_s": time.perf_counter() - start},
-        "mean_depth": {"metrics": mean.compute(), "seconds": mean_seconds, "image": mean_depth},
+        "mean_depth": {"metrics": figures["mean_depth"], "seconds": mean_seconds, "image": depth_map},
     }
 
 
 def evaluate_unseen(result: dict[str, Any], scale: Scale, data: dict[str, Any]) -> dict[str, float]:
-    from maskdepth.train import evaluate
+    """`maskdepth.evaluate` of a trained model on every sample of the unseen archive, plus eval_s."""
+    from maskdepth.evaluate import evaluate
 
     start = time.perf_counter()
     figures = evaluate(result["model"], _test_loader(data, scale.size, scale.batch), torch.device("cpu"))
@@ -344,12 +228,12 @@ def quality_section(scale: Scale, data: dict[str, Any], trained: dict[str, dict[
     rows = []
     for name in MODELS:
         r, m = trained[name], trained[name]["unseen"]
-        rows.append([f"{LABELS[name]} ({name})", _f(m["iou"]), _f(m["dice"]), _f(m["rmse"], 4), _f(m["abs_rel"]),
-                     _f(m["delta1"]), f"{r['epoch_s']:.0f}", _f(r["params"])])
+        rows.append([f"{LABELS[name]} ({name})", fmt(m["iou"]), fmt(m["dice"]), fmt(m["rmse"], 4), fmt(m["abs_rel"]),
+                     fmt(m["delta1"]), f"{r['epoch_s']:.0f}", fmt(r["params"])])
     b, d = baselines["bgsub"]["metrics"], baselines["mean_depth"]["metrics"]
     rows.append([f"background subtraction (Otsu, {baselines['bgsub']['kernel']}x{baselines['bgsub']['kernel']} "
-                 "open/close)", _f(b["iou"]), _f(b["dice"]), "–", "–", "–", "0", "0"])
-    rows.append(["mean depth of the training split", "–", "–", _f(d["rmse"], 4), _f(d["abs_rel"]), _f(d["delta1"]),
+                 "open/close)", fmt(b["iou"]), fmt(b["dice"]), "–", "–", "–", "0", "0"])
+    rows.append(["mean depth of the training split", "–", "–", fmt(d["rmse"], 4), fmt(d["abs_rel"]), fmt(d["delta1"]),
                  f"{baselines['mean_depth']['seconds']:.1f}", "0"])
     md, seed = trained["maskdepth"]["unseen"], trained["seed"]["unseen"]
     targets = {
@@ -357,11 +241,11 @@ def quality_section(scale: Scale, data: dict[str, Any], trained: dict[str, dict[
         "iou_vs_bgsub": md["iou"] > b["iou"],
     }
     tr, te = data["train"], data["test"]
-    runs = [_table(
+    runs = [table(
         ["model", "budget s", "steps (planned)", "epochs", "images seen", "fit wall s", "sum of epoch s",
          "test eval s"],
         [[LABELS[n], f"{scale.budget_s:g}", f"{trained[n]['steps']} ({trained[n]['planned_steps']})",
-          str(trained[n]["epochs"]), _f(trained[n]["images"]), f"{trained[n]['wall_s']:.0f}",
+          str(trained[n]["epochs"]), fmt(trained[n]["images"]), f"{trained[n]['wall_s']:.0f}",
           f"{trained[n]['epoch_s']:.0f}", f"{trained[n]['unseen']['eval_s']:.0f}"] for n in MODELS])]
     text = f"""### {scale.size} px
 
@@ -369,7 +253,7 @@ Training archive: `make-data --size {scale.size} --num-bg {tr['num_bg']} --num-f
 Unseen test archive: `make-data --size {scale.size} --num-bg {te['num_bg']} --num-fg {te['num_fg']} --per-pair {te['per_pair']} --seed 1` ({te['count']:,} samples, all evaluated: split `all`).
 Both networks: batch {scale.batch}, the lr and schedule of their config, CPU fp32, the last checkpoint.
 
-{_table(header, rows)}
+{table(header, rows)}
 
 "training s" is the sum of the per-epoch seconds in the run's metrics.csv (training steps plus the
 per-epoch validation); the step budget itself is below.
@@ -393,14 +277,14 @@ def _yes(ok: bool) -> str:
 
 
 def speed_section(plan: Plan) -> tuple[list[Any], dict[tuple[str, int], float]]:
-    bench_model = _load_script("bench_model")
+    bench_model = load_script("bench_model")
     args = argparse.Namespace(amp=False, channels_last=False, compile=False, warmup=plan.speed_warmup,
                               steps=plan.speed_steps)
     results = []
     for size in plan.speed_sizes:
         for name in MODELS:
             r = bench_model.bench_one(name, size, plan.speed_batch[size], args, torch.device("cpu"))
-            _log(f"bench_model {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, infer {r.infer_ips:.1f} img/s")
+            log(f"bench_model {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, infer {r.infer_ips:.1f} img/s")
             results.append(r)
     return results, {(r.model, r.size): r.train_ips for r in results}
 
@@ -408,14 +292,14 @@ def speed_section(plan: Plan) -> tuple[list[Any], dict[tuple[str, int], float]]:
 def speed_text(results: list[Any], plan: Plan) -> str:
     rows = []
     for r in results:
-        rows.append([str(r.size), str(r.batch), LABELS[r.model], _f(r.params), f"{r.gflops:.2f}",
+        rows.append([str(r.size), str(r.batch), LABELS[r.model], fmt(r.params), f"{r.gflops:.2f}",
                      f"{r.train_ips:.1f}", f"{r.infer_ips:.1f}", f"{1000 * r.batch / r.train_ips:.0f}"])
     ratios = []
     for size in plan.speed_sizes:
         by = {r.model: r for r in results if r.size == size}
         ratios.append(f"{size} px: training x{by['maskdepth'].train_ips / by['seed'].train_ips:.2f}, "
                       f"inference x{by['maskdepth'].infer_ips / by['seed'].infer_ips:.2f}")
-    return (_table(["px", "batch", "model", "parameters", "GFLOP/img (fwd)", "train img/s", "infer img/s",
+    return (table(["px", "batch", "model", "parameters", "GFLOP/img (fwd)", "train img/s", "infer img/s",
                     "ms / train step"], rows)
             + f"\n\nMaskDepthNet over the seed baseline: {'; '.join(ratios)}.\n"
             + f"(`bench_model.bench_one`: CPU fp32, {plan.speed_warmup} warm-up + {plan.speed_steps} timed steps per cell, random inputs, "
@@ -436,7 +320,7 @@ def data_section(plan: Plan, archive: Path, work: Path) -> tuple[str, list[dict]
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
         rows = json.loads(out.read_text())["throughput"]
     except Exception as exc:  # another script: report, don't fail the whole report
-        _log(f"bench_data throughput failed: {exc!r}")
+        log(f"bench_data throughput failed: {exc!r}")
         return f"Pending: `{command}` failed in this run ({type(exc).__name__}: {exc}).\n", None
     for r in rows:
         r["ours / limit"] = r["ours"] / r["limit"]
@@ -446,7 +330,7 @@ def data_section(plan: Plan, archive: Path, work: Path) -> tuple[str, list[dict]
                ("limit_strict", "strict limit /s", 0), ("ours", "ours /s", 0), ("naive", "naive /s", 0),
                ("ours / limit", "ours / limit", 2), ("ours / strict", "ours / strict", 2),
                ("ours / naive", "ours / naive", 1), ("ours_uint8", "ours uint8 /s", 0)]
-    table = _dict_table([{k: r[k] for k, _, _ in columns} for r in rows], columns)
+    table = dict_table([{k: r[k] for k, _, _ in columns} for r in rows], columns)
     return (f"Samples/s on `{archive.name}` (the {_archive_size(archive)} px training archive of section 1), "
             f"DataLoader batch 32, one torch thread per process, measured by `{command}` in a fresh process "
             f"(best of {plan.data_repeats} rounds after a warm-up; the one-process cells in interleaved rounds). "
@@ -469,12 +353,12 @@ def _archive_size(path: Path) -> str:
 def index_section(plan: Plan, work: Path) -> str:
     command = f"python scripts/bench_data.py --skip-throughput --index-samples {' '.join(map(str, plan.index_counts))}"
     try:
-        bench_data = _load_script("bench_data")
+        bench_data = load_script("bench_data")
         rows = bench_data.bench_index(plan.index_counts, work)
     except Exception as exc:
-        _log(f"bench_data index failed: {exc!r}")
+        log(f"bench_data index failed: {exc!r}")
         return f"Pending: `bench_data.bench_index` failed in this run ({type(exc).__name__}: {exc}); run `{command}`.\n"
-    table = _dict_table(rows, [("samples", "samples", 0), ("entries", "zip entries", 0), ("index_s", "index s", 2),
+    table = dict_table(rows, [("samples", "samples", 0), ("entries", "zip entries", 0), ("index_s", "index s", 2),
                                ("open_s", "open s", 2), ("index_mb", "index MB", 1), ("manifest_mb", "manifest MB", 1),
                                ("anon_after_open_mb", "private MB after open", 0), ("peak_rss_mb", "peak RSS MB", 0),
                                ("pickle_mb", "pickle MB", 1), ("zip_mb", "zip MB", 0), ("write_s", "zip written s", 2),
@@ -494,50 +378,19 @@ def resolution_text(results: list[Any], plan: Plan) -> str:
         rows.append([str(r.size), LABELS[r.model], f"{ms_img:.1f}", f"x{ms_img * base[r.model].train_ips / 1000:.1f}",
                      f"x{pixels:.0f}"])
     return ("Training-step time per image against resolution (from the speed table): the cost grows with the "
-            "pixel count.\n\n" + _table(["px", "model", "ms / image", "vs smallest", "pixels vs smallest"], rows) + "\n")
+            "pixel count.\n\n" + table(["px", "model", "ms / image", "vs smallest", "pixels vs smallest"], rows) + "\n")
 
 
 def epoch_workers_section(plan: Plan, archive: Path, size: int, batch: int) -> str:
-    """A MaskDepthNet training epoch on the first `epoch_samples` samples with 0/1/2 loader workers."""
-    from maskdepth.data import collate, open_dataset, to_float
-    from maskdepth.losses import DepthLoss, DiceBCELoss
-    from maskdepth.model import build_model
-
-    dataset = torch.utils.data.Subset(open_dataset(archive, size, "all", uint8=True), range(plan.epoch_samples))
-    torch.manual_seed(0)
-    model = build_model("maskdepth")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
-
-    def step(b: dict[str, Any]) -> None:
-        b = to_float(b)  # uint8 batches, as training loads them
-        pred_logits, pred_depth = model(b["bg"], b["fg_bg"])
-        loss = mask_loss(pred_logits, b["mask"]) + depth_loss(pred_depth, b["depth"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    # one untimed step first: the first backward of a new model pays one-off set-up costs
-    step(collate([dataset[i] for i in range(min(batch, len(dataset)))]))
-    rows = []
-    for workers in plan.epoch_workers:
-        times = {}
-        for kind in ("loader only", "training epoch"):
-            loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                                 collate_fn=collate, generator=torch.Generator().manual_seed(0))
-            start = time.perf_counter()
-            for b in loader:  # workers start inside the timing: an epoch pays for them
-                if kind == "training epoch":
-                    step(b)
-            times[kind] = time.perf_counter() - start
-        _log(f"epoch vs workers: {workers} workers: loader {times['loader only']:.2f} s, epoch {times['training epoch']:.2f} s")
-        rows.append([str(workers), f"{times['loader only']:.2f}", f"{times['training epoch']:.2f}",
-                     f"{plan.epoch_samples / times['training epoch']:.1f}"])
+    """A MaskDepthNet training epoch on the first `epoch_samples` samples with 0/1/2 loader workers
+    (`bench_data.bench_epoch_workers`)."""
+    rows = load_script("bench_data").bench_epoch_workers(archive, size, batch, plan.epoch_samples, plan.epoch_workers)
+    cells = [[str(r["workers"]), f"{r['loader_s']:.2f}", f"{r['epoch_s']:.2f}", f"{r['img_s']:.1f}"] for r in rows]
     return (f"One epoch over {plan.epoch_samples} samples of `{archive.name}` at {size} px, batch {batch}, MaskDepthNet "
             f"with AdamW, uint8 batches as training loads them (`open_dataset(uint8=True)`, made float by `to_float`), "
             f"DataLoader workers started inside the timing (no persistent workers); 'loader only' "
             f"iterates the same loader without the model.\n\n"
-            + _table(["workers", "loader only s", "training epoch s", "img/s"], rows) + "\n")
+            + table(["workers", "loader only s", "training epoch s", "img/s"], cells) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,7 +445,7 @@ def comparison_grid(path: Path, trained: dict[str, dict[str, Any]], data: dict[s
             if note:
                 ax.set_xlabel(note, fontsize=7, labelpad=1)
     fig.suptitle(f"unseen test archive (seed 1), {size} px: evenly spaced samples, not picked", fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def learning_curves(path: Path, runs: dict[int, dict[str, dict[str, Any]]]) -> Path:
@@ -615,29 +468,21 @@ def learning_curves(path: Path, runs: dict[int, dict[str, dict[str, Any]]]) -> P
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
 # 5. GPU
 
 
-def _shown(path: Path) -> str:
-    """A path as the report shows it: relative to the repository when inside it."""
-    try:
-        return path.resolve().relative_to(REPO).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def gpu_section(gpu_json: Path) -> str:
     if not gpu_json.is_file():
         return (f"{GPU_BEGIN}\nNot measured yet: no CUDA device was available for this run. On a CUDA machine run "
-                f"`bash scripts/bench_gpu.sh` (writes `{_shown(gpu_json)}`), then "
+                f"`bash scripts/bench_gpu.sh` (writes `{shown(gpu_json)}`), then "
                 f"`python scripts/benchmark.py --gpu-only` to render it here.\n{GPU_END}\n")
     g = json.loads(gpu_json.read_text())
     rows = [[str(r["size"]), str(r["batch"]), LABELS.get(r["model"], r["model"]), "on" if r["compile"] else "off",
-             _f(r.get("train_ips"), 0), _f(r.get("infer_ips"), 0), _f(r.get("peak_mem_mb"), 0), r.get("error", "")]
+             fmt(r.get("train_ips"), 0), fmt(r.get("infer_ips"), 0), fmt(r.get("peak_mem_mb"), 0), r.get("error", "")]
             for r in g["bench_model"]]
     t = g.get("train")
     train = "The short training run did not finish." if not t else (
@@ -645,10 +490,10 @@ def gpu_section(gpu_json: Path) -> str:
         f"{t['num_workers']} workers, batch {t['batch']}, {t['samples']:,}-sample make-data archive made in "
         f"{t['make_data_s']:.0f} s): epoch {t['epoch']} trained {t['steps']} steps in {t['epoch_s']:.1f} s incl. "
         f"validation = **{t['img_s']:.0f} img/s**; a 400k-sample epoch would take about "
-        f"**{t['epoch_400k_min']:.1f} min**; peak GPU memory {_f(t.get('peak_mem_mb'), 0)} MB.")
+        f"**{t['epoch_400k_min']:.1f} min**; peak GPU memory {fmt(t.get('peak_mem_mb'), 0)} MB.")
     return (f"{GPU_BEGIN}\nMeasured {g['date']} on **{g['gpu']}** (torch {g['torch']}, CUDA {g['cuda']}) by "
-            f"`{g['command']}`; rendered from `{_shown(gpu_json)}`.\n\n"
-            + _table(["px", "batch", "model", "compile", "train img/s", "infer img/s", "peak MB", "note"], rows)
+            f"`{g['command']}`; rendered from `{shown(gpu_json)}`.\n\n"
+            + table(["px", "batch", "model", "compile", "train img/s", "infer img/s", "peak MB", "note"], rows)
             + f"\n\nbench_model with AMP bf16 and channels_last. {train}\n{GPU_END}\n")
 
 
@@ -669,128 +514,122 @@ def _machine() -> str:
             f"Python {platform.python_version()}; device cpu")
 
 
-def run(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    images = out.parent / out.stem  # docs/results.md -> docs/results/
-    plan = make_plan(args)
-    started, load_start = time.perf_counter(), os.getloadavg()
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    with tempfile.TemporaryDirectory(prefix="maskdepth_bench_", dir=args.work) as tmp:
-        work = Path(tmp)
-        timings: dict[str, float] = {}
+def measure(plan: Plan, work: Path, images: Path) -> dict[str, Any]:
+    """Every measurement of the report, section by section, in the order the timings list them."""
+    timings: dict[str, float] = {}
 
-        def timed(label: str, func: Callable[[], Any]) -> Any:
-            t = time.perf_counter()
-            value = func()
-            timings[label] = time.perf_counter() - t
-            return value
+    def timed(label: str, func: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        value = func()
+        timings[label] = time.perf_counter() - t
+        return value
 
-        _log("speed: bench_model")
-        speed, train_ips = timed("speed (bench_model)", lambda: speed_section(plan))
-        quality, runs, targets, archives = [], {}, {}, {}
-        for scale in plan.scales:
-            label = f"quality {scale.size} px"
-            t = time.perf_counter()
-            data = make_archives(scale, work)
-            scale_key = scale.size
-            archives[scale_key] = data
-            trained = {}
-            for name in MODELS:
-                ips = train_ips.get((name, scale.size)) or _nearest_rate(train_ips, name, scale.size)
-                trained[name] = train_model(name, scale, data, ips, work)
-                trained[name]["unseen"] = evaluate_unseen(trained[name], scale, data)
-                _log(f"{name} {scale.size}px unseen: " + ", ".join(f"{k} {trained[name]['unseen'][k]:.4f}"
-                                                                   for k in ("iou", "rmse", "delta1")))
-            baselines = evaluate_baselines(scale, data)
-            text, targets[scale_key] = quality_section(scale, data, trained, baselines)
-            quality.append(text)
-            runs[scale_key] = trained
-            timings[label] = time.perf_counter() - t
-        first = plan.scales[0]
-        first_data = archives[first.size]
-        _log("pictures")
-        pictures = _guarded("pictures", lambda: (
-            comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
-                            plan.grid_rows),
-            learning_curves(images / "curves.png", runs)))
-        last_key = sorted(archives)[-1]
-        _log("data pipeline: bench_data")
-        data_text, _ = timed("data pipeline (bench_data)",
-                             lambda: data_section(plan, archives[last_key]["train"]["path"], work))
-        _log("index scaling")
-        index_text = timed("index scaling (bench_data)", lambda: index_section(plan, work))
-        _log("epoch vs workers")
-        epoch_text = timed("epoch vs workers", lambda: _guarded("epoch vs workers", lambda: epoch_workers_section(
-            plan, first_data["train"]["path"], first.size, 16)))
-        make_rows = [[f"{d[role]['count']:,}", str(_archive_size(d[role]["path"])), str(d[role]["seed"]),
-                      f"{d[role]['seconds']:.1f}", f"{d[role]['count'] / d[role]['seconds']:.0f}"]
-                     for d in archives.values() for role in ("train", "test")]
-
-    total = time.perf_counter() - started
-    load_end = os.getloadavg()
-    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in args.argv)
-    budgets = "; ".join(f"{s.size} px: {s.budget_s:g} s of training steps per model, batch {s.batch}"
-                        for s in plan.scales)
-    summary_rows = []
-    for key, trained in sorted(runs.items()):
-        size = key
+    log("speed: bench_model")
+    speed, train_ips = timed("speed (bench_model)", lambda: speed_section(plan))
+    quality, runs, targets, archives = [], {}, {}, {}
+    for scale in plan.scales:
+        t = time.perf_counter()
+        data = archives[scale.size] = make_archives(scale, work)
+        trained = runs[scale.size] = {}
         for name in MODELS:
-            m = trained[name]["unseen"]
-            summary_rows.append([f"{size}", LABELS[name], _f(m["iou"]), _f(m["rmse"], 4), _f(m["delta1"]),
-                                 f"{trained[name]['epoch_s']:.0f}"])
+            ips = train_ips.get((name, scale.size)) or _nearest_rate(train_ips, name, scale.size)
+            trained[name] = train_model(name, scale, data, ips, work)
+            trained[name]["unseen"] = evaluate_unseen(trained[name], scale, data)
+            log(f"{name} {scale.size}px unseen: " + ", ".join(f"{k} {trained[name]['unseen'][k]:.4f}"
+                                                              for k in ("iou", "rmse", "delta1")))
+        text, targets[scale.size] = quality_section(scale, data, trained, evaluate_baselines(scale, data))
+        quality.append(text)
+        timings[f"quality {scale.size} px"] = time.perf_counter() - t
+    first = plan.scales[0]
+    first_data = archives[first.size]
+    log("pictures")
+    pictures = _guarded("pictures", lambda: (
+        comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
+                        plan.grid_rows),
+        learning_curves(images / "curves.png", runs)))
+    log("data pipeline: bench_data")
+    last_train = archives[max(archives)]["train"]["path"]
+    data_text, _ = timed("data pipeline (bench_data)", lambda: data_section(plan, last_train, work))
+    log("index scaling")
+    index_text = timed("index scaling (bench_data)", lambda: index_section(plan, work))
+    log("epoch vs workers")
+    epoch_text = timed("epoch vs workers", lambda: _guarded("epoch vs workers", lambda: epoch_workers_section(
+        plan, first_data["train"]["path"], first.size, 16)))
+    make_rows = [[f"{d[role]['count']:,}", str(_archive_size(d[role]["path"])), str(d[role]["seed"]),
+                  f"{d[role]['seconds']:.1f}", f"{d[role]['count'] / d[role]['seconds']:.0f}"]
+                 for d in archives.values() for role in ("train", "test")]
+    return dict(speed=speed, quality=quality, runs=runs, targets=targets, pictures=pictures, data_text=data_text,
+                index_text=index_text, epoch_text=epoch_text, make_rows=make_rows, timings=timings)
+
+
+def summary_text(runs: dict[int, dict[str, dict[str, Any]]], targets: dict[int, dict[str, bool]]) -> str:
+    """The summary table of every (size, model) on the unseen archive, and the targets met or not."""
+    rows = [[f"{size}", LABELS[name], fmt(m["iou"]), fmt(m["rmse"], 4), fmt(m["delta1"]),
+             f"{trained[name]['epoch_s']:.0f}"]
+            for size, trained in sorted(runs.items()) for name in MODELS for m in [trained[name]["unseen"]]]
     met = all(all(t.values()) for t in targets.values())
     target_lines = "\n".join(
         f"- {key} px: MaskDepthNet > seed on IoU: {_yes(t['iou_vs_seed'])}; MaskDepthNet < seed on RMSE: "
         f"{_yes(t['rmse_vs_seed'])}; MaskDepthNet > background subtraction on IoU: {_yes(t['iou_vs_bgsub'])}"
         for key, t in sorted(targets.items()))
-    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731 - links relative to the report
-    report = f"""# Results: how good and how fast
+    return (table(["px", "model", "IoU (unseen)", "RMSE (unseen)", "δ1 (unseen)", "training s"], rows)
+            + f"\n\nTargets: {'all met' if met else 'not all met'}.\n{target_lines}")
 
-Generated by `{command}` on {date}{' (SMOKE settings: tiny data, seconds of training; figures mean nothing)' if plan.smoke else ''}.
+
+def render(args: argparse.Namespace, plan: Plan, m: dict[str, Any], out: Path, header: dict[str, Any]) -> str:
+    """The report's markdown from `measure`'s figures; `header`: date, total (s), load_start, load_end."""
+    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in args.argv)
+    budgets = "; ".join(f"{s.size} px: {s.budget_s:g} s of training steps per model, batch {s.batch}"
+                        for s in plan.scales)
+    load_start, load_end, total = header["load_start"], header["load_end"], header["total"]
+    busy = max(load_start[0], load_end[0]) > (os.cpu_count() or 1) + 0.5
+    pictures, first = m["pictures"], plan.scales[0]
+    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731 - links relative to the report
+    timing_rows = [[k, f"{v:.0f}"] for k, v in m["timings"].items()] + [["total", f"{total:.0f}"]]
+    return f"""# Results: how good and how fast
+
+Generated by `{command}` on {header['date']}{' (SMOKE settings: tiny data, seconds of training; figures mean nothing)' if plan.smoke else ''}.
 Nothing below is typed by hand; rerunning the command regenerates this page and its pictures.
 
 - Machine: {_machine()}.
-- Load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (the machine has {os.cpu_count()} CPUs{'; other jobs shared it, so timings are noisy' if max(load_start[0], load_end[0]) > (os.cpu_count() or 1) + 0.5 else ''}).
+- Load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (the machine has {os.cpu_count()} CPUs{'; other jobs shared it, so timings are noisy' if busy else ''}).
 - Budgets: {budgets}. The whole report took {total / 60:.1f} min.
 - All quality figures are on a separate archive generated with another seed (unseen backgrounds and
   objects); nothing was tuned on it.
 
 ## Summary
 
-{_table(["px", "model", "IoU (unseen)", "RMSE (unseen)", "δ1 (unseen)", "training s"], summary_rows)}
-
-Targets: {'all met' if met else 'not all met'}.
-{target_lines}
+{summary_text(m['runs'], m['targets'])}
 
 ## 1. Quality on unseen scenes
 
 Metrics as in design.md (per image, then averaged over images): IoU/Dice of the mask at 0.5, depth
 RMSE, abs_rel and δ1 = share of pixels with max(t/p, p/t) < 1.25.
 
-{chr(10).join(quality)}
+{chr(10).join(m['quality'])}
 ## 2. Training speed
 
 ### Model step
 
-{speed_text(speed, plan)}
+{speed_text(m['speed'], plan)}
 ### Data pipeline
 
-{data_text}
+{m['data_text']}
 Archive generation in this run (`make_dataset`, {os.cpu_count()} processes):
 
-{_table(["samples", "px", "seed", "seconds", "samples/s"], make_rows)}
+{table(["samples", "px", "seed", "seconds", "samples/s"], m['make_rows'])}
 
 ## 3. Scaling
 
 ### Index time and memory vs archive size
 
-{index_text}
+{m['index_text']}
 ### Step time vs resolution
 
-{resolution_text(speed, plan)}
+{resolution_text(m['speed'], plan)}
 ### Epoch time vs DataLoader workers
 
-{epoch_text}
+{m['epoch_text']}
 ## 4. Pictures
 
 Predictions of both networks on the same unseen samples ({first.size} px, after the same training budget):
@@ -806,16 +645,28 @@ Learning curves (validation split of the training archive: held-out backgrounds 
 {gpu_section(Path(args.gpu_json))}
 ## Time spent by this run
 
-{_table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()] + [["total", f"{total:.0f}"]])}
+{table(["section", "seconds"], timing_rows)}
 """
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Measure everything in a temporary folder under --work, write the report to --out."""
+    out = Path(args.out)
+    plan = make_plan(args)
+    started, load_start = time.perf_counter(), os.getloadavg()
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with tempfile.TemporaryDirectory(prefix="maskdepth_bench_", dir=args.work) as tmp:
+        figures = measure(plan, Path(tmp), out.parent / out.stem)  # docs/results.md -> docs/results/
+    total = time.perf_counter() - started
+    header = dict(date=date, total=total, load_start=load_start, load_end=os.getloadavg())
+    report = render(args, plan, figures, out, header)
     out.parent.mkdir(parents=True, exist_ok=True)
     # scripts/bench_quality.py owns the block between its markers: carry it over unchanged.
-    old = out.read_text() if out.is_file() else ""
-    begin, end = "<!-- quality:begin -->", "<!-- quality:end -->"
-    if begin in old and end in old:
-        report += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    kept = marked_block(out.read_text(), QUALITY_BEGIN, QUALITY_END) if out.is_file() else None
+    if kept is not None:
+        report += "\n" + QUALITY_BEGIN + kept + QUALITY_END + "\n"
     out.write_text(report)
-    _log(f"wrote {out} in {total / 60:.1f} min")
+    log(f"wrote {out} in {total / 60:.1f} min")
     return out
 
 
@@ -824,7 +675,7 @@ def _guarded(what: str, func: Callable[[], Any]) -> Any:
     try:
         return func()
     except Exception as exc:
-        _log(f"{what} failed: {exc!r}")
+        log(f"{what} failed: {exc!r}")
         return f"Failed in this run: {type(exc).__name__}: {exc}\n"
 
 
@@ -837,13 +688,12 @@ def _nearest_rate(rates: dict[tuple[str, int], float], name: str, size: int) -> 
 
 def update_gpu(args: argparse.Namespace) -> Path:
     out = Path(args.out)
-    text = out.read_text()
-    if GPU_BEGIN not in text or GPU_END not in text:
-        raise SystemExit(f"{out} has no GPU section markers; run the whole benchmark")
-    head, rest = text.split(GPU_BEGIN, 1)
-    _, tail = rest.split(GPU_END + "\n", 1) if GPU_END + "\n" in rest else rest.split(GPU_END, 1)
-    out.write_text(head + gpu_section(Path(args.gpu_json)) + tail)
-    _log(f"updated the GPU section of {out}")
+    try:
+        text = replace_block(out.read_text(), GPU_BEGIN, GPU_END, gpu_section(Path(args.gpu_json)))
+    except ValueError:
+        raise SystemExit(f"{out} has no GPU section markers; run the whole benchmark") from None
+    out.write_text(text)
+    log(f"updated the GPU section of {out}")
     return out
 
 

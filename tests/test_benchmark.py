@@ -1,4 +1,5 @@
-"""scripts/benchmark.py: the report generator, run end to end with --smoke, and its classical baseline."""
+"""scripts/benchmark.py and scripts/bench_quality.py: the report generators, run end to end with --smoke
+(their classical baselines: tests/test_baselines.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -35,24 +35,6 @@ def _row(text: str, label: str) -> list[str]:
         if line.startswith(f"| {label}"):
             return [c.strip() for c in line.strip("|").split("|")]
     raise AssertionError(f"no table row starting with {label!r} in the report")
-
-
-def test_otsu_separates_two_clusters(benchmark):
-    values = np.concatenate([np.full(100, 0.1), np.full(50, 0.8)])
-    t = benchmark.otsu_threshold(values)
-    assert 0.1 < t < 0.8
-    assert benchmark.otsu_threshold(np.full(10, 0.3)) == pytest.approx(0.3)  # flat image: no cut
-
-
-def test_background_subtraction_finds_a_square_and_drops_a_speck(benchmark):
-    bg = torch.zeros(1, 3, 16, 16)
-    fg_bg = bg.clone()
-    fg_bg[:, :, 4:10, 4:10] = 0.9  # the object
-    fg_bg[:, :, 13, 1] = 0.9  # a one-pixel speck: removed by the 3x3 opening
-    mask = benchmark.background_subtraction(bg, fg_bg, kernel=3)
-    expected = torch.zeros(1, 1, 16, 16)
-    expected[:, :, 4:10, 4:10] = 1
-    assert torch.equal(mask, expected)
 
 
 def test_plan_steps_spends_the_budget(benchmark):

@@ -52,6 +52,8 @@ def test_integer_accepted_for_float_but_not_the_reverse() -> None:
         ("data.in_memory=maybe", r"'data.in_memory' must be bool"),
         ("train.optimizer=sgd", r"'train.optimizer' must be one of adam, adamw; got 'sgd'"),
         ("model.name=resnet", r"'model.name' must be one of maskdepth, seed"),
+        ("model.seed_activation=gelu", r"'model.seed_activation' must be one of relu, leaky_relu; got 'gelu'"),
+        ("model.seed_activation=leaky_relu", r"'model.seed_activation' applies only to model.name=seed"),
         ("train=3", r"'train' is a section"),
         ("train.epochs", r"must look like key=value"),
         ("train.epochs=0", r"'train.epochs' must be >= 1"),
@@ -111,3 +113,23 @@ def test_text_values_are_taken_as_typed() -> None:
     cfg = load_config(None, ["data.path=/drive/My Drive/run: 2/data.zip", "run_dir=[runs]", "train.best_metric=val_rmse"])
     assert cfg.data.path == "/drive/My Drive/run: 2/data.zip"
     assert cfg.run_dir == "[runs]"
+
+
+def test_seed_activation_reaches_the_seed_model_only() -> None:
+    import torch
+
+    from maskdepth.config import diff_configs
+    from maskdepth.model import build_model
+
+    cfg = load_config(CONFIGS / "seed.yaml")
+    assert cfg.model.seed_activation == "relu"  # what the repo's seed model has always been
+    assert cfg.model.options() == {"activation": "relu"}
+    leaky = load_config(CONFIGS / "seed.yaml", ["model.seed_activation=leaky_relu"])
+    assert leaky.model.options() == {"activation": "leaky_relu"}
+    model = build_model(leaky.model.name, **leaky.model.options())
+    assert any(isinstance(m, torch.nn.LeakyReLU) for m in model.modules())
+    # maskdepth never sees the key; a config written before it existed resumes unchanged
+    assert "activation" not in load_config(CONFIGS / "quick.yaml").model.options()
+    older = config_to_dict(cfg)
+    del older["model"]["seed_activation"]
+    assert diff_configs(config_from_dict(older), cfg) == []

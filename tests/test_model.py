@@ -79,10 +79,43 @@ def test_build_model_names_and_options():
         build_model("unet")
     with pytest.raises(ConfigError, match="width.*valid options: base_channels, num_stages"):
         build_model("maskdepth", width=3)
-    with pytest.raises(ConfigError, match="valid options: none"):
+    with pytest.raises(ConfigError, match="valid options: activation"):
         build_model("seed", base_channels=32)
     with pytest.raises(ConfigError, match="num_stages"):
         build_model("maskdepth", num_stages=9)
+
+
+def _activations(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+
+
+def test_seed_activation_switches_only_the_decoders():
+    torch.manual_seed(0)
+    plain = build_model("seed")  # model_1.py's nn.ReLU(0.2): a plain ReLU (0.2 is `inplace`)
+    leaky = build_model("seed", activation="leaky_relu")  # the notebook summary's LeakyReLU(0.2)
+    assert plain.activation == "relu" and leaky.activation == "leaky_relu"
+    for decoder in ("mask_decoder", "depth_decoder"):  # 2 up-stages x 2 convolutions each
+        assert [type(m) for m in _activations(getattr(plain, decoder))] == [torch.nn.ReLU] * 4
+        acts = _activations(getattr(leaky, decoder))
+        assert [type(m) for m in acts] == [torch.nn.LeakyReLU] * 4
+        assert all(m.negative_slope == 0.2 for m in acts)
+    x = torch.tensor([-1.0, 0.5])
+    assert torch.equal(_activations(leaky.mask_decoder)[0](x.clone()), torch.tensor([-0.2, 0.5]))
+    assert torch.equal(_activations(plain.mask_decoder)[0](x.clone()), torch.tensor([0.0, 0.5]))
+    # the encoder is the same, and so are the parameters: checkpoints load into either
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in leaky.bg_stem.modules())
+    assert count_parameters(leaky) == count_parameters(plain) == 3_165_170
+    leaky.load_state_dict(plain.state_dict())
+    plain.eval(), leaky.eval()
+    bg, fg_bg = torch.rand(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        (m1, d1), (m2, d2) = plain(bg, fg_bg), leaky(bg, fg_bg)
+    assert m1.shape == m2.shape and d2.min() >= 0 and d2.max() <= 1
+    assert not torch.allclose(m1, m2)  # same weights, another network: negatives pass at 0.2
+    with pytest.raises(ConfigError, match="unknown seed activation 'gelu'; valid: relu, leaky_relu"):
+        build_model("seed", activation="gelu")
+    with pytest.raises(ConfigError, match="activation for model 'maskdepth'"):
+        build_model("maskdepth", activation="leaky_relu")
 
 
 def test_normalization_buffers_in_state_dict():

@@ -65,10 +65,17 @@ class ModelConfig:
     coords: bool | None = None  # two input channels of pixel coordinates
     dropout: float | None = None  # Dropout2d on the bottleneck features
     blocks: int | None = None  # residual blocks per encoder level (default 1)
+    # the seed decoders' activation: relu (what the 2020 model_1.py runs: its nn.ReLU(0.2) is a
+    # plain ReLU) or leaky_relu (slope 0.2, what the 2020 notebook's model summary shows)
+    seed_activation: str = _choice("relu", "relu", "leaky_relu")
 
     def options(self) -> dict[str, Any]:
-        """Keyword options for `build_model`, without the ones left at null."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
+        """Keyword options for `build_model` of this model, without the ones left at null."""
+        options = {k: v for k, v in dataclasses.asdict(self).items()
+                   if k not in ("name", "seed_activation") and v is not None}
+        if self.name == "seed":
+            options["activation"] = self.seed_activation
+        return options
 
 
 @dataclass
@@ -264,6 +271,8 @@ def _validate(cfg: Config) -> None:
         (0 <= cfg.data.photometric <= 1, "data.photometric", "must be in [0, 1] (0: off)"),
         (cfg.loss.w_silog >= 0, "loss.w_silog", "must be >= 0 (0: off)"),
         (cfg.loss.w_grad >= 0, "loss.w_grad", "must be >= 0 (0: off)"),
+        (cfg.model.name == "seed" or cfg.model.seed_activation == "relu", "model.seed_activation",
+         "applies only to model.name=seed (leave it at relu)"),
     ]
     for ok, key, message in checks:
         if not ok:

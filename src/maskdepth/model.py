@@ -37,6 +37,14 @@ layer list: two full-resolution stems (bg, fg_bg), two stride-2 residual stages,
 with transposed convolutions. Convolutions followed by BatchNorm have no bias; decoder
 convolutions (1x1, transposed, 3x3, final) have one. Its depth output also goes through a
 sigmoid so that both networks share one contract.
+
+The seed's decoder activation is ambiguous in its sources. The 2020 notebook's model summary
+lists LeakyReLU(0.2) after each decoder convolution, but model_1.py (the file the write-up links)
+builds them as `nn.ReLU(0.2)`: nn.ReLU's only argument is `inplace`, so that is a plain ReLU
+(with inplace=0.2, i.e. true), not a leaky one. The code is what ran, so `activation="relu"` is
+the default here; `activation="leaky_relu"` (config `model.seed_activation`) builds the network
+the summary shows. Only the decoders change (the encoder's ReLUs are the same in both sources);
+the parameters and the checkpoint keys are the same either way.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from maskdepth.errors import ConfigError
 
 MODEL_NAMES = ("maskdepth", "seed")
 CONTEXTS = ("none", "ppm")
+SEED_ACTIVATIONS = ("relu", "leaky_relu")  # the seed decoders' activation, see the module docstring
 
 
 class InputSizeError(ConfigError, ValueError):
@@ -295,22 +304,26 @@ class SeedNet(_PairNet):
     Encoder: per image a full-resolution stem (conv3x3 3->32 + BN + ReLU, two BasicBlocks of
     32); the two are concatenated to 64 channels; then two stride-2 stages of two BasicBlocks
     (64->128, 128->256). Decoders (mask 64 wide, depth 128 wide): 1x1 conv 256->f, two
-    up-stages of [ConvTranspose2d(k2, s2), concat skip (128, then 64), conv3x3+ReLU,
-    conv3x3+ReLU] halving the width, a final conv3x3 to 1. Stride 4.
+    up-stages of [ConvTranspose2d(k2, s2), concat skip (128, then 64), conv3x3+act,
+    conv3x3+act] halving the width, a final conv3x3 to 1. Stride 4. `activation`: "relu" (what
+    model_1.py runs, the default) or "leaky_relu" (slope 0.2, what the notebook's summary shows).
 
     forward(bg, fg_bg) -> (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1], sigmoid).
     """
 
     stride = 4
 
-    def __init__(self) -> None:
+    def __init__(self, activation: str = "relu") -> None:
         super().__init__()
+        if activation not in SEED_ACTIVATIONS:
+            raise ConfigError(f"unknown seed activation {activation!r}; valid: {', '.join(SEED_ACTIVATIONS)}")
+        self.activation = activation
         self.bg_stem = self._stem()
         self.fg_stem = self._stem()
         self.stage1 = nn.Sequential(BasicBlock(64, 128, stride=2), BasicBlock(128, 128))
         self.stage2 = nn.Sequential(BasicBlock(128, 256, stride=2), BasicBlock(256, 256))
-        self.mask_decoder = _SeedDecoder(64)
-        self.depth_decoder = _SeedDecoder(128)
+        self.mask_decoder = _SeedDecoder(64, activation)
+        self.depth_decoder = _SeedDecoder(128, activation)
 
     @staticmethod
     def _stem() -> nn.Sequential:
@@ -327,22 +340,25 @@ class SeedNet(_PairNet):
 
 
 class _SeedDecoder(nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, activation: str = "relu") -> None:
         super().__init__()
         self.reduce = nn.Conv2d(256, width, 1)
         self.up1 = nn.ConvTranspose2d(width, width, 2, stride=2)
-        self.conv1 = self._double_conv(width + 128, width // 2)
+        self.conv1 = self._double_conv(width + 128, width // 2, activation)
         self.up2 = nn.ConvTranspose2d(width // 2, width // 2, 2, stride=2)
-        self.conv2 = self._double_conv(width // 2 + 64, width // 4)
+        self.conv2 = self._double_conv(width // 2 + 64, width // 4, activation)
         self.out = nn.Conv2d(width // 4, 1, 3, padding=1)
 
     @staticmethod
-    def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    def _double_conv(in_ch: int, out_ch: int, activation: str) -> nn.Sequential:
+        def act() -> nn.Module:
+            return nn.LeakyReLU(0.2, inplace=True) if activation == "leaky_relu" else nn.ReLU(inplace=True)
+
         return nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 3, padding=1),
-            nn.ReLU(inplace=True),
+            act(),
             nn.Conv2d(out_ch, out_ch, 3, padding=1),
-            nn.ReLU(inplace=True),
+            act(),
         )
 
     def forward(self, quarter: Tensor, half: Tensor, full: Tensor) -> Tensor:
@@ -362,12 +378,13 @@ def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
     """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
 
     Options of "maskdepth": base_channels (default 32), num_stages (default 4), context,
-    depth_sees_mask, coords, dropout, blocks (see MaskDepthNet). "seed" takes none. An option that is None is ignored (so a config can leave it unset). Unknown names or
-    options raise ConfigError naming the valid ones.
+    depth_sees_mask, coords, dropout, blocks (see MaskDepthNet). Options of "seed": activation
+    ("relu" or "leaky_relu", see SeedNet). An option that is None is ignored (so a config can
+    leave it unset). Unknown names or options raise ConfigError naming the valid ones.
     """
     options = {key: value for key, value in options.items() if value is not None}
     valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout", "blocks"),
-             "seed": ()}
+             "seed": ("activation",)}
     if name not in valid:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     unknown = sorted(set(options) - set(valid[name]))
@@ -375,12 +392,13 @@ def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
         allowed = ", ".join(valid[name]) or "none"
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; valid options: {allowed}")
     if name == "seed":
-        return SeedNet()
+        return SeedNet(**options)
     return MaskDepthNet(**options)
 
 
 __all__ = [
     "MODEL_NAMES",
+    "SEED_ACTIVATIONS",
     "InputSizeError",
     "MaskDepthNet",
     "SeedNet",
