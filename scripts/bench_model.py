@@ -1,9 +1,12 @@
-"""python scripts/bench_model.py [--sizes 64 128 192] [--models maskdepth seed] [--device auto]
+"""python scripts/bench_model.py [--sizes 64 128 192] [--models maskdepth seed resnet18 ...] [--device auto]
 
-Training-step and inference throughput (images/s) of MaskDepthNet and the seed network side by
-side, on random inputs, with the real losses (DiceBCELoss + DepthLoss) and an Adam step. Each
-network is built and trained as its config does: maskdepth as configs/quick.yaml (model options
-and depth loss terms, e.g. SILog and gradient matching), seed as configs/seed.yaml.
+Training-step and inference throughput (images/s, and ms per training step) with parameters and
+forward GFLOPs of MaskDepthNet, the seed network and MaskDepthNet on each torchvision encoder
+(resnet18, resnet34, efficientnet_b0: `model.encoder`), on random inputs, with the real losses
+(DiceBCELoss + DepthLoss) and an Adam step. Each network is built and trained as its config
+does: maskdepth and the encoders as configs/quick.yaml (model options and depth loss terms,
+e.g. SILog and gradient matching) with `model.encoder` set, seed as configs/seed.yaml. The
+encoders have stride 32: a size that is not a multiple of 32 is skipped for them.
 
 Batch sizes: 32 at 64 px, 16 at 128 px, 8 at 192 px by default (smaller at the larger sizes to
 keep a CPU run to a few minutes; throughput is per image, so they remain comparable across
@@ -33,9 +36,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from maskdepth.config import load_config
 from maskdepth.losses import DepthLoss, DiceBCELoss
-from maskdepth.model import build_model, count_parameters
+from maskdepth.model import ENCODERS, build_model, count_parameters
 
-CONFIGS = {"maskdepth": "quick.yaml", "seed": "seed.yaml"}
+CONFIGS = {"maskdepth": "quick.yaml", "seed": "seed.yaml", **{e: "quick.yaml" for e in ENCODERS[1:]}}
+MODELS = ["maskdepth", "seed", *ENCODERS[1:]]
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 DEFAULT_BATCH = {64: 32, 128: 16, 192: 8}
@@ -85,7 +89,8 @@ def _forward_gflops(model: torch.nn.Module, size: int, device: torch.device) -> 
 
 def model_and_depth_loss(name: str) -> tuple[torch.nn.Module, DepthLoss]:
     """The network `name` and its DepthLoss as its shipped config builds them."""
-    cfg = load_config(CONFIG_DIR / CONFIGS[name]) if name in CONFIGS else None
+    overrides = [f"model.encoder={name}"] if name in ENCODERS[1:] else []
+    cfg = load_config(CONFIG_DIR / CONFIGS[name], overrides) if name in CONFIGS else None
     if cfg is None:
         return build_model(name), DepthLoss()
     loss = cfg.loss
@@ -138,11 +143,12 @@ def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device
 
 def format_table(results: list[Result], models: list[str]) -> str:
     lines = [
-        f"{'size':>5} {'batch':>5} {'model':<10} {'params':>10} {'GFLOP/img':>10} {'train img/s':>12} {'infer img/s':>12}"
+        f"{'size':>5} {'batch':>5} {'model':<15} {'params':>11} {'GFLOP/img':>10} {'train ms/step':>13} "
+        f"{'train img/s':>12} {'infer img/s':>12}"
     ]
     for r in results:
         lines.append(
-            f"{r.size:>5} {r.batch:>5} {r.model:<10} {r.params:>10,} {r.gflops:>10.3f} "
+            f"{r.size:>5} {r.batch:>5} {r.model:<15} {r.params:>11,} {r.gflops:>10.3f} {1000 * r.batch / r.train_ips:>13.1f} "
             f"{r.train_ips:>12.1f} {r.infer_ips:>12.1f}"
         )
     if len(models) >= 2:
@@ -161,7 +167,8 @@ def format_table(results: list[Result], models: list[str]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["maskdepth", "seed"], help="first is compared to second")
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS,
+                        help="networks to measure (default: all); the first is compared to the second")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 192])
     parser.add_argument("--batch", type=int, default=None, help="batch at every size (default: 32/16/8 at 64/128/192)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (default 3)")
@@ -203,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         batch = args.batch or DEFAULT_BATCH.get(size, 8)
         for name in args.models:
+            if name in ENCODERS[1:] and size % 32:
+                print(f"  {name} {size}px: skipped (stride 32)")
+                continue
             result = bench_one(name, size, batch, args, device)
             print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, infer {result.infer_ips:.1f} img/s",
                   flush=True)

@@ -68,11 +68,18 @@ class ModelConfig:
     # the seed decoders' activation: relu (what the 2020 model_1.py runs: its nn.ReLU(0.2) is a
     # plain ReLU) or leaky_relu (slope 0.2, what the 2020 notebook's model summary shows)
     seed_activation: str = _choice("relu", "relu", "leaky_relu")
+    # MaskDepthNet's encoder: its own, or a torchvision architecture (model.MaskDepthNet)
+    encoder: str = _choice("own", "own", "resnet18", "resnet34", "efficientnet_b0")
+    # weights for a torchvision encoder: none, imagenet (downloaded, e.g. on Colab) or the path of a
+    # local torchvision state_dict; loaded when a run starts, not on resume (the checkpoint has them)
+    pretrained: str = "none"
 
     def options(self) -> dict[str, Any]:
         """Keyword options for `build_model` of this model, without the ones left at null."""
         options = {k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("name", "seed_activation") and v is not None}
+                   if k not in ("name", "seed_activation", "encoder", "pretrained") and v is not None}
+        if self.name == "maskdepth" and self.encoder != "own":
+            options["encoder"] = self.encoder
         if self.name == "seed":
             options["activation"] = self.seed_activation
         return options
@@ -273,6 +280,10 @@ def _validate(cfg: Config) -> None:
         (cfg.loss.w_grad >= 0, "loss.w_grad", "must be >= 0 (0: off)"),
         (cfg.model.name == "seed" or cfg.model.seed_activation == "relu", "model.seed_activation",
          "applies only to model.name=seed (leave it at relu)"),
+        (cfg.model.name == "maskdepth" or cfg.model.encoder == "own", "model.encoder",
+         "applies only to model.name=maskdepth (leave it at own)"),
+        (cfg.model.pretrained == "none" or cfg.model.encoder != "own", "model.pretrained",
+         "needs a torchvision encoder (model.encoder: resnet18, resnet34 or efficientnet_b0)"),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -59,6 +59,8 @@ from maskdepth.errors import ConfigError
 
 MODEL_NAMES = ("maskdepth", "seed")
 CONTEXTS = ("none", "ppm")
+ENCODERS = ("own", "resnet18", "resnet34", "efficientnet_b0")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SEED_ACTIVATIONS = ("relu", "leaky_relu")  # the seed decoders' activation, see the module docstring
 
 
@@ -166,6 +168,10 @@ class MaskDepthNet(_PairNet):
         dropout: Dropout2d probability on the bottleneck features (0: none).
         blocks: residual blocks per encoder level (a deeper encoder; pair with fewer
             base_channels to keep the FLOPs).
+        encoder: "own" (the encoder above) or a torchvision architecture, "resnet18",
+            "resnet34" or "efficientnet_b0" (`TorchvisionEncoder`; stride 32, and base_channels,
+            num_stages and blocks do not apply). Its weights start random; `load_pretrained`
+            puts ImageNet (or any torchvision-format) weights in.
 
     forward(bg, fg_bg): bg, fg_bg float [B,3,H,W] in [0,1], H and W multiples of `stride`.
     Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1] via a sigmoid).
@@ -173,8 +179,10 @@ class MaskDepthNet(_PairNet):
 
     def __init__(self, base_channels: int = 32, num_stages: int = 4, context: str = "none",
                  depth_sees_mask: bool = False, coords: bool = False, dropout: float = 0.0,
-                 blocks: int = 1) -> None:
+                 blocks: int = 1, encoder: str = "own") -> None:
         super().__init__()
+        if encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
         if context not in CONTEXTS:
             raise ConfigError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         if not 0 <= dropout < 1:
@@ -192,20 +200,27 @@ class MaskDepthNet(_PairNet):
         in_ch = 9 + 2 * self.coords  # bg, fg_bg, fg_bg - bg (, x, y)
         widths = [base_channels * 2**i for i in range(num_stages)]
 
-        # Encoder level i runs at 1/2**(i+1) of the input.
-        self.stem = _conv_bn_relu(in_ch, widths[0], stride=2)
-        self.encoder = nn.ModuleList()
-        for i, width in enumerate(widths):
-            down = nn.Identity() if i == 0 else _conv_bn_relu(widths[i - 1], width, stride=2)
-            self.encoder.append(nn.Sequential(down, *(BasicBlock(width, width, zero_init=True) for _ in range(blocks))))
+        self.encoder_name = encoder
+        self.backbone: TorchvisionEncoder | None = None
+        if encoder == "own":  # level i runs at 1/2**(i+1) of the input
+            self.stem = _conv_bn_relu(in_ch, widths[0], stride=2)
+            self.encoder = nn.ModuleList()
+            for i, width in enumerate(widths):
+                down = nn.Identity() if i == 0 else _conv_bn_relu(widths[i - 1], width, stride=2)
+                self.encoder.append(nn.Sequential(down, *(BasicBlock(width, width, zero_init=True) for _ in range(blocks))))
+            depth_widths = widths
+        else:
+            self.backbone = TorchvisionEncoder(encoder, in_ch)
+            widths, self.stride, self.num_stages = list(self.backbone.widths), 32, 5
+            depth_widths = [min(w, 128) for w in widths]  # lean decoders over a wide pretrained encoder
         self.context: nn.Module = _PyramidPooling(widths[-1]) if context == "ppm" else nn.Identity()
         self.dropout: nn.Module = nn.Dropout2d(dropout) if dropout else nn.Identity()
 
-        self.depth_decoder = _UNetDecoder(widths, widths)
-        self.mask_decoder = _UNetDecoder(widths, [w // 2 for w in widths])
+        self.depth_decoder = _UNetDecoder(widths, depth_widths)
+        self.mask_decoder = _UNetDecoder(widths, [w // 2 for w in depth_widths])
         head_ch = max(base_channels // 2, 8)
-        self.depth_head = _FullResHead(widths[0] + in_ch + self.depth_sees_mask, head_ch)
-        self.mask_head = _FullResHead(widths[0] // 2 + in_ch, head_ch)
+        self.depth_head = _FullResHead(depth_widths[0] + in_ch + self.depth_sees_mask, head_ch)
+        self.mask_head = _FullResHead(depth_widths[0] // 2 + in_ch, head_ch)
 
     def forward(self, bg: Tensor, fg_bg: Tensor) -> tuple[Tensor, Tensor]:
         self.check_inputs(bg, fg_bg)
@@ -219,11 +234,14 @@ class MaskDepthNet(_PairNet):
             planes += [xs, ys]
         x = torch.cat(planes, dim=1)  # [B,9 or 11,H,W]
 
-        skips = []
-        feat = self.stem(x)
-        for level in self.encoder:
-            feat = level(feat)
-            skips.append(feat)
+        if self.backbone is not None:
+            skips = self.backbone(x)
+        else:
+            skips = []
+            feat = self.stem(x)
+            for level in self.encoder:
+                feat = level(feat)
+                skips.append(feat)
         skips[-1] = self.dropout(self.context(skips[-1]))
 
         pred_mask_logits = self.mask_head(self.mask_decoder(skips), x)
@@ -374,16 +392,124 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+class TorchvisionEncoder(nn.Module):
+    """A torchvision classification network as a U-Net encoder over the 9 (or 11) input planes.
+
+    forward(x [B,in_ch,H,W]) -> five skips at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input, widths
+    `self.widths`: resnet18/34 (64, 64, 128, 256, 512), efficientnet_b0 (16, 24, 40, 112, 320).
+    The classifier (and efficientnet's final 1x1 conv to 1280) is dropped.
+
+    The 3-channel stem meets the 9 input planes (bg, fg_bg, fg_bg - bg) by widening its first
+    convolution to `in_ch` input channels. `load_pretrained` puts the pretrained RGB kernel in
+    the fg_bg slot and zeros in the others: at step 0 the encoder computes exactly the pretrained
+    features of fg_bg (the image whose depth is predicted, the kind of input the weights were
+    trained on), and training learns how much of bg and the difference to mix in. Running the
+    encoder on bg and fg_bg separately would keep the stem as it is, at twice the cost.
+    """
+
+    def __init__(self, name: str, in_ch: int) -> None:
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.get_model(name, weights=None)
+        self.name = name
+        if name.startswith("resnet"):
+            del net.fc
+            self.stem_key, self.widths = "conv1.weight", (64, 64, 128, 256, 512)
+            net.conv1 = _widened(net.conv1, in_ch)
+        else:
+            del net.classifier, net.avgpool
+            net.features = net.features[:8]  # up to the 320-wide stage, without the 1x1 conv to 1280
+            self.stem_key, self.widths = "features.0.0.weight", (16, 24, 40, 112, 320)
+            net.features[0][0] = _widened(net.features[0][0], in_ch)
+        self.net = net
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        net = self.net
+        if self.name.startswith("resnet"):
+            s2 = net.relu(net.bn1(net.conv1(x)))
+            s4 = net.layer1(net.maxpool(s2))
+            s8 = net.layer2(s4)
+            s16 = net.layer3(s8)
+            return [s2, s4, s8, s16, net.layer4(s16)]
+        skips, f = [], net.features
+        for stage, keep in zip(f, (False, True, True, True, False, True, False, True)):
+            x = stage(x)
+            if keep:
+                skips.append(x)
+        return skips
+
+
+def _widened(conv: nn.Conv2d, in_ch: int) -> nn.Conv2d:
+    """`conv` with `in_ch` input channels (same kernel, stride, padding, bias)."""
+    return nn.Conv2d(in_ch, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                     bias=conv.bias is not None)
+
+
+def load_pretrained(model: nn.Module, source: str) -> str:
+    """Put pretrained weights into `model`'s torchvision encoder; returns a one-line report.
+
+    `source`: "imagenet" (torchvision's default weights for the architecture, downloaded on
+    first use to torch's cache: meant for Colab, never used by the tests or the demo) or the
+    path of a local file holding the architecture's torchvision state_dict (e.g. saved with
+    `torch.save(torchvision.models.resnet18(weights="DEFAULT").state_dict(), PATH)`; a dict
+    with a "state_dict" or "model" entry holding it is accepted too). The classifier's weights
+    are ignored; the stem is widened as `TorchvisionEncoder` describes. The input
+    normalisation becomes ImageNet's mean and std, the statistics those weights expect.
+
+    Raises:
+        ConfigError (one line): no torchvision encoder, a missing or unreadable file, or a
+            state_dict of another architecture.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, TorchvisionEncoder):
+        raise ConfigError(f"model.pretrained={source!r} needs a torchvision encoder (model.encoder: "
+                          f"{', '.join(ENCODERS[1:])})")
+    if source == "imagenet":
+        import torchvision
+
+        state = torchvision.models.get_model_weights(backbone.name).DEFAULT.get_state_dict(progress=True)
+        where = f"torchvision's ImageNet weights for {backbone.name}"
+    else:
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"model.pretrained={source}: cannot read a state_dict ({str(exc).splitlines()[0]})") from None
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        where = source
+    ours = backbone.net.state_dict()
+    kept = {k: v for k, v in state.items() if k in ours and k != backbone.stem_key}
+    rgb = state.get(backbone.stem_key)
+    wrong = [k for k, v in kept.items() if tuple(v.shape) != tuple(ours[k].shape)]
+    missing = [k for k in ours if k not in kept and k != backbone.stem_key]
+    dropped = ("fc.", "classifier.", "features.8.")  # the heads TorchvisionEncoder does not have
+    extra = [k for k in state if k not in ours and not k.startswith(dropped)]
+    if rgb is None or rgb.shape[1] != 3 or missing or wrong or extra:
+        problem = (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else
+                   f"shape of {wrong[0]} differs" if wrong else
+                   f"{len(extra)} weights it does not have (e.g. {extra[0]})" if extra else
+                   f"no 3-channel {backbone.stem_key}")
+        raise ConfigError(f"model.pretrained={where}: not a {backbone.name} state_dict ({problem})")
+    stem = torch.zeros_like(ours[backbone.stem_key])
+    stem[:, 3:6] = rgb  # the fg_bg slot; bg, difference (and coordinates) start at zero
+    backbone.net.load_state_dict({**kept, backbone.stem_key: stem})
+    model.set_normalization(IMAGENET_MEAN, IMAGENET_STD)
+    return f"encoder {backbone.name}: {len(kept) + 1} tensors from {where}; input normalisation ImageNet's"
+
+
 def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
     """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
 
     Options of "maskdepth": base_channels (default 32), num_stages (default 4), context,
-    depth_sees_mask, coords, dropout, blocks (see MaskDepthNet). Options of "seed": activation
+    depth_sees_mask, coords, dropout, blocks, encoder (see MaskDepthNet). Options of "seed": activation
     ("relu" or "leaky_relu", see SeedNet). An option that is None is ignored (so a config can
     leave it unset). Unknown names or options raise ConfigError naming the valid ones.
     """
     options = {key: value for key, value in options.items() if value is not None}
-    valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout", "blocks"),
+    valid = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout", "blocks",
+                           "encoder"),
              "seed": ("activation",)}
     if name not in valid:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
@@ -397,12 +523,17 @@ def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
 
 
 __all__ = [
+    "ENCODERS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MODEL_NAMES",
     "SEED_ACTIVATIONS",
     "InputSizeError",
     "MaskDepthNet",
     "SeedNet",
+    "TorchvisionEncoder",
     "build_model",
+    "load_pretrained",
     "count_parameters",
     "nearest_valid_sizes",
 ]

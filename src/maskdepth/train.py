@@ -60,7 +60,7 @@ from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.history import CSV_COLUMNS, COUNT_KEYS, best_epoch, is_better, write_metrics_csv
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator
-from maskdepth.model import build_model, nearest_valid_sizes
+from maskdepth.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_pretrained, nearest_valid_sizes
 from maskdepth.runlock import RunLock
 from maskdepth.runtime import (Dist, StopRequest, amp_dtype, grad_scaler, ignore_interrupts, init_distributed,
                                seed_everything, shutdown_distributed)
@@ -181,9 +181,12 @@ class Parts:
         return len(self.train_batches)
 
 
-def build(cfg: Config, world: Dist | None = None, device: torch.device | None = None) -> Parts:
+def build(cfg: Config, world: Dist | None = None, device: torch.device | None = None, *,
+          pretrained: bool = True) -> Parts:
     """The train/val loaders (batch order a pure function of seed and epoch), the model with the
-    dataset's input normalisation, EMA, losses, optimiser and GradScaler for `cfg` on `device`."""
+    dataset's input normalisation, EMA, losses, optimiser and GradScaler for `cfg` on `device`.
+    `pretrained`: load `model.pretrained` weights (a fresh run; a resumed one has them in its
+    checkpoint)."""
     world, device = world or Dist(), device or torch.device("cpu")
     options = cfg.data.dataset_options()
     train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
@@ -206,7 +209,11 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
                                 for s, b in ((train_set, train_batches), (val_set, val_batches)))
 
     model = build_model(cfg.model.name, **cfg.model.options())
-    if "mean" in train_set.info and "std" in train_set.info:
+    if cfg.model.pretrained != "none":  # ImageNet's normalisation, which the weights expect
+        model.set_normalization(IMAGENET_MEAN, IMAGENET_STD)
+        if pretrained and world.main:  # other ranks receive the weights in DDP's initial broadcast
+            tqdm.write(load_pretrained(model, cfg.model.pretrained))
+    elif "mean" in train_set.info and "std" in train_set.info:
         model.set_normalization(train_set.info["mean"], train_set.info["std"])
     if cfg.data.size % model.stride:  # fail before any training, naming the config key
         sizes = " or ".join(map(str, nearest_valid_sizes(cfg.data.size, model.stride)))
@@ -252,7 +259,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                     _repair_run_dir(run_dir, ck, cfg, parts=None)
                 return run_dir
             _settle(cfg, device)
-            p = build(cfg, world, device)
+            p = build(cfg, world, device, pretrained=ck is None)
             ts = restore(ck, model=p.model, optimizer=p.optimizer, scaler=p.scaler, ema=p.ema) if ck else TrainState()
             total = p.steps_per_epoch * cfg.train.epochs
             grid = _fixed_samples(p.val_set, cfg.train.num_samples) if world.main else None
@@ -509,7 +516,7 @@ def _repair_run_dir(run_dir: Path, ck: Checkpoint, cfg: Config, parts: tuple[Par
         return
     if parts is None:  # a finished run without its last grid: load what drawing it needs
         _settle(cfg, torch.device("cpu"))
-        p = build(cfg)
+        p = build(cfg, pretrained=False)
         restore(ck, model=p.model, optimizer=p.optimizer, scaler=p.scaler, ema=p.ema)
         parts = (p, _fixed_samples(p.val_set, cfg.train.num_samples), torch.device("cpu"))
     p, grid, device = parts
