@@ -6,7 +6,7 @@ On a 12.7 GB Colab runtime a 6 GB archive held in RAM twice would not fit. The n
 memory-mapping for such an archive (`colab.choose_in_memory`); this test checks the other half:
 that a finished `fit` (and `evaluate_checkpoint`) lets go of an in-RAM archive, so training a
 second run in the same process, on another archive, does not add a second copy. It runs in a
-fresh interpreter and reads the peak RSS (ru_maxrss) after each step, with archives padded to
+fresh interpreter and reads its peak RSS (VmHWM) after each step, with archives padded to
 64 MB so a copy stands well above the noise. (Kept alive on purpose, the first archive adds
 ~1.1x its size to the second peak and the test fails.)
 """
@@ -26,13 +26,14 @@ import pytest
 PADDING = 64 << 20
 
 SCRIPT = r"""
-import json, resource, sys
+import json, sys
 from maskdepth.config import load_config
 from maskdepth.inference import evaluate_checkpoint
 from maskdepth.train import fit
 
-def peak():  # bytes (ru_maxrss is in KiB on Linux)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak():  # bytes: this process's peak RSS (VmHWM; ru_maxrss would carry the forking parent's peak over exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 config, overrides, run2, data2 = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 peaks = {"start": peak()}
@@ -46,7 +47,7 @@ print(json.dumps(peaks))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss units and fork behaviour are Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_second_run_in_the_same_process_does_not_hold_a_second_copy_of_the_data(
     tiny_data: Path, tiny_overrides: list[str], tmp_path: Path
 ) -> None:
