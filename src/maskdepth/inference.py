@@ -2,6 +2,8 @@
 
     maskdepth evaluate runs/quick/checkpoints/best.pt --split test --out runs/quick/test.json
     maskdepth predict runs/quick/checkpoints/best.pt --bg bg.jpg --fg-bg fg_bg.jpg --out preds/
+    maskdepth predict runs/quick/checkpoints/best.pt --bg bg.jpg --fg-bg shots/ --out preds/ --batch-size 32
+    maskdepth predict runs/quick/checkpoints/best.pt --pairs pairs.csv --out preds/
 
     model, cfg = load_model("runs/quick/checkpoints/best.pt")
     results = evaluate_checkpoint("runs/quick/checkpoints/best.pt", split="test")
