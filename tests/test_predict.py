@@ -133,6 +133,12 @@ def test_predictor_batches_inputs_of_different_sizes(checkpoint: Path) -> None:
     assert [m.shape for m in masks] == [(40, 56), (32, 32)] and masks[0].dtype == bool
     assert [d.shape for d in depths] == [(40, 56), (32, 32)] and all(0 <= d.min() and d.max() <= 1 for d in depths)
 
+    # The autocast path (what CUDA runs in bf16 or fp16), exercised here in bf16 on the CPU.
+    half = Predictor.load(checkpoint, device="cpu", amp="bf16")
+    assert half.dtype == torch.bfloat16
+    _, half_depths = half(bgs, [b.flip(-1) for b in bgs])
+    assert all(h.dtype == np.float32 and np.abs(h - d).max() < 0.05 for h, d in zip(half_depths, depths))
+
 
 def test_pairs_csv(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "set" / "shots").mkdir(parents=True)
@@ -173,7 +179,8 @@ def test_predict_argument_errors_are_one_line(checkpoint: Path, tmp_path: Path, 
         (["--bg", str(bg), "--video", str(tmp_path / "none.mp4")], "none.mp4: no such file"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--bg", str(bg), "--fg-bg", str(bg), "--device", "cuda"], "CUDA is not available"))
+        cases += [(["--bg", str(bg), "--fg-bg", str(bg), "--device", "cuda"], "CUDA is not available"),
+                  (["--bg", str(bg), "--fg-bg", str(bg), "--amp", "fp16"], "--amp fp16 needs CUDA")]
     for args, message in cases:
         assert main(["predict", str(checkpoint), *args]) == 2, args
         err = capsys.readouterr().err

@@ -289,6 +289,8 @@ class Predictor:
         if amp not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"--amp must be auto, fp32, bf16 or fp16; got {amp!r}")
         run_device = resolve_device(device)
+        if amp == "fp16" and run_device.type != "cuda":
+            raise ConfigError(f"--amp fp16 needs CUDA (device {run_device}); use --amp bf16 or fp32")
         model, cfg, _ = _load(checkpoint, "cpu")
         dtype, _ = amp_dtype(amp, run_device)
         return cls(model.to(run_device), cfg.data.size, run_device, dtype)
@@ -307,12 +309,15 @@ class Predictor:
         x_fg_bg = torch.cat([_resize(f[None], square) for f in fg_bgs]).to(self.device)
         with torch.no_grad(), autocast(self.device, self.dtype):
             pred_logits, pred_depth = self.model(x_bg, x_fg_bg)
-        pred_prob = torch.sigmoid(pred_logits.float())  # [B, 1, S, S]
+        # Resized back on CUDA; elsewhere on the CPU (MPS lacks antialiased interpolation in some torch versions).
+        back = self.device if self.device.type == "cuda" else torch.device("cpu")
+        pred_prob = torch.sigmoid(pred_logits.float()).to(back)  # [B, 1, S, S]
+        pred_depth = pred_depth.float().to(back)
         masks, depths = [], []
         for i, image in enumerate(fg_bgs):
             height, width = image.shape[-2:]
             masks.append((_resize(pred_prob[i:i + 1], (height, width))[0, 0] >= 0.5).cpu().numpy())
-            depth = _resize(pred_depth[i:i + 1].float(), (height, width))[0, 0].clamp(0.0, 1.0)
+            depth = _resize(pred_depth[i:i + 1], (height, width))[0, 0].clamp(0.0, 1.0)
             depths.append(depth.cpu().numpy())
         return masks, depths
 
