@@ -25,11 +25,12 @@ SIZE = 32
 
 
 def _write_checkpoint(path: Path, data: Path, *, weights_channels: int = 8, config_channels: int = 8,
-                      splits: dict | None = None) -> Path:
+                      splits: dict | None = None, model: torch.nn.Module | None = None) -> Path:
+    """A checkpoint of `model` (default: a seeded untrained MaskDepthNet) trained at SIZE px."""
     cfg = load_config(QUICK, [f"data.path={data}", f"data.size={SIZE}", f"model.base_channels={config_channels}",
                               "train.batch_size=8", "device=cpu"])
     torch.manual_seed(0)
-    model = build_model("maskdepth", base_channels=weights_channels)
+    model = model or build_model("maskdepth", base_channels=weights_channels)
     state = {"version": "test", "config": config_to_dict(cfg), "model": model.state_dict(),
              "epoch": 3, "step": 21, "batch_in_epoch": 0}
     if splits is not None:

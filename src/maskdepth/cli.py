@@ -5,7 +5,9 @@
     maskdepth index --bg A.zip --fg-bg B.zip --mask C.zip --depth D.zip --out manifest.csv
     maskdepth train CONFIG.yaml [key=value ...]
     maskdepth evaluate CHECKPOINT [--data PATH] [--split test] [--out metrics.json]
-    maskdepth predict CHECKPOINT --bg BG --fg-bg FGBG [--out DIR]
+    maskdepth predict CHECKPOINT --bg BG --fg-bg FGBG|DIR|GLOB [--out DIR] [--batch-size 8] [--device auto]
+    maskdepth predict CHECKPOINT --pairs pairs.csv [--out DIR]
+    maskdepth predict CHECKPOINT --bg BG --video IN.mp4 [--out OUT.mp4] [--frames DIR]
 
 Heavy modules (torch, the data pipeline) are imported inside each handler so that
 `maskdepth --help` is instant. A user error (`MaskDepthError`, or an OS error such as a full
@@ -101,9 +103,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from maskdepth.errors import ConfigError
+
+    sources = [flag for flag, value in (("--fg-bg", args.fg_bg), ("--pairs", args.pairs), ("--video", args.video)) if value]
+    if len(sources) != 1:
+        raise ConfigError(f"give one of --fg-bg, --pairs or --video, got {' and '.join(sources) or 'none'}")
+    if args.pairs is None and args.bg is None:
+        raise ConfigError(f"{sources[0]} needs --bg, the background image")
+    if args.frames is not None and args.video is None:
+        raise ConfigError("--frames writes the frames of --video; for images use --out")
+    common = dict(device=args.device, batch_size=args.batch_size, amp=args.amp, progress=not args.quiet)
+    if args.video is not None:
+        from maskdepth.video import predict_video
+
+        out = args.out or str(Path(args.video).with_name(Path(args.video).stem + "_pred.mp4"))
+        path, count = predict_video(args.checkpoint, bg=args.bg, video=args.video, out=out, frames=args.frames, **common)
+        print(f"wrote {path} ({count} frames: input | mask | depth)" + (f" and {args.frames}/" if args.frames else ""))
+        return 0
     from maskdepth.inference import predict_pairs
 
-    written = predict_pairs(args.checkpoint, bg=args.bg, fg_bg=args.fg_bg, out=args.out)
+    written = predict_pairs(args.checkpoint, bg=args.bg, fg_bg=args.fg_bg, pairs=args.pairs,
+                            out=args.out or "predictions", **common)
     for path in written:
         print(path)
     return 0
@@ -197,13 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="predict mask and depth for image pairs",
-        description="BG and FGBG are two files, two folders of files with matching names, or two globs.",
+        help="predict mask and depth for image pairs, folders or a video",
+        description="Images: BG and FGBG are two files, two folders of files with matching names, two globs, or one "
+                    "background file with a folder or glob of composites; or --pairs CSV. Writes per composite "
+                    "NAME_mask.png (0/255), NAME_depth.png (16-bit, depth*65535), NAME_depth_color.png and "
+                    "NAME_overlay.png. Video: --bg BG --video IN.mp4 writes OUT.mp4 with input | mask | depth "
+                    "side by side (needs PyAV: pip install av). Inputs are resized to the training size and back.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--bg", required=True, help="background image, folder or glob")
-    p.add_argument("--fg-bg", required=True, help="composite image, folder or glob")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--bg", default=None, help="background image (or a folder/glob matching --fg-bg by name)")
+    p.add_argument("--fg-bg", default=None, help="composite image, folder or glob")
+    p.add_argument("--pairs", default=None, metavar="CSV",
+                   help="a CSV with bg,fg_bg columns (paths relative to the CSV's folder), instead of --bg/--fg-bg")
+    p.add_argument("--video", default=None, metavar="IN.mp4", help="a video shot in front of --bg")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: predictions), or with --video the video to write "
+                        "(.mp4, .mov, .mkv, .avi; default: IN_pred.mp4)")
+    p.add_argument("--frames", default=None, metavar="DIR",
+                   help="with --video: also write frame_NNNNNN_mask.png and frame_NNNNNN_depth.png here")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="pairs or frames per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:N or mps")
+    p.add_argument("--amp", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast precision (default auto: bf16 or fp16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -2,6 +2,8 @@
 
     maskdepth evaluate runs/quick/checkpoints/best.pt --split test --out runs/quick/test.json
     maskdepth predict runs/quick/checkpoints/best.pt --bg bg.jpg --fg-bg fg_bg.jpg --out preds/
+    maskdepth predict runs/quick/checkpoints/best.pt --bg bg.jpg --fg-bg shots/ --out preds/ --batch-size 32
+    maskdepth predict runs/quick/checkpoints/best.pt --pairs pairs.csv --out preds/
 
     model, cfg = load_model("runs/quick/checkpoints/best.pt")
     results = evaluate_checkpoint("runs/quick/checkpoints/best.pt", split="test")
@@ -14,11 +16,13 @@ model's input normalisation, so evaluation and prediction need nothing else; `da
 
 from __future__ import annotations
 
+import csv
 import glob
 import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
+from tqdm.auto import tqdm
 
 from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
-from maskdepth.config import Config, config_from_dict
+from maskdepth.config import _DEVICE, Config, config_from_dict
 from maskdepth.errors import CheckpointError, ConfigError, DataError
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.fileio import write_atomic
-from maskdepth.runtime import resolve_device
+from maskdepth.runtime import amp_dtype, autocast, resolve_device
 from maskdepth.viz import colorize_depth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -199,22 +204,30 @@ def _cell(values: dict[str, Any], key: str) -> str:
 def predict_pairs(
     checkpoint: str | os.PathLike[str],
     *,
-    bg: str | os.PathLike[str],
-    fg_bg: str | os.PathLike[str],
+    bg: str | os.PathLike[str] | None = None,
+    fg_bg: str | os.PathLike[str] | None = None,
+    pairs: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str],
     device: str = "auto",
+    batch_size: int = 8,
+    amp: str = "auto",
+    progress: bool = False,
 ) -> list[Path]:
     """Predict mask and depth for (bg, fg_bg) pairs and write them next to each other in `out`.
 
-    `bg` and `fg_bg` are two files; two folders, paired by file name (stem); two globs, paired by
-    name when the names match, else by sorted order when the counts match; or one bg file and a
-    folder/glob of composites that all share it. For each pair, named after the fg_bg stem:
-        <name>_mask.png         8-bit, 0 / 255 (probability >= 0.5), at the input's size
-        <name>_depth.png        16-bit grayscale, depth * 65535, at the input's size
-        <name>_depth_color.png  depth in the colour map of the sample grids (near = bright)
-        <name>_overlay.png      fg_bg with the mask tinted and outlined
-    Inputs are resized to the training size (data.size of the checkpoint), predicted, and the
-    outputs resized back.
+    The pairs come either from `bg` and `fg_bg` (see `pair_inputs`: two files; two folders
+    paired by file stem; two globs; or one bg file shared by a folder/glob of composites) or from
+    `pairs`, a CSV file with `bg` and `fg_bg` columns (see `read_pairs_csv`). For each pair, named
+    after the fg_bg stem:
+        <name>_mask.png         8-bit grayscale, 0 / 255 (probability >= 0.5), at the input's size
+        <name>_depth.png        16-bit grayscale, round(depth * 65535), at the input's size
+                                (read back: depth = png / 65535, in [0, 1], larger = farther)
+        <name>_depth_color.png  RGB, depth in the colour map of the sample grids (near = bright)
+        <name>_overlay.png      RGB, fg_bg with the mask tinted and outlined
+    Inputs are resized to the training size (data.size x data.size, a multiple of the model's
+    stride), predicted `batch_size` pairs at a time on `device` (auto | cpu | cuda | cuda:N | mps)
+    with autocast per `amp` (auto: bf16 or fp16 on CUDA, fp32 elsewhere; see
+    maskdepth.runtime.amp_dtype), and the outputs resized back to each input's size.
 
     Returns:
         The paths written, four per pair, in pair order.
@@ -222,40 +235,135 @@ def predict_pairs(
     Raises:
         DataError: a missing or unreadable file, no pairs, names that do not pair, or a bg and
             fg_bg of different sizes.
+        ConfigError: both or neither of `pairs` and (`bg`, `fg_bg`), a bad device or batch size.
     """
     from maskdepth.data import read_image_file
 
-    pairs = pair_inputs(bg, fg_bg)
-    model, cfg, _ = _load(checkpoint, "cpu")
-    run_device = resolve_device(device)
-    model.to(run_device)
-    size = cfg.data.size
+    if pairs is not None and (bg is not None or fg_bg is not None):
+        raise ConfigError("give either --pairs CSV or --bg/--fg-bg, not both")
+    if pairs is None and (bg is None or fg_bg is None):
+        raise ConfigError("give --bg and --fg-bg (or --pairs CSV)")
+    pair_list = read_pairs_csv(pairs) if pairs is not None else pair_inputs(bg, fg_bg)
+    predictor = Predictor.load(checkpoint, device=device, amp=amp)
     out = Path(out)
     written: list[Path] = []
-    for bg_path, fg_bg_path in pairs:
-        bg_img = read_image_file(bg_path)
-        fg_bg_img = read_image_file(fg_bg_path)
-        if bg_img.shape != fg_bg_img.shape:
-            raise DataError(f"{bg_path} is {_wh(bg_img)} but {fg_bg_path} is {_wh(fg_bg_img)}; "
-                            "a bg and its fg_bg must have the same size")
-        height, width = fg_bg_img.shape[-2:]
-        with torch.no_grad():
-            x_bg = _resize(bg_img[None], (size, size)).to(run_device)
-            x_fg_bg = _resize(fg_bg_img[None], (size, size)).to(run_device)
-            pred_logits, pred_depth = model(x_bg, x_fg_bg)
-            # Back to the input's size; the mask is thresholded after resizing, so its edge is smooth.
-            pred_prob = _resize(torch.sigmoid(pred_logits.float()).cpu(), (height, width))[0, 0]
-            pred_depth = _resize(pred_depth.float().cpu(), (height, width))[0, 0].clamp(0.0, 1.0)
-        mask = pred_prob.numpy() >= 0.5
-        depth = pred_depth.numpy()
-        name = Path(fg_bg_path).stem
-        written += [
-            _write_png(out / f"{name}_mask.png", Image.fromarray((mask * 255).astype(np.uint8))),
-            _write_png(out / f"{name}_depth.png", Image.fromarray(np.rint(depth * 65535).astype(np.uint16))),
-            _write_png(out / f"{name}_depth_color.png", Image.fromarray(colorize_depth(depth))),
-            _write_png(out / f"{name}_overlay.png", _overlay(fg_bg_img, mask)),
-        ]
+    bar = tqdm(total=len(pair_list), desc="predict", unit="pair", disable=not progress)
+    for start in range(0, len(pair_list), _positive(batch_size, "batch size")):
+        batch = pair_list[start:start + batch_size]
+        images = [(read_image_file(b), read_image_file(f)) for b, f in batch]
+        for (bg_path, fg_bg_path), (bg_img, fg_bg_img) in zip(batch, images):
+            if bg_img.shape != fg_bg_img.shape:
+                raise DataError(f"{bg_path} is {_wh(bg_img)} but {fg_bg_path} is {_wh(fg_bg_img)}; "
+                                "a bg and its fg_bg must have the same size")
+        masks, depths = predictor([b for b, _ in images], [f for _, f in images])
+        for (_, fg_bg_path), (_, fg_bg_img), mask, depth in zip(batch, images, masks, depths):
+            name = Path(fg_bg_path).stem
+            written += write_mask_depth(out, name, mask, depth, color=True)
+            written.append(_write_png(out / f"{name}_overlay.png", _overlay(fg_bg_img, mask)))
+        bar.update(len(batch))
+    bar.close()
     return written
+
+
+@dataclass
+class Predictor:
+    """A checkpoint's model ready for inference: `predictor(bgs, fg_bgs) -> (masks, depths)`.
+
+    Every input is resized to `size` x `size` (the training size, a multiple of the model's
+    stride), the batch runs on `device` under autocast with `dtype` (None: fp32), and each output
+    is resized back to its own input's size; the mask is thresholded after that resize, so its
+    edge is smooth.
+    """
+
+    model: nn.Module
+    size: int
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike[str], device: str = "auto", amp: str = "auto") -> Predictor:
+        """The checkpoint's model on `device` (auto | cpu | cuda | cuda:N | mps) with `amp`
+        (auto | fp32 | bf16 | fp16); ConfigError for a device or precision that is not there."""
+        if _DEVICE.fullmatch(str(device)) is None:
+            raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+        if amp not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"--amp must be auto, fp32, bf16 or fp16; got {amp!r}")
+        run_device = resolve_device(device)
+        if amp == "fp16" and run_device.type != "cuda":
+            raise ConfigError(f"--amp fp16 needs CUDA (device {run_device}); use --amp bf16 or fp32")
+        model, cfg, _ = _load(checkpoint, "cpu")
+        dtype, _ = amp_dtype(amp, run_device)
+        return cls(model.to(run_device), cfg.data.size, run_device, dtype)
+
+    def __call__(self, bgs: Sequence[torch.Tensor], fg_bgs: Sequence[torch.Tensor]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Predict a batch.
+
+        Args:
+            bgs, fg_bgs: float [3, H, W] in [0, 1] each, bg and fg_bg of a pair the same size
+                (pairs may differ in size).
+        Returns:
+            (masks: bool [H, W] each, depths: float32 [H, W] in [0, 1] each), at each input's size.
+        """
+        square = (self.size, self.size)
+        x_bg = torch.cat([_resize(b[None], square) for b in bgs]).to(self.device)
+        x_fg_bg = torch.cat([_resize(f[None], square) for f in fg_bgs]).to(self.device)
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            pred_logits, pred_depth = self.model(x_bg, x_fg_bg)
+        # Resized back on CUDA; elsewhere on the CPU (MPS lacks antialiased interpolation in some torch versions).
+        back = self.device if self.device.type == "cuda" else torch.device("cpu")
+        pred_prob = torch.sigmoid(pred_logits.float()).to(back)  # [B, 1, S, S]
+        pred_depth = pred_depth.float().to(back)
+        masks, depths = [], []
+        for i, image in enumerate(fg_bgs):
+            height, width = image.shape[-2:]
+            masks.append((_resize(pred_prob[i:i + 1], (height, width))[0, 0] >= 0.5).cpu().numpy())
+            depth = _resize(pred_depth[i:i + 1], (height, width))[0, 0].clamp(0.0, 1.0)
+            depths.append(depth.cpu().numpy())
+        return masks, depths
+
+
+def write_mask_depth(out: Path, name: str, mask: np.ndarray, depth: np.ndarray, color: bool) -> list[Path]:
+    """Write <name>_mask.png (0 / 255), <name>_depth.png (16-bit, depth * 65535) and, with
+    `color`, <name>_depth_color.png into `out`; mask bool [H, W], depth float [H, W] in [0, 1]."""
+    written = [
+        _write_png(out / f"{name}_mask.png", Image.fromarray((mask * 255).astype(np.uint8))),
+        _write_png(out / f"{name}_depth.png", Image.fromarray(np.rint(depth * 65535).astype(np.uint16))),
+    ]
+    if color:
+        written.append(_write_png(out / f"{name}_depth_color.png", Image.fromarray(colorize_depth(depth))))
+    return written
+
+
+def read_pairs_csv(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """The (bg, fg_bg) pairs of a CSV file with a header row and (at least) `bg` and `fg_bg`
+    columns, one pair per row, e.g. written by hand:
+
+        bg,fg_bg
+        street.jpg,street_with_dog.jpg
+        /data/room.png,shots/room_cat.png
+
+    Relative paths are relative to the CSV's folder. DataError (one line) for a missing or empty
+    file, missing columns, files that are not there (all of them named), or fg_bg names that
+    repeat (outputs are named after them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--pairs {path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    if not {"bg", "fg_bg"} <= set(columns):
+        raise DataError(f"--pairs {path}: needs a header row with bg and fg_bg columns, found {','.join(columns) or 'none'}")
+    rows = [row for row in rows if row.get("bg") or row.get("fg_bg")]  # blank lines
+    if not rows:
+        raise DataError(f"--pairs {path}: no pairs (only a header row)")
+    pairs = [(path.parent / row["bg"], path.parent / row["fg_bg"]) for row in rows]
+    missing = [f"{p} (line {i + 2})" for i, pair in enumerate(pairs) for p in pair if not p.is_file()]
+    if missing:
+        raise DataError(f"--pairs {path}: {len(missing)} file(s) not found: {_listing(missing)}")
+    _check_unique_names(pairs, f"--pairs {path}")
+    return pairs
 
 
 def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
@@ -283,12 +391,16 @@ def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> li
                 f"{_listing(only_fg)} only in --fg-bg, {_listing(only_bg)} only in --bg"
                 + (f" ({len(bg_files)} vs {len(fg_files)} files, so not by order either)" if bg_kind == "glob" else "")
             )
+    _check_unique_names(pairs, f"--fg-bg {fg_bg}")
+    return pairs
+
+
+def _check_unique_names(pairs: list[tuple[Path, Path]], source: str) -> None:
     stems = [fg.stem for _, fg in pairs]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
-        raise DataError(f"--fg-bg {fg_bg}: several composites are named {_listing(dup)}; "
+        raise DataError(f"{source}: several composites are named {_listing(dup)}; "
                         "outputs are named after the fg_bg file, so names must be unique")
-    return pairs
 
 
 def _expand(spec: str | os.PathLike[str], flag: str) -> tuple[list[Path], str]:
@@ -324,6 +436,12 @@ def _listing(names: list[str], limit: int = 5) -> str:
         return "nothing"
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _positive(value: int, what: str) -> int:
+    if value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value}")
+    return value
 
 
 def _wh(image: torch.Tensor) -> str:
