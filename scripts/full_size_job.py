@@ -23,7 +23,7 @@ PSS (each shared page split between the processes that map it: what the tree rea
 RSS includes mapped file pages, which the kernel can drop under pressure (page cache), so for
 mmap the RSS is an upper bound of what the step needs; "anon" is the private, unreclaimable part.
 
-`--reuse` skips make-data when the archive exists. The steps write logs to OUT_DIR/logs/.
+`--reuse` skips make-data when the archive exists; `--steps` runs only the steps named. The steps write logs to OUT_DIR/logs/.
 `--markdown` prints the table for docs/results.md. `--num-bg 4 --num-fg 4 --per-pair 1` makes a
 32-sample job that runs in seconds (tests/test_full_size_job.py).
 """
@@ -218,7 +218,7 @@ def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str]]]:
         steps.append((f"twice {mode}", me("twice", "--mode", mode, *loader)))
     for mode in ("memory", "mmap"):
         steps.append((f"loader {mode}", me("loader", "--mode", mode, *loader, "--samples", args.loader_samples)))
-    return steps
+    return [(name, cmd) for name, cmd in steps if not args.steps or name.replace(" ", "-") in args.steps]
 
 
 def machine() -> dict:
@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loader-samples", type=int, default=20_000)
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", nargs="+", metavar="STEP", help="run only these steps: make-data check-data "
+                        "open-memory open-mmap twice-memory twice-mmap loader-memory loader-mmap (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table for docs/results.md")
     parser.add_argument("--child", choices=["open", "twice", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
