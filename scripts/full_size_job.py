@@ -53,6 +53,7 @@ class Step:
     name: str
     status: int = 0
     wall_s: float = 0.0
+    cpu_s: float = 0.0         # user + system seconds of the step's processes (waited-for children included)
     work_s: float | None = None
     self_peak_mb: float = 0.0  # ru_maxrss of the step's largest process
     tree_rss_mb: float = 0.0   # peak of sum(VmRSS) over the tree
@@ -119,6 +120,7 @@ def run_step(name: str, cmd: list[str], log_dir: Path) -> Step:
     proc.returncode = step.status = os.waitstatus_to_exitcode(status)
     step.wall_s = time.perf_counter() - t0
     step.self_peak_mb = usage.ru_maxrss / 1024
+    step.cpu_s = usage.ru_utime + usage.ru_stime
     for line in reversed(log.read_text().splitlines()):
         if line.startswith("{"):
             step.result = json.loads(line)
