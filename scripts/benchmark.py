@@ -809,11 +809,13 @@ Learning curves (validation split of the training archive: held-out backgrounds 
 {_table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()] + [["total", f"{total:.0f}"]])}
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    # scripts/bench_quality.py owns the block between its markers: carry it over unchanged.
+    # scripts/bench_quality.py and scripts/full_size_job.py own the blocks between their markers:
+    # carry them over unchanged.
     old = out.read_text() if out.is_file() else ""
-    begin, end = "<!-- quality:begin -->", "<!-- quality:end -->"
-    if begin in old and end in old:
-        report += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    for owner in ("quality", "fullsize"):
+        begin, end = f"<!-- {owner}:begin -->", f"<!-- {owner}:end -->"
+        if begin in old and end in old:
+            report += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     out.write_text(report)
     _log(f"wrote {out} in {total / 60:.1f} min")
     return out

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -253,20 +254,101 @@ def note(step: Step) -> str:
 
 def table(steps: list[Step]) -> list[str]:
     """Markdown rows: one per step."""
-    rows = ["| step | s | work s | largest process peak MB | tree RSS peak MB | tree PSS peak MB | tree anon peak MB | processes | load | notes |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| step | s | CPU s | work s | largest process peak MB | tree RSS peak MB | tree PSS peak MB | "
+            "tree anon peak MB | processes | load | notes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in steps:
         work = "" if s.work_s is None else f"{s.work_s:,.2f}"
-        rows.append(f"| {s.name} | {s.wall_s:,.1f} | {work} | {s.self_peak_mb:,.0f} | {s.tree_rss_mb:,.0f} | "
+        rows.append(f"| {s.name} | {s.wall_s:,.1f} | {s.cpu_s:,.1f} | {work} | {s.self_peak_mb:,.0f} | {s.tree_rss_mb:,.0f} | "
                     f"{s.tree_pss_mb:,.0f} | {s.tree_anon_mb:,.0f} | {s.processes} | {s.result.get('load', 0):.1f} | {note(s)} |")
     return rows
 
 
+# The README's figures before this job was first run (README.md, "Data pipeline" and "Dataset
+# generation"; scripts/bench_make_data.py and bench_data.py extrapolated them from small runs).
+README = {"make_data_min": 10, "archive_gb": 6.0, "make_data_main_mb": 1100, "make_data_worker_mb": 115,
+          "open_s": 2.6, "index_mb": 57, "loader_per_s": 1924}
+BEGIN, END = "<!-- fullsize:begin -->", "<!-- fullsize:end -->"
+COLAB_GB = 12.7
+
+
+def estimates(steps: list[Step], info: dict) -> list[str]:
+    """The README's estimates next to what this run measured (rows for the steps that ran)."""
+    by = {s.name: s for s in steps}
+    rows = ["| figure | README (before this run) | measured |", "|---|---|---|"]
+    if "make-data" in by:
+        md = by["make-data"]
+        rows += [f"| make-data, 2 processes | ~{README['make_data_min']} min on 2 cores | {md.wall_s / 60:.1f} min wall on the "
+                 f"busy machine; {md.cpu_s / 60:.1f} CPU min, i.e. ~{md.cpu_s / 120:.1f} min on 2 idle cores |",
+                 f"| make-data memory | main ~{README['make_data_main_mb']:,} MB + ~{README['make_data_worker_mb']} MB "
+                 f"per worker | largest process {md.self_peak_mb:,.0f} MB, tree {md.tree_pss_mb:,.0f} MB (PSS) |"]
+    rows.append(f"| archive | {README['archive_gb']:.1f} GB | {info['archive_bytes'] / 1e9:.2f} GB |")
+    for mode in ("mmap", "memory"):
+        if f"open {mode}" in by:
+            r = by[f"open {mode}"].result
+            rows.append(f"| open_dataset, {mode} ({r['entries']:,} entries) | {README['open_s']} s, index {README['index_mb']} MB "
+                        f"(an archive of empty entries) | {r['seconds']:.1f} s, index {r['index_mb']:.0f} MB |")
+    a = info.get("args", {})
+    for mode in ("memory", "mmap"):
+        if f"loader {mode}" in by:
+            r = by[f"loader {mode}"].result
+            rows.append(f"| loader, {a.get('loader_workers', 2)} workers, uint8, {a.get('size', 192)} px, batch "
+                        f"{a.get('batch_size', 32)}, {mode} | 2 workers, 192 px: {README['loader_per_s']:,} samples/s (400 samples, "
+                        f"an idle machine) | {r['samples_per_s']:,.0f} samples/s over {r['samples']:,} samples |")
+    return rows
+
+
+def colab(steps: list[Step], info: dict, archive_gb: float = 6.0) -> list[str]:
+    """What the open-twice steps say about a 12.7 GB runtime with a 6 GB archive: the private memory
+    beyond the archive itself is carried over as measured, the archive scaled to `archive_gb`."""
+    measured_gb = info["archive_bytes"] / 1e9
+    lines = []
+    for mode in ("memory", "mmap"):
+        step = next((s for s in steps if s.name == f"twice {mode}"), None)
+        if step is None or not measured_gb:
+            continue
+        anon = step.tree_anon_mb * 2**20 / 1e9
+        held = measured_gb if mode == "memory" else 0.0  # the archive's bytes in private memory
+        need = anon - held + (archive_gb if mode == "memory" else 0.0)
+        lines.append(f"- `in_memory={mode == 'memory'}`: opened twice (DataLoader workers: {step.processes - 1}), the "
+                     f"process tree held at most {anon:.1f} GB of private memory (PSS {step.tree_pss_mb * 2**20 / 1e9:.1f} GB, "
+                     f"file pages included) for this {measured_gb:.2f} GB archive. With a {archive_gb:.0f} GB archive that is "
+                     f"~{need:.1f} GB private of the {COLAB_GB} GB ({'the archive once, plus ' if held else ''}"
+                     f"{anon - held:.1f} GB for Python, torch, the index and the workers).")
+    return lines
+
+
+def report(steps: list[Step], info: dict, command: str) -> str:
+    """The docs/results.md block: what ran, where, the table, the README's estimates, Colab."""
+    m, after = info["machine_before"], info["machine_after"]
+    total = sum(s.wall_s for s in steps)
+    return "\n".join([
+        BEGIN, "## The full-size job (issue 13)", "",
+        f"Measured {info.get('date', '?')} by `{command}` ({total / 60:.0f} min in all), each step in a process of its own. "
+        f"Machine: {m['nproc']} cores (`nproc`), {m['ram_gb']:.1f} GB RAM ({m['available_gb']:.1f} GB available at the start), "
+        f"load average {m['load'][0]:.1f} / {m['load'][1]:.1f} / {m['load'][2]:.1f} (1 / 5 / 15 min) at the start and "
+        f"{after['load'][0]:.1f} at the end. **The machine was shared** with other jobs (test suites of other sessions), "
+        "so the wall-clock seconds are those of a busy machine; CPU seconds change less with the load.", "",
+        f"Archive: `{info['archive']}`, {info['archive_bytes'] / 1e9:.2f} GB; {info['disk_bytes'] / 1e9:.2f} GB on disk "
+        "in the job's folder.", "",
+        *table(steps), "",
+        "s: wall-clock seconds of the step's process, from its start (imports included) to its exit; CPU s: user + system "
+        "seconds of it and its waited-for children; work s: the step's own timing of its work (the open alone; both "
+        "sections; the loader pass from the first batch requested, worker start included); largest process peak: "
+        "ru_maxrss of the biggest single process; tree RSS / PSS / anon: the peak over the step of the sums over "
+        "the process tree (DataLoader workers, make-data's pool), sampled from /proc/PID/smaps_rollup. RSS counts a "
+        "page shared by forked workers, or mapped by several, once per process; PSS splits it among them; anon "
+        "(Pss_Anon) is private memory only, without the file pages of a memory map, which the kernel can drop under "
+        "pressure. The load column is the 1 min load average when the step started.", "",
+        "### Against the README's estimates", "", *estimates(steps, info), "",
+        f"### Colab: {COLAB_GB} GB of RAM, a 6 GB archive opened twice (section 1, then section 2)", "",
+        *colab(steps, info), "",
+        END])
 def run_job(args: argparse.Namespace) -> tuple[list[Step], dict]:
     out_dir = Path(args.out_dir)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     data = out_dir / f"synth{args.size}.zip"
-    info = {"machine_before": machine(), "archive": str(data)}
+    info = {"machine_before": machine(), "archive": str(data), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "args": vars(args), "command": "python scripts/full_size_job.py " + shlex.join(sys.argv[1:])}
     steps = []
     for name, cmd in plan(args, data):
         load = os.getloadavg()[0]
@@ -297,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", nargs="+", metavar="STEP", help="run only these steps: make-data check-data "
                         "open-memory open-mmap twice-memory twice-mmap loader-memory loader-mmap (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table for docs/results.md")
+    parser.add_argument("--out", help="write the report into this markdown file (docs/results.md), between "
+                        "<!-- fullsize:begin --> and <!-- fullsize:end -->")
+    parser.add_argument("--from-json", help="render the report of an earlier run (OUT_DIR/full_size_job.json), run nothing")
+    parser.add_argument("--command", help="the command to name in the report (default: this one)")
     parser.add_argument("--child", choices=["open", "twice", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["memory", "mmap"], help=argparse.SUPPRESS)
@@ -313,15 +399,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    steps, info = run_job(args)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        steps = [Step(**s) for s in saved.pop("steps")]
+        info = saved
+        info.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.stat(args.from_json).st_mtime)))
+    else:
+        steps, info = run_job(args)
     m = info["machine_before"]
     print(f"\n{m['nproc']} cores, {m['ram_gb']:.1f} GB RAM ({m['available_gb']:.1f} GB available at the start), "
           f"load {m['load'][0]:.2f} {m['load'][1]:.2f} {m['load'][2]:.2f} at the start, "
           f"{info['machine_after']['load'][0]:.2f} at the end; archive {info['archive_bytes'] / 1e9:.2f} GB, "
-          f"{info['disk_bytes'] / 1e9:.2f} GB on disk in {args.out_dir}")
+          f"{info['disk_bytes'] / 1e9:.2f} GB on disk in {info['archive'].rsplit('/', 1)[0]}")
     if args.markdown:
         print("\n".join(table(steps)))
+    if args.out:
+        write_block(Path(args.out), report(steps, info, args.command or info.get("command", "python scripts/full_size_job.py")))
     return max(s.status for s in steps)
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replace the block between BEGIN and END in `path`, or append it."""
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -48,12 +48,12 @@ def test_run_step_reports_a_failure(job, tmp_path):
     assert "exit status 3" in job.table([step])[-1]
 
 
-def _run_job(out_dir: Path, *steps: str, reuse: bool = False) -> tuple[dict[str, str], dict, str]:
+def _run_job(out_dir: Path, *steps: str, out: str | None = None, reuse: bool = False) -> tuple[dict[str, str], dict, str]:
     """The job at 16 samples (32 px), one loader worker: (table rows by step, the saved JSON, stdout)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, str(SCRIPT), "--out-dir", str(out_dir), "--size", "32", "--num-bg", "4", "--num-fg", "2",
            "--per-pair", "1", "--workers", "1", "--loader-samples", "8", "--loader-workers", "1", "--batch-size", "4",
-           "--markdown", *(["--steps", *steps] if steps else []), *(["--reuse"] if reuse else [])]
+           "--markdown", *(["--steps", *steps] if steps else []), *(["--reuse"] if reuse else []), *(["--out", out] if out else [])]
     result = run_process_group(cmd, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "cores" in result.stdout and "GB RAM" in result.stdout
@@ -67,13 +67,23 @@ def _run_job(out_dir: Path, *steps: str, reuse: bool = False) -> tuple[dict[str,
 
 
 def test_the_job_scaled_down_prints_its_rows(tmp_path):
-    """Three of the steps (what a fast test affords: each step starts a Python with torch)."""
-    rows, saved, _ = _run_job(tmp_path, "make-data", "open-mmap", "loader-memory")
+    """Three of the steps (what a fast test affords: each step starts a Python with torch), and
+    the report block it writes into a markdown file, twice (the second replaces the first)."""
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nkept\n")
+    rows, saved, _ = _run_job(tmp_path, "make-data", "open-mmap", "loader-memory", out=str(results))
     assert list(rows) == ["make-data", "open mmap", "loader memory"]
     assert "16 samples, 54 entries" in rows["open mmap"]
     assert "samples/s" in rows["loader memory"]
     loader = saved["steps"][-1]
     assert loader["processes"] == 2 and loader["result"]["samples"] > 0  # the main process and its worker
+    assert results.read_text().startswith("# Results\n\nkept\n\n<!-- fullsize:begin -->")
+
+    script = [sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "full_size_job.json"), "--out", str(results)]
+    assert run_process_group(script, env=dict(os.environ), timeout=60).returncode == 0
+    text = results.read_text()
+    assert text.count("<!-- fullsize:begin -->") == 1 and text.count("<!-- fullsize:end -->") == 1
+    assert "| make-data |" in text and "| open mmap |" in text and "### Against the README's estimates" in text
 
 
 @pytest.mark.slow
