@@ -244,7 +244,7 @@ def note(step: Step) -> str:
         return f"{r['samples']:,} samples, {r['samples_per_s']:,.0f} samples/s"
     if "entries" in r:
         return (f"{r['samples']:,} samples, {r['entries']:,} entries, index {r['index_mb']:.0f} MB, "
-                f"RSS {r['rss_before_mb']:,.0f} MB before the open (imports), {r['rss_open_mb']:,.0f} MB after it, "
+                f"RSS {r['rss_before_mb']:,.0f} MB before the open (imports), {r.get('rss_open_mb', 0):,.0f} MB after it, "
                 f"{r['rss_mb']:,.0f} MB after one sample")
     if "rss_after_1_mb" in r:
         return (f"main RSS {r['rss_before_mb']:,.0f} MB before, {r['rss_after_1_mb']:,.0f} MB after section 1, "
@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table for docs/results.md")
     parser.add_argument("--out", help="write the report into this markdown file (docs/results.md), between "
                         "<!-- fullsize:begin --> and <!-- fullsize:end -->")
-    parser.add_argument("--from-json", help="render the report of an earlier run (OUT_DIR/full_size_job.json), run nothing")
+    parser.add_argument("--from-json", nargs="+", metavar="JSON", help="render the report of earlier runs "
+                        "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier one), run nothing")
     parser.add_argument("--command", help="the command to name in the report (default: this one)")
     parser.add_argument("--child", choices=["open", "twice", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -400,10 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        steps = [Step(**s) for s in saved.pop("steps")]
-        info = saved
-        info.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.stat(args.from_json).st_mtime)))
+        steps, info = load_runs(args.from_json)
     else:
         steps, info = run_job(args)
     m = info["machine_before"]
@@ -416,6 +414,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_block(Path(args.out), report(steps, info, args.command or info.get("command", "python scripts/full_size_job.py")))
     return max(s.status for s in steps)
+
+
+def load_runs(paths: list[str]) -> tuple[list[Step], dict]:
+    """Steps and machine of earlier runs (full_size_job.json): the first run's info; a step that a
+    later run measured again (e.g. `--reuse --steps check-data`) is replaced by its later row."""
+    steps: dict[str, Step] = {}
+    info: dict = {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        saved.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.stat(path).st_mtime)))
+        for s in saved.pop("steps"):
+            steps[s["name"]] = Step(**s)
+        info = info or saved
+        info["machine_after"] = saved["machine_after"]
+    return list(steps.values()), info
 
 
 def write_block(path: Path, block: str) -> None:
