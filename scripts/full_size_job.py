@@ -268,6 +268,7 @@ def table(steps: list[Step]) -> list[str]:
 README = {"make_data_min": 10, "archive_gb": 6.0, "make_data_main_mb": 1100, "make_data_worker_mb": 115,
           "open_s": 2.6, "index_mb": 57, "loader_per_s": 1924}
 BEGIN, END = "<!-- fullsize:begin -->", "<!-- fullsize:end -->"
+NOTES = "<!-- fullsize:notes (kept by reruns) -->"
 COLAB_GB = 12.7
 
 
@@ -380,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                         "open-memory open-mmap twice-memory twice-mmap loader-memory loader-mmap (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table for docs/results.md")
     parser.add_argument("--out", help="write the report into this markdown file (docs/results.md), between "
-                        "<!-- fullsize:begin --> and <!-- fullsize:end -->")
+                        "<!-- fullsize:begin --> and <!-- fullsize:end -->; text after a line <!-- fullsize:notes (kept by reruns) --> "
+                        "inside the block is kept")
     parser.add_argument("--from-json", nargs="+", metavar="JSON", help="render the report of earlier runs "
                         "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier one), run nothing")
     parser.add_argument("--command", help="the command to name in the report (default: this one)")
@@ -436,7 +438,10 @@ def write_block(path: Path, block: str) -> None:
     text = path.read_text() if path.exists() else ""
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+        old, tail = rest.split(END, 1)
+        if NOTES in old:  # hand-written notes at the end of the block survive a rerun
+            block = block.replace(END, NOTES + old.split(NOTES, 1)[1] + END)
+        text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)

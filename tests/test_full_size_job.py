@@ -78,12 +78,15 @@ def test_the_job_scaled_down_prints_its_rows(tmp_path):
     loader = saved["steps"][-1]
     assert loader["processes"] == 2 and loader["result"]["samples"] > 0  # the main process and its worker
     assert results.read_text().startswith("# Results\n\nkept\n\n<!-- fullsize:begin -->")
+    notes = "<!-- fullsize:notes (kept by reruns) -->\nhand-written\n"
+    results.write_text(results.read_text().replace("<!-- fullsize:end -->", notes + "<!-- fullsize:end -->"))
 
     script = [sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "full_size_job.json"), "--out", str(results)]
     assert run_process_group(script, env=dict(os.environ), timeout=60).returncode == 0
     text = results.read_text()
     assert text.count("<!-- fullsize:begin -->") == 1 and text.count("<!-- fullsize:end -->") == 1
     assert "| make-data |" in text and "| open mmap |" in text and "### Against the README's estimates" in text
+    assert notes + "<!-- fullsize:end -->" in text
 
 
 @pytest.mark.slow
