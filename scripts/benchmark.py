@@ -809,16 +809,19 @@ Learning curves (validation split of the training archive: held-out backgrounds 
 {_table(["section", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()] + [["total", f"{total:.0f}"]])}
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    # scripts/bench_quality.py and scripts/full_size_job.py own the blocks between their markers:
-    # carry them over unchanged.
-    old = out.read_text() if out.is_file() else ""
+    out.write_text(carry_blocks(out.read_text() if out.is_file() else "", report))
+    _log(f"wrote {out} in {total / 60:.1f} min")
+    return out
+
+
+def carry_blocks(old: str, report: str) -> str:
+    """`report` with the blocks that other scripts own in the old page appended unchanged:
+    scripts/bench_quality.py's and scripts/full_size_job.py's, between their markers."""
     for owner in ("quality", "fullsize"):
         begin, end = f"<!-- {owner}:begin -->", f"<!-- {owner}:end -->"
         if begin in old and end in old:
             report += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
-    out.write_text(report)
-    _log(f"wrote {out} in {total / 60:.1f} min")
-    return out
+    return report
 
 
 def _guarded(what: str, func: Callable[[], Any]) -> Any:
