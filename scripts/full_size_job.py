@@ -1,6 +1,7 @@
 """python scripts/full_size_job.py [--out-dir /work/bigdata/full_size_job] [--reuse] [--markdown]
        [--size 192] [--num-bg 1000] [--num-fg 100] [--per-pair 2] [--workers 2]
-       [--loader-samples 20000] [--loader-workers 2] [--batch-size 32]
+       [--loader-samples 20000] [--loader-workers 2] [--batch-size 32] [--steps STEP ...]
+       [--out docs/results.md] [--from-json JSON ...] [--command TEXT]
 
 The full-size job, once, step by step, each step in its own process (issue 13, section 4):
 
@@ -14,19 +15,28 @@ The full-size job, once, step by step, each step in its own process (issue 13, s
   loader memory one pass over `--loader-samples` shuffled samples, uint8 batches as training loads
                 them, `--loader-workers` DataLoader workers; same for mmap ("loader mmap")
 
-Per step: wall seconds of the process (imports included), the seconds of the work itself where
-the step reports them, and memory: the process's own peak RSS (wait4's ru_maxrss: the largest
-single process of the step, exact), and the peak over the step of the whole process tree
-(DataLoader workers, make-data's pool) sampled from /proc every 0.2 s, or less often where a sample
-costs more than 10% of that (a large mapped archive: reading smaps_rollup walks the page tables): the sum of VmRSS (counts
-pages that forked workers share, or that several processes map, once per process) and the sum of
-PSS (each shared page split between the processes that map it: what the tree really holds).
-RSS includes mapped file pages, which the kernel can drop under pressure (page cache), so for
-mmap the RSS is an upper bound of what the step needs; "anon" is the private, unreclaimable part.
+Per step: wall seconds of the process (imports included), CPU seconds (user + system of it and
+its waited-for children: what a busy machine changes least), the seconds of the work itself where
+the step reports them, and memory: the peak RSS of the step's largest single process (wait4's
+ru_maxrss, exact), and the peak over the step of the whole process tree (DataLoader workers,
+make-data's pool), sampled from /proc/PID/smaps_rollup every 0.2 s, or less often where a sample
+costs more than 10% of one core (reading smaps_rollup walks the page tables: ~15 ms per GB
+mapped): the sum of RSS (counts pages that forked workers share, or that several processes map,
+once per process), the sum of PSS (each shared page split between the processes that map it:
+what the tree really holds) and the sum of Pss_Anon ("anon": private memory only; RSS and PSS
+include mapped file pages, which the kernel can drop under pressure).
 
-`--reuse` skips make-data when the archive exists; `--steps` runs only the steps named. The steps write logs to OUT_DIR/logs/.
-`--markdown` prints the table for docs/results.md. `--num-bg 4 --num-fg 4 --per-pair 1` makes a
-32-sample job that runs in seconds (tests/test_full_size_job.py).
+The steps write logs to OUT_DIR/logs/ and the figures to OUT_DIR/full_size_job.json. `--reuse`
+skips make-data when the archive exists; `--steps` runs only the steps named. `--markdown` prints
+the table; `--out docs/results.md` writes the report (table, the README's estimates against the
+measurement, what it means for Colab) between its markers there, and `--from-json` renders it
+from earlier runs without running anything:
+
+    PYTHONPATH=src python scripts/full_size_job.py --markdown      # the full job: ~1 h on a busy 2-core machine
+    python scripts/full_size_job.py --from-json /work/bigdata/full_size_job/full_size_job.json \
+        --out docs/results.md --command "python scripts/full_size_job.py --markdown"
+
+`--size 32 --num-bg 4 --num-fg 2 --per-pair 1` makes a 16-sample job (tests/test_full_size_job.py).
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ class Step:
     cpu_s: float = 0.0         # user + system seconds of the step's processes (waited-for children included)
     work_s: float | None = None
     self_peak_mb: float = 0.0  # ru_maxrss of the step's largest process
-    tree_rss_mb: float = 0.0   # peak of sum(VmRSS) over the tree
+    tree_rss_mb: float = 0.0   # peak of sum(Rss) over the tree (smaps_rollup)
     tree_pss_mb: float = 0.0   # peak of sum(Pss) over the tree
     tree_anon_mb: float = 0.0  # peak of sum(Pss_Anon): private memory, never page cache
     processes: int = 1
