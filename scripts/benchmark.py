@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
-from mdreport import (QUALITY_BEGIN, QUALITY_END, REPO, SCRIPTS, dict_table, fmt, load_script, log,  # noqa: E402
+from mdreport import (REPO, SCRIPTS, dict_table, fmt, load_script, log,  # noqa: E402
                       marked_block, replace_block, save_png, shown, table)
 
 GPU_BEGIN, GPU_END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
@@ -649,6 +649,17 @@ Learning curves (validation split of the training archive: held-out backgrounds 
 """
 
 
+def carry_blocks(old: str, report: str) -> str:
+    """`report` with the blocks that other scripts own in the old page appended unchanged:
+    scripts/bench_quality.py's and scripts/full_size_job.py's, between their markers."""
+    for owner in ("quality", "fullsize"):
+        begin, end = f"<!-- {owner}:begin -->", f"<!-- {owner}:end -->"
+        kept = marked_block(old, begin, end)
+        if kept is not None:
+            report += "\n" + begin + kept + end + "\n"
+    return report
+
+
 def run(args: argparse.Namespace) -> Path:
     """Measure everything in a temporary folder under --work, write the report to --out."""
     out = Path(args.out)
@@ -661,11 +672,7 @@ def run(args: argparse.Namespace) -> Path:
     header = dict(date=date, total=total, load_start=load_start, load_end=os.getloadavg())
     report = render(args, plan, figures, out, header)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # scripts/bench_quality.py owns the block between its markers: carry it over unchanged.
-    kept = marked_block(out.read_text(), QUALITY_BEGIN, QUALITY_END) if out.is_file() else None
-    if kept is not None:
-        report += "\n" + QUALITY_BEGIN + kept + QUALITY_END + "\n"
-    out.write_text(report)
+    out.write_text(carry_blocks(out.read_text() if out.is_file() else "", report))
     log(f"wrote {out} in {total / 60:.1f} min")
     return out
 

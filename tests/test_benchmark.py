@@ -101,3 +101,13 @@ def test_bench_quality_smoke_writes_its_section_and_keeps_the_rest(tmp_path):
     for png in ("quality_curves.png", "quality_unseen_diverse.png", "quality_unseen_s15.png"):
         path = out.parent / "results" / png
         assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regenerating_the_report_keeps_the_blocks_other_scripts_own(benchmark):
+    old = ("# old report\n\n<!-- quality:begin -->\nquality\n<!-- quality:end -->\n\nstale text\n\n"
+           "<!-- fullsize:begin -->\nfull size\n<!-- fullsize:end -->\n")
+    text = benchmark.carry_blocks(old, "# new report\n")
+    assert text.startswith("# new report\n") and "stale text" not in text and "old report" not in text
+    assert "<!-- quality:begin -->\nquality\n<!-- quality:end -->" in text
+    assert "<!-- fullsize:begin -->\nfull size\n<!-- fullsize:end -->" in text
+    assert benchmark.carry_blocks("", "# new\n") == "# new\n"
