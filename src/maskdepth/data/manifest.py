@@ -47,6 +47,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _BLOCK_BYTES = 4 << 20  # manifest text handled per block (~30k rows)
 _BOM = b"\xef\xbb\xbf"
 _MAX_LISTED = 20
+_MAX_MANIFEST_BYTES = 1 << 30  # manifest.csv / dataset.json inside a zip (400k rows: ~50 MB)
 
 
 @dataclass(eq=False)
@@ -152,10 +153,10 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
                 "bg / fg_bg / mask / depth zips) run `maskdepth index --bg BG.zip --fg-bg FG_BG.zip "
                 "--mask MASK.zip --depth DEPTH.zip --out manifest.csv` and use the manifest as DATA"
             )
-        text = default_archive.read(index)
+        text = default_archive.read(index, _MAX_MANIFEST_BYTES)
         base_dir = os.path.dirname(os.path.abspath(path))
         info_index = default_archive.find(INFO_NAME)
-        info = _parse_info(default_archive.read(info_index), f"{path}: {INFO_NAME}") if info_index >= 0 else {}
+        info = _parse_info(default_archive.read(info_index, _MAX_MANIFEST_BYTES), f"{path}: {INFO_NAME}") if info_index >= 0 else {}
     manifest = _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
     release_free_memory()
     return manifest
