@@ -160,3 +160,26 @@ def test_cli_index_end_to_end(tmp_path, capsys):
     assert main(["index", "--bg", str(tmp_path / "none.zip"), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
                  "--depth", str(paths["depth"]), "--out", str(out)]) == 2
     assert "none.zip: archive not found" in capsys.readouterr().err
+
+
+def test_index_reports_duplicate_names_inside_and_across_archives(tmp_path, capsys):
+    paths = write_original_layout(tmp_path / "zips", num_bg=2, per_bg=1)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(paths["mask"], "a") as z:
+        z.writestr("mask/bg192_001_fg001_pos01.jpg", jpeg_bytes(scene(32, 0, 1)["mask"]))
+    for role in ("bg", "fg_bg"):
+        with zipfile.ZipFile(paths[role], "a") as z:
+            z.writestr("readme.txt", b"the same name in two zips")
+    report = build_manifest(bg=paths["bg"], fg_bg=paths["fg_bg"], mask=paths["mask"], depth=paths["depth"],
+                            out=tmp_path / "m.csv")
+    assert report.rows == 2 and not report.unpaired
+    assert not report.ok  # which of the two masks is meant is unknowable
+    assert report.duplicates == [
+        f"{paths['mask']}: 1 entry name(s) occur more than once (1 earlier entries hidden; only the last of "
+        "each is read): mask/bg192_001_fg001_pos01.jpg; re-create the zip without them"
+    ]
+    assert report.shared == [f"1 entry name(s) occur in both {paths['fg_bg']} and {paths['bg']}: readme.txt"]
+    args = ["index", "--bg", str(paths["bg"]), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
+            "--depth", str(paths["depth"]), "--out", str(tmp_path / "m2.csv")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert report.duplicates[0] in out and f"note: {report.shared[0]}" in out

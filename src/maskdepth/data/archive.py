@@ -66,7 +66,8 @@ class ZipArchive:
     Entries are addressed by an integer index in [0, len(archive)); `find` / `lookup` map names
     to indices (-1 when absent), `name` maps back. Folder entries (names ending in "/") are not
     indexed. When a name occurs twice, the later entry wins (as in `zipfile`); `duplicates` counts
-    the entries hidden that way and `duplicate_names` lists the first 20 such names.
+    the entries hidden that way, `duplicate_name_count` the names repeated, and `duplicate_names`
+    lists the first 20 of them.
 
     Args:
         path: the zip file.
@@ -158,6 +159,7 @@ class ZipArchive:
         order_parts: list[np.ndarray] = []
         self.duplicates = 0
         self.duplicate_names: list[str] = []
+        self.duplicate_name_count = 0
         for k, (folder, (name_chunks, pos_chunks)) in enumerate(sorted(folders.items())):
             names = np.concatenate(name_chunks) if len(name_chunks) > 1 else name_chunks[0]
             pos = np.concatenate(pos_chunks) if len(pos_chunks) > 1 else pos_chunks[0]
@@ -170,8 +172,9 @@ class ZipArchive:
                 if not keep.all():
                     self.duplicates += int((~keep).sum())
                     room = _LISTED - len(self.duplicate_names)
-                    repeated = np.unique(names[~keep])[: max(room, 0)]
-                    self.duplicate_names.extend(folder + b.decode("utf-8") for b in repeated)
+                    repeated = np.unique(names[~keep])
+                    self.duplicate_name_count += len(repeated)
+                    self.duplicate_names.extend(folder + b.decode("utf-8") for b in repeated[: max(room, 0)])
                     names, pos = names[keep], pos[keep]
             self._folders.append(folder)
             self._basenames.append(names)
@@ -325,6 +328,29 @@ class ZipArchive:
         if index < 0:
             raise DataError(f"{self.path}: entry {name!r} not found")
         return self.read(index)
+
+
+def describe_duplicates(archive: ZipArchive) -> str | None:
+    """One line naming and counting the repeated entry names of `archive`, or None."""
+    if not archive.duplicates:
+        return None
+    more = ", ..." if archive.duplicate_name_count > len(archive.duplicate_names) else ""
+    return (
+        f"{archive.path}: {archive.duplicate_name_count} entry name(s) occur more than once "
+        f"({archive.duplicates} earlier entries hidden; only the last of each is read): "
+        f"{', '.join(archive.duplicate_names)}{more}; re-create the zip without them"
+    )
+
+
+def shared_names(first: ZipArchive, second: ZipArchive, limit: int = _LISTED) -> tuple[int, list[str]]:
+    """(how many entry names occur in both archives, the first `limit` of them), compared per
+    folder on the sorted name arrays."""
+    count, names = 0, []
+    for folder in sorted(set(first.folders) & set(second.folders)):
+        common = np.intersect1d(first.basenames(folder), second.basenames(folder))
+        count += len(common)
+        names.extend(folder + b.decode("utf-8") for b in common[: max(limit - len(names), 0)])
+    return count, sorted(names)
 
 
 def release_free_memory() -> None:

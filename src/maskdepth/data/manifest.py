@@ -34,7 +34,7 @@ from typing import Iterator
 
 import numpy as np
 
-from maskdepth.data.archive import ZipArchive, open_archive, release_free_memory
+from maskdepth.data.archive import ZipArchive, describe_duplicates, open_archive, release_free_memory, shared_names
 from maskdepth.errors import ConfigError, DataError
 from maskdepth.fileio import atomic_open
 
@@ -327,6 +327,10 @@ class IndexReport:
         counts: image entries found per role.
         unpaired: one line per entry left out: "archive: entry: why".
         ignored: entries that are not images (or macOS metadata), skipped silently.
+        duplicates: one line per archive in which an entry name occurs twice (named and counted;
+            only the last of each is read, so the pairing is ambiguous: `ok` is False).
+        shared: one line per two archives that hold the same entry names (named and counted; a
+            note, as zips of flat file names may legitimately share them).
     """
 
     out: str | None
@@ -335,10 +339,12 @@ class IndexReport:
     sources: dict[str, str]
     unpaired: list[str]
     ignored: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.out is not None and not self.unpaired
+        return self.out is not None and not self.unpaired and not self.duplicates
 
     def format(self) -> str:
         found = ", ".join(f"{self.counts[r]} {r} in {self.sources[r]}" for r in ROLES)
@@ -354,6 +360,8 @@ class IndexReport:
             lines.extend(f"  {line}" for line in self.unpaired)
         else:
             lines.append("every entry paired.")
+        lines.extend(self.duplicates)
+        lines.extend(f"note: {line}" for line in self.shared)
         return "\n".join(lines)
 
 
@@ -408,7 +416,8 @@ def build_manifest(
 
     Returns:
         IndexReport; `.ok` is False when any entry could not be paired (it is named in
-        `.unpaired`; the manifest holds the paired samples).
+        `.unpaired`; the manifest holds the paired samples) or an archive holds an entry name
+        twice (`.duplicates`). Names found in two of the archives are noted in `.shared`.
 
     Raises:
         ConfigError: an invalid `bg_pattern`. DataError: an archive is missing or unreadable.
@@ -422,22 +431,7 @@ def build_manifest(
         raise ConfigError(f"--bg-pattern {pattern_text!r} needs a group, e.g. '^(.+?)_fg', that captures the background key")
     specs = {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth}
     unpaired: list[str] = []
-    ignored = 0
-    tables: dict[str, dict[str, str]] = {}
-    archives: dict[str, ZipArchive] = {}
-    seen: dict[tuple[str, str], str] = {}
-    for role in ROLES:
-        path, folder = _split_spec(specs[role])
-        archive = archives[role] = open_archive(path, in_memory=False)
-        other = seen.get((archive.path, folder))
-        if other is not None:
-            raise DataError(
-                f"{path}: given for both --{other.replace('_', '-')} and --{role.replace('_', '-')}; "
-                f"for one zip holding several folders write e.g. {path}::fg_bg/"
-            )
-        seen[(archive.path, folder)] = role
-        tables[role], skipped = _images_by_stem(archive, folder, role, unpaired)
-        ignored += skipped
+    archives, tables, ignored = _open_roles(specs, unpaired)
 
     rows = []
     used_bg: set[str] = set()
@@ -480,7 +474,47 @@ def build_manifest(
         sources={r: archives[r].path for r in ROLES},
         unpaired=unpaired,
         ignored=ignored,
+        **_duplicate_lines(list(archives.values())),
     )
+
+
+def _open_roles(
+    specs: dict[str, str | os.PathLike], unpaired: list[str]
+) -> tuple[dict[str, ZipArchive], dict[str, dict[str, str]], int]:
+    """(archive per role, stem -> entry name per role, entries that are not images) of the
+    `build_manifest` arguments; stems found twice in a role go to `unpaired`."""
+    ignored = 0
+    tables: dict[str, dict[str, str]] = {}
+    archives: dict[str, ZipArchive] = {}
+    seen: dict[tuple[str, str], str] = {}
+    for role in ROLES:
+        path, folder = _split_spec(specs[role])
+        archive = archives[role] = open_archive(path, in_memory=False)
+        other = seen.get((archive.path, folder))
+        if other is not None:
+            raise DataError(
+                f"{path}: given for both --{other.replace('_', '-')} and --{role.replace('_', '-')}; "
+                f"for one zip holding several folders write e.g. {path}::fg_bg/"
+            )
+        seen[(archive.path, folder)] = role
+        tables[role], skipped = _images_by_stem(archive, folder, role, unpaired)
+        ignored += skipped
+    return archives, tables, ignored
+
+
+def _duplicate_lines(archives: list[ZipArchive]) -> dict[str, list[str]]:
+    """{"duplicates": names repeated inside an archive, "shared": names found in two of the
+    archives}, one line per archive or pair, each naming and counting them."""
+    distinct = list({archive.path: archive for archive in archives}.values())  # ZIP::FOLDER specs share one
+    duplicates = [line for line in map(describe_duplicates, distinct) if line is not None]
+    shared = []
+    for i, first in enumerate(distinct):
+        for second in distinct[i + 1 :]:
+            count, names = shared_names(first, second)
+            if count:
+                more = ", ..." if count > len(names) else ""
+                shared.append(f"{count} entry name(s) occur in both {first.path} and {second.path}: {', '.join(names)}{more}")
+    return {"duplicates": duplicates, "shared": shared}
 
 
 def _write_manifest(out: str, rows: list[tuple], archive_paths: list[str]) -> None:
