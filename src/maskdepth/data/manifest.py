@@ -17,8 +17,9 @@ loaded them do not copy them page by page through reference counting.
 `build_manifest` pairs the original S15 layout, which has no manifest: fg_bg, mask and depth by
 file stem (`fg_bg/bg192_001_fg001_05.jpg` <-> `mask/bg192_001_fg001_05.jpg` <->
 `fg_bg_depth_full/bg192_001_fg001_05.jpg`, any folders and image extensions) and fg_bg to its
-background by the key that `bg_pattern` captures from the fg_bg stem (default
-`DEFAULT_BG_PATTERN`: everything before the first "_fg", so `bg192_001` <-> `bg_192/bg192_001.jpg`).
+background by the key that `bg_pattern` captures from both stems (default `DEFAULT_BG_PATTERN`:
+everything before the first "_fg", so `bg192_001` <-> `bg_192/bg192_001.jpg`; a background stem
+that the pattern does not match is its own key, see `build_manifest`).
 An entry that cannot be paired exactly is reported by name and left out; nothing is guessed.
 """
 
@@ -406,11 +407,15 @@ def build_manifest(
     bg_pattern: str | None = None,
     out: str | os.PathLike,
 ) -> IndexReport:
-    """Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
+    r"""Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
 
-    fg_bg, mask and depth pair by file stem; fg_bg to bg by `bg_pattern`, a regex searched from
-    the start of the fg_bg stem whose first group is the background's stem (a second group, if
-    any, becomes fg_id). Default `DEFAULT_BG_PATTERN`. Each argument is a zip, or `ZIP::FOLDER/`
+    fg_bg, mask and depth pair by file stem; fg_bg to bg by a key: `bg_pattern` is a regex matched
+    from the start of each stem, and its first group is the key (a second group, if any, becomes
+    fg_id). It is applied to the fg_bg stem and to each background's stem; a background stem that
+    it does not match is its own key. So `bg192_(\d+)` (keys '001') and `(bg192_\d+)` (keys
+    'bg192_001') pair `fg_bg/bg192_001_fg001_05.jpg` with `bg_192/bg192_001.jpg` alike. Default
+    `DEFAULT_BG_PATTERN` (everything before "_fg": it matches no background stem, so the key is
+    the whole background stem). bg_id is the background's stem. Each argument is a zip, or `ZIP::FOLDER/`
     to take one folder of a zip that holds several roles. The manifest stores the archive paths
     relative to its own folder. Samples are sorted by fg_bg name.
 
@@ -433,34 +438,30 @@ def build_manifest(
     unpaired: list[str] = []
     archives, tables, ignored = _open_roles(specs, unpaired)
 
+    bg_by_key = _backgrounds_by_key(tables["bg"], pattern, archives["bg"].path, unpaired)
     rows = []
     used_bg: set[str] = set()
-    used: dict[str, set[str]] = {"mask": set(), "depth": set()}
     for stem in sorted(tables["fg_bg"], key=lambda s: tables["fg_bg"][s]):
-        problems = []
-        for role in ("mask", "depth"):
-            if stem in tables[role]:
-                used[role].add(stem)
-            else:
-                problems.append(f"no {role} with stem {stem!r} in {archives[role].path}")
+        problems = [f"no {role} with stem {stem!r} in {archives[role].path}" for role in ("mask", "depth") if stem not in tables[role]]
         match = pattern.match(stem)
         bg_key = match.group(1) if match else None
         if match is None:
             problems.append(f"stem does not match --bg-pattern {pattern_text!r}")
-        elif bg_key not in tables["bg"]:
-            problems.append(f"no background with stem {bg_key!r} (captured by --bg-pattern) in {archives['bg'].path}")
+        elif bg_key not in bg_by_key:
+            problems.append(f"no background whose key is {bg_key!r} (captured by --bg-pattern) in {archives['bg'].path}")
         else:
-            used_bg.add(bg_key)
+            used_bg.add(bg_by_key[bg_key])
         if problems:
             unpaired.append(f"{archives['fg_bg'].path}: {tables['fg_bg'][stem]}: {'; '.join(problems)}")
             continue
         fg_id = match.group(2) if pattern.groups >= 2 and match.group(2) else ""
-        rows.append((tables["fg_bg"][stem], tables["bg"][bg_key], tables["mask"][stem], tables["depth"][stem], bg_key, fg_id))
+        bg_stem = bg_by_key[bg_key]
+        rows.append((tables["fg_bg"][stem], tables["bg"][bg_stem], tables["mask"][stem], tables["depth"][stem], bg_stem, fg_id))
     for role in ("mask", "depth"):
         for stem in sorted(set(tables[role]) - set(tables["fg_bg"])):
             unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
-    for key in sorted(set(tables["bg"]) - used_bg):
-        unpaired.append(f"{archives['bg'].path}: {tables['bg'][key]}: no fg_bg refers to this background")
+    for stem in sorted(set(bg_by_key.values()) - used_bg):
+        unpaired.append(f"{archives['bg'].path}: {tables['bg'][stem]}: no fg_bg refers to this background")
 
     out = os.fspath(out)
     written = None
@@ -476,6 +477,24 @@ def build_manifest(
         ignored=ignored,
         **_duplicate_lines(list(archives.values())),
     )
+
+
+def _backgrounds_by_key(stems: dict[str, str], pattern: re.Pattern, path: str, unpaired: list[str]) -> dict[str, str]:
+    """key -> background stem. A background's key is what `pattern` captures from its stem (group
+    1, matched from the start, as for fg_bg stems), or its whole stem when the pattern does not
+    match it; two backgrounds with one key are ambiguous: reported in `unpaired`, left out."""
+    by_key: dict[str, list[str]] = {}
+    for stem in stems:
+        match = pattern.match(stem)
+        by_key.setdefault(match.group(1) if match else stem, []).append(stem)
+    unique = {}
+    for key, found in by_key.items():
+        if len(found) == 1:
+            unique[key] = found[0]
+            continue
+        names = ", ".join(stems[stem] for stem in sorted(found))
+        unpaired.extend(f"{path}: {stems[stem]}: {len(found)} backgrounds have the key {key!r} ({names})" for stem in sorted(found))
+    return unique
 
 
 def _open_roles(
