@@ -391,9 +391,9 @@ def test_jpeg_fast_path_matches_pil_and_falls_back(monkeypatch):
         assert np.abs(fast_rgb - _pil_decode(rgb_jpg, size, "RGB")).max() <= 1
         depth, scale, _ = images.decode_depth_raw(gray_jpg, size)
         assert scale == 255 and np.abs(depth - _pil_decode(gray_jpg, size, "L")).max() <= 1
-    # without torchvision's op the same values come from PIL
+    # without torchvision.io the same values come from PIL
     fast_rgb = images.decode_rgb(rgb_jpg, 48)[0].astype(np.int16)
-    monkeypatch.setattr(images, "_decode_jpeg", False)
+    monkeypatch.setattr(images, "_decode_jpeg", None)
     assert images._fast_jpeg(rgb_jpg, 48, 3) is None
     assert np.abs(images.decode_rgb(rgb_jpg, 48)[0] - fast_rgb).max() <= 1
 
