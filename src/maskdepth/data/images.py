@@ -35,7 +35,7 @@ import io
 import os
 import warnings
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -71,8 +71,9 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame 
 
 
 def _load_jpeg_decoder():
-    """torchvision.io.decode_jpeg, chosen once at import; None when torchvision (or its image
-    extension) is missing: then PIL decodes every JPEG."""
+    """torchvision.io.decode_jpeg, chosen once, at the first JPEG (importing this module does not
+    import torch); None when torchvision (or its image extension) is missing: then PIL decodes
+    every JPEG."""
     try:
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -95,7 +96,8 @@ def _load_jpeg_decoder():
     return decode
 
 
-_decode_jpeg = _load_jpeg_decoder()
+_UNLOADED = object()
+_decode_jpeg: Any = _UNLOADED  # what `_load_jpeg_decoder` chose (None: PIL)
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
@@ -137,6 +139,9 @@ def _fast_jpeg(
     frame = _jpeg_frame(data)
     if frame is None or frame[2] != channels or frame[3] != 8 or (size is not None and min(frame[:2]) < size):
         return None
+    global _decode_jpeg
+    if _decode_jpeg is _UNLOADED:
+        _decode_jpeg = _load_jpeg_decoder()
     if _decode_jpeg is None:
         return None
     import torch
