@@ -142,6 +142,38 @@ def test_bad_manifests_are_named(tmp_path):
         load_manifest(short)
 
 
+def test_manifest_csv_dialect_quotes_crlf_bom_blank_lines(tmp_path):
+    """The csv module reads what spreadsheets write: a BOM, CRLF line ends, quoted names holding
+    commas, blank lines; line numbers in messages count physical lines."""
+    paths = write_original_layout(tmp_path, num_bg=2, per_bg=1)
+    with zipfile.ZipFile(paths["fg_bg"], "a") as z:
+        z.writestr("fg_bg/a,b.jpg", jpeg_bytes(scene(32, 1, 1)["fg_bg"]))
+    header = "fg_bg,bg,mask,depth,bg_id,fg_id,fg_bg_archive,bg_archive,mask_archive,depth_archive"
+    tail = "fg_bg.zip,bg.zip,mask.zip,depth.zip"
+    rows = [
+        f"fg_bg/bg192_001_fg001_pos01.jpg,bg_192/bg192_001.jpg,mask/bg192_001_fg001_pos01.jpg,"
+        f"fg_bg_depth_full/bg192_001_fg001_pos01.jpg,bg192_001,fg001,{tail}",
+        "",
+        f'"fg_bg/a,b.jpg",bg_192/bg192_002.jpg,mask/bg192_002_fg001_pos01.jpg,'
+        f'fg_bg_depth_full/bg192_002_fg001_pos01.jpg,"bg192_002","",{tail}',
+        f"fg_bg/none.jpg,bg_192/bg192_002.jpg,mask/bg192_002_fg001_pos01.jpg,"
+        f"fg_bg_depth_full/bg192_002_fg001_pos01.jpg,bg192_002,x,{tail}",
+    ]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([header, *rows, ""]).encode())
+    manifest = load_manifest(path)
+    assert len(manifest) == 3 and manifest.bg_ids == ["bg192_001", "bg192_002"]
+    assert manifest.entry_name(0, 1) == "fg_bg/a,b.jpg" and manifest.fg_ids == ["", "fg001", "x"]
+    assert manifest.missing_count == 1
+    assert manifest.missing[0].endswith("fg_bg entry 'fg_bg/none.jpg' (line 5 of " + str(path) + ") is not in the archive")
+    path.write_bytes(path.read_bytes() + b"a,b\r\n")
+    with pytest.raises(DataError, match="excel.csv: line 6: 2 fields, expected 10"):
+        load_manifest(path)
+    path.write_bytes(b"fg_bg,bg,mask,depth\n\xff\xfe")
+    with pytest.raises(DataError, match="excel.csv: manifest.csv is not UTF-8 text"):
+        load_manifest(path)
+
+
 def test_cli_index_end_to_end(tmp_path, capsys):
     paths = write_original_layout(tmp_path, num_bg=3, per_bg=2)
     out = tmp_path / "manifest.csv"

@@ -26,12 +26,13 @@ An entry that cannot be paired exactly is reported by name and left out; nothing
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -45,8 +46,7 @@ MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"
 DEFAULT_BG_PATTERN = r"^(.+?)_(fg[^_]*)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_BLOCK_BYTES = 4 << 20  # manifest text handled per block (~30k rows)
-_BOM = b"\xef\xbb\xbf"
+_BLOCK_ROWS = 32768  # manifest rows resolved per block
 _MAX_LISTED = 20
 _MAX_MANIFEST_BYTES = 1 << 30  # manifest.csv / dataset.json inside a zip (400k rows: ~50 MB)
 
@@ -182,18 +182,14 @@ def _parse_manifest(
     info: dict,
     list_missing: int | None,
 ) -> Manifest:
-    """Resolve every row to entry indices, a block of lines at a time, as bytes: a 400k-row
-    manifest takes about a second and never exists as 1.6M Python strings at once."""
-    raw = data[len(_BOM) :] if data.startswith(_BOM) else data
-    if b"\r" in raw:
-        raw = raw.replace(b"\r\n", b"\n")
+    """Resolve every row to entry indices, `_BLOCK_ROWS` rows at a time (read by the csv module),
+    so that a 400k-row manifest never exists as 1.6M Python strings at once."""
     try:
-        raw.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a BOM (Excel's "CSV UTF-8") is dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"{source}: {MANIFEST_NAME} is not UTF-8 text (byte {exc.start})") from None
-    header_end = raw.find(b"\n")
-    header_end = len(raw) if header_end < 0 else header_end
-    header = [h.strip() for h in next(csv.reader([raw[:header_end].decode("utf-8")]), [])]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
         raise DataError(f"{source}: manifest has no column {', '.join(absent)} (columns: {', '.join(header) or 'none'})")
@@ -205,68 +201,27 @@ def _parse_manifest(
             f"{source}: a manifest outside a zip must name its archives; add the column(s) "
             f"{', '.join(lacking)} (paths relative to the manifest's folder), or build it with `maskdepth index`"
         )
-    archives: list[ZipArchive] = [] if default_archive is None else [default_archive]
-    archive_number: dict[bytes, int] = {} if default_archive is None else {b"": 0}
-
-    def archive_id(value: bytes, line: int) -> int:
-        number = archive_number.get(value)
-        if number is None:
-            text = value.decode("utf-8")
-            if not text:
-                raise DataError(f"{source}: line {line}: empty archive column")
-            target = text if os.path.isabs(text) else os.path.join(base_dir, text)
-            if not os.path.isfile(target):
-                raise DataError(f"{source}: line {line}: archive {text!r} not found (looked for {target})")
-            archives.append(open_archive(target, in_memory=in_memory))
-            number = archive_number[value] = len(archives) - 1
-        return number
-
-    quoted = b'"' in raw
+    resolver = _Resolver(source, base_dir, default_archive, in_memory, list_missing)
     entries: list[list[np.ndarray]] = [[] for _ in ROLES]
     archive_ids: list[list[np.ndarray]] = [[] for _ in ROLES]
     bg_parts: list[np.ndarray] = []
     fg_parts: list[np.ndarray] = []
-    missing: list[str] = []
-    missing_count = 0
-    for numbers, lines in _line_blocks(raw, header_end + 1, first_line=2):
-        columns = _split_fields(lines, numbers, len(header), quoted, source, header)
-        n = len(lines)
+    for numbers, columns in _row_blocks(reader, header, source):
         for k, role in enumerate(ROLES):
-            names = columns[col[role]]
-            if archive_col[k] is None:
-                ids = np.zeros(n, dtype=np.int64)
-            else:
-                values = columns[archive_col[k]]
-                number = {v: archive_id(v, numbers[values.index(v)]) for v in set(values)}
-                if len(number) == 1:
-                    ids = np.full(n, next(iter(number.values())), dtype=np.int64)
-                else:
-                    ids = np.fromiter((number[v] for v in values), np.int64, n)
-            found = np.full(n, -1, dtype=np.int64)
-            for a in np.unique(ids):
-                rows = np.flatnonzero(ids == a)
-                found[rows] = archives[a].lookup(names if len(rows) == n else [names[i] for i in rows])
-            for i in np.flatnonzero(found < 0):
-                missing_count += 1
-                if list_missing is None or len(missing) < list_missing:
-                    name = names[i].decode("utf-8")
-                    what = f"{role} entry {name!r}" if name else f"empty {role} entry"
-                    missing.append(f"{archives[ids[i]].path}: {what} (line {numbers[i]} of {source}) is not in the archive")
+            values = columns[archive_col[k]] if archive_col[k] is not None else None
+            found, ids = resolver.resolve(role, columns[col[role]], values, numbers)
             entries[k].append(found.astype(np.int32))
             archive_ids[k].append(ids.astype(np.uint16))
-        if "bg_id" in col:
-            bg_parts.append(np.array(columns[col["bg_id"]], dtype=bytes))
-        else:
-            stem = {name: _stem(name.decode("utf-8")).encode("utf-8") for name in set(columns[col["bg"]])}
-            bg_parts.append(np.array([stem[name] for name in columns[col["bg"]]], dtype=bytes))
-        fg_parts.append(np.array(columns[col["fg_id"]], dtype=bytes) if "fg_id" in col else np.zeros(n, dtype="S1"))
+        bg_ids = columns[col["bg_id"]] if "bg_id" in col else [_stem(name) for name in columns[col["bg"]]]
+        bg_parts.append(_as_bytes(bg_ids))
+        fg_parts.append(_as_bytes(columns[col["fg_id"]]) if "fg_id" in col else np.zeros(len(numbers), dtype="S1"))
     if not bg_parts:
         raise DataError(f"{source}: the manifest lists no samples")
     bg_ids, bg_code = np.unique(np.concatenate(bg_parts), return_inverse=True)
     fg_ids, fg_code = np.unique(np.concatenate(fg_parts), return_inverse=True)
     return Manifest(
         source=source,
-        archives=archives,
+        archives=resolver.archives,
         entries=np.stack([np.concatenate(parts) for parts in entries]),
         archive_ids=np.stack([np.concatenate(parts) for parts in archive_ids]),
         bg_code=bg_code.astype(np.int32),
@@ -274,41 +229,82 @@ def _parse_manifest(
         fg_code=fg_code.astype(np.int32),
         fg_ids=[f.decode("utf-8") for f in fg_ids],
         info=info,
-        missing=missing,
-        missing_count=missing_count,
+        missing=resolver.missing,
+        missing_count=resolver.missing_count,
     )
 
 
-def _line_blocks(raw: bytes, start: int, first_line: int) -> Iterator[tuple[list[int], list[bytes]]]:
-    """(line numbers, lines) of about `_BLOCK_BYTES` of `raw` at a time, blank lines left out."""
-    line = first_line
-    while start < len(raw):
-        end = raw.find(b"\n", min(start + _BLOCK_BYTES, len(raw) - 1))
-        end = len(raw) if end < 0 else end + 1
-        lines = raw[start:end].split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        numbers = list(range(line, line + len(lines)))
-        line += len(lines)
-        start = end
-        if b"" in lines:
-            kept = [i for i, text in enumerate(lines) if text]
-            numbers, lines = [numbers[i] for i in kept], [lines[i] for i in kept]
-        if lines:
-            yield numbers, lines
+def _as_bytes(values: list[str]) -> np.ndarray:
+    """UTF-8 byte strings in a fixed-width array (a quarter of numpy's unicode arrays)."""
+    return np.array([v.encode("utf-8") for v in values], dtype=bytes)
 
 
-def _split_fields(lines: list[bytes], numbers: list[int], width: int, quoted: bool, source: str, header: list[str]) -> list[list[bytes]]:
-    """Columns (one list of bytes per header column) of a block of CSV lines. Plain lines are cut
-    at commas in C; a file with quotes goes through the csv module."""
-    if not quoted and all(text.count(b",") == width - 1 for text in lines):
-        flat = b",".join(lines).split(b",")
-        return [flat[c::width] for c in range(width)]
-    rows = list(csv.reader([text.decode("utf-8") for text in lines]))
-    for row, line in zip(rows, numbers):
-        if len(row) != width:
-            raise DataError(f"{source}: line {line}: {len(row)} fields, expected {width} ({', '.join(header)})")
-    return [[row[c].encode("utf-8") for row in rows] for c in range(width)]
+class _Resolver:
+    """Turns manifest rows into entry indices and archive numbers, opening each archive that the
+    `*_archive` columns name once, and collecting the entries that are not in their archive."""
+
+    def __init__(self, source: str, base_dir: str, default: ZipArchive | None, in_memory: bool, list_missing: int | None) -> None:
+        self.source, self.base_dir, self.in_memory, self.list_missing = source, base_dir, in_memory, list_missing
+        self.archives: list[ZipArchive] = [] if default is None else [default]
+        self.numbers: dict[str, int] = {} if default is None else {"": 0}
+        self.missing: list[str] = []
+        self.missing_count = 0
+
+    def archive_id(self, value: str, line: int) -> int:
+        number = self.numbers.get(value)
+        if number is None:
+            if not value:
+                raise DataError(f"{self.source}: line {line}: empty archive column")
+            target = value if os.path.isabs(value) else os.path.join(self.base_dir, value)
+            if not os.path.isfile(target):
+                raise DataError(f"{self.source}: line {line}: archive {value!r} not found (looked for {target})")
+            self.archives.append(open_archive(target, in_memory=self.in_memory))
+            number = self.numbers[value] = len(self.archives) - 1
+        return number
+
+    def resolve(self, role: str, names: list[str], values: list[str] | None, numbers: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(entry index per row, -1 where missing; archive number per row) of one role's column."""
+        n = len(names)
+        if values is None:
+            ids = np.zeros(n, dtype=np.int64)
+        else:
+            number = {v: self.archive_id(v, numbers[values.index(v)]) for v in set(values)}
+            if len(number) == 1:
+                ids = np.full(n, next(iter(number.values())), dtype=np.int64)
+            else:
+                ids = np.fromiter((number[v] for v in values), np.int64, n)
+        found = np.full(n, -1, dtype=np.int64)
+        for a in np.unique(ids):
+            rows = np.flatnonzero(ids == a)
+            found[rows] = self.archives[a].lookup(names if len(rows) == n else [names[i] for i in rows])
+        for i in np.flatnonzero(found < 0):
+            self.missing_count += 1
+            if self.list_missing is None or len(self.missing) < self.list_missing:
+                what = f"{role} entry {names[i]!r}" if names[i] else f"empty {role} entry"
+                where = self.archives[ids[i]].path
+                self.missing.append(f"{where}: {what} (line {numbers[i]} of {self.source}) is not in the archive")
+        return found, ids
+
+
+def _row_blocks(reader: Any, header: list[str], source: str) -> Iterator[tuple[list[int], list[list[str]]]]:
+    """(line numbers, columns: one list of str per header column) of up to `_BLOCK_ROWS` rows at a
+    time; blank lines are left out, a row with another number of fields is a DataError."""
+    width = len(header)
+    while True:
+        numbers: list[int] = []
+        rows: list[list[str]] = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != width:
+                raise DataError(f"{source}: line {reader.line_num}: {len(row)} fields, expected {width} ({', '.join(header)})")
+            numbers.append(reader.line_num)
+            rows.append(row)
+            if len(rows) == _BLOCK_ROWS:
+                break
+        if not rows:
+            return
+        yield numbers, [list(column) for column in zip(*rows)]
 
 
 def _stem(name: str) -> str:
