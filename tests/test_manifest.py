@@ -170,7 +170,7 @@ def test_manifest_csv_dialect_quotes_crlf_bom_blank_lines(tmp_path):
     with pytest.raises(DataError, match="excel.csv: line 6: 2 fields, expected 10"):
         load_manifest(path)
     path.write_bytes(b"fg_bg,bg,mask,depth\n\xff\xfe")
-    with pytest.raises(DataError, match="excel.csv: manifest.csv is not UTF-8 text"):
+    with pytest.raises(DataError, match=r"excel.csv: manifest.csv is not UTF-8 text \(byte 20\)"):
         load_manifest(path)
 
 

@@ -184,11 +184,28 @@ def _parse_manifest(
 ) -> Manifest:
     """Resolve every row to entry indices, `_BLOCK_ROWS` rows at a time (read by the csv module),
     so that a 400k-row manifest never exists as 1.6M Python strings at once."""
+    # decoded a chunk at a time as the csv module reads (a whole decoded copy of a 400k-row
+    # manifest would cost ~250 MB as a StringIO); a BOM (Excel's "CSV UTF-8") is dropped
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     try:
-        text = data.decode("utf-8-sig")  # a BOM (Excel's "CSV UTF-8") is dropped
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: {MANIFEST_NAME} is not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+        return _resolve_rows(reader, source, base_dir, default_archive, in_memory, info, list_missing)
+    except UnicodeDecodeError:
+        try:
+            data.decode("utf-8-sig")  # again, whole, for the position (rare)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{source}: {MANIFEST_NAME} is not UTF-8 text (byte {exc.start})") from None
+        raise
+
+
+def _resolve_rows(
+    reader: Any,
+    source: str,
+    base_dir: str,
+    default_archive: ZipArchive | None,
+    in_memory: bool,
+    info: dict,
+    list_missing: int | None,
+) -> Manifest:
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
