@@ -277,7 +277,7 @@ ABLATIONS = {
     "jpeg-scan": "maskdepth's JPEG SOF scanner (images._jpeg_frame) -> PIL's header parser (Image.open)",
     "png": "maskdepth's PNG mask reader (images._fast_png_mask) -> PIL",
     "shared": "batches made in shared memory by torch's private _new_shared -> plain tensors, copied when sent",
-    "mallopt": "glibc mallopt tuning (ctypes) -> glibc's defaults; 0 workers, fresh processes",
+    "mallopt": "glibc mallopt tuning (ctypes) -> glibc's defaults; 0 workers, fresh processes, uint8 and float (f32) batches",
     "cd-parser": "maskdepth's central-directory parser -> zipfile.ZipFile, on the --index-samples zips",
 }
 
@@ -336,16 +336,17 @@ def _ablated_cell(cell: Cell, piece: str) -> Cell:
 
 
 def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
-    """Runs in a fresh process: the 0-worker uint8 loader's rate, with `mode` "off" the mallopt
-    tuning switched off before the first batch; prints JSON."""
+    """Runs in a fresh process: the 0-worker loader's rate (`mode` "on-uint8", "off-float", ...:
+    "off" switches the mallopt tuning off before the first batch; uint8 or float batches);
+    prints JSON."""
     import torch
 
     from maskdepth.data import open_dataset
 
     torch.set_num_threads(1)
-    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=True)
+    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=mode.endswith("uint8"))
     cell = _loader_cell(ds, 0)[0]
-    if mode == "off":
+    if mode.startswith("off"):
         with ablated("mallopt"):
             _rounds([cell], repeats)
     else:
@@ -384,14 +385,14 @@ def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pie
             _rounds([base, _ablated_cell(other, "shared")], repeats)
             add("shared", w, base, other, "wall")
             del loader, other_loader  # their workers exit
-    if "mallopt" in pieces:
+    for kind in ("uint8", "float") if "mallopt" in pieces else ():
         best = {"on": Cell(None, 0), "off": Cell(None, 0)}
         for mode in ("on", "off", "on", "off"):
-            out = subprocess.run([sys.executable, __file__, "--loader-child", str(data), str(size), mode, str(repeats)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, __file__, "--loader-child", str(data), str(size), f"{mode}-{kind}",
+                                  str(repeats)], capture_output=True, text=True, check=True)
             rate = json.loads(out.stdout)
             best[mode].wall, best[mode].cpu = max(best[mode].wall, rate["wall"]), max(best[mode].cpu, rate["cpu"])
-        add("mallopt", 0, best["on"], best["off"], "cpu")
+        add("mallopt" if kind == "uint8" else "mallopt/f32", 0, best["on"], best["off"], "cpu")
     return rows
 
 
