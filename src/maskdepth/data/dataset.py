@@ -36,8 +36,9 @@ worker); `collate` passes those buffers on, so nothing is stacked again and no p
 arrays exist. `ds[i]` runs the same code for a batch of one. In the
 main process (num_workers=0) each batch must be new memory, because the training loop keeps it;
 glibc's malloc is told to keep freed batches for reuse instead of handing them back to the OS
-(`_reuse_freed_batch_memory`), which removes the page faults of a fresh 37 MB batch at 192 px
-(measured: ~10 ms of kernel time per batch in this VM, a third of the decoding time).
+(`_reuse_freed_batch_memory`), which removes the page faults of a fresh 37 MB float32 batch at
+192 px (measured: ~10 ms of kernel time per batch in this VM, a third of the decoding time; the
+13 MB uint8 batches do not need it).
 
 uint8 batches (`uint8=True`, what training, evaluation and inference use): bg and fg_bg as uint8
 0..255 and mask as uint8 {0, 1}, depth float32 as always; `to_float(batch)` gives the float batch,
@@ -477,9 +478,13 @@ def _reuse_freed_batch_memory(batch_bytes: int) -> None:
     process keeps up to that much freed memory for the next batches.
     `archive.release_free_memory` (malloc_trim) still hands free memory back on request.
 
-    Kept because it pays: `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192
-    --workers 0 --index-samples --ablate mallopt` (0 workers, each variant in fresh processes):
-    MALLOPT_FIGURE. glibc's mallopt is reached through ctypes and probed once (`_MALLOPT`).
+    Kept because it pays for float32 batches (the default `open_dataset`), measured with
+    `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 0 1 2
+    --index-samples 400000 --skip-throughput --ablate jpeg-scan png shared mallopt cd-parser`
+    (0 workers, fresh processes, 2 shared CPU cores, torch 2.14, glibc): float32 batches 1.31x and
+    1.35x the samples per CPU second without it (1,812 / 1,875 vs 1,385 / 1,389); uint8 batches
+    (13 MB, what training uses) 0.97x and 1.02x: no gain, glibc's own thresholds suffice there.
+    glibc's mallopt is reached through ctypes and probed once (`_MALLOPT`).
     """
     global _malloc_tuned_for
     if batch_bytes <= _malloc_tuned_for:
@@ -520,8 +525,10 @@ def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, *,
 
     Allocated by torch's private `_typed_storage()._new_shared` (probed once, `_NEW_SHARED`;
     without it DataLoader copies each batch into shared memory when it sends it). Kept because
-    it pays: `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 1 2
-    --index-samples --ablate shared`: SHARED_FIGURE.
+    it pays: `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 0 1 2
+    --index-samples 400000 --skip-throughput --ablate shared` (uint8 loader, batch 32): with one
+    worker 1.11x, 1.19x and 1.10x the samples per second without it in three runs (e.g. 1,079 vs
+    980); with two workers 0.70x to 1.85x, which on the 2 shared CPU cores measured is noise.
     """
     if shared and get_worker_info() is not None:
         new_shared = _NEW_SHARED.get()
