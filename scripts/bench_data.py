@@ -1,16 +1,16 @@
-"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--repeats 2] [--index-samples 40000 400000]
+"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--repeats 2] [--index-samples 40000 400000] [--ablate PIECE ...]
 
 Throughput of the data pipeline (samples/s), side by side with
   limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes at full
           resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing
-          else, each image kind by the faster of PIL (Image.open + load) and torchvision's
-          decode_jpeg / decode_png ops (on the bytes, no copy);
+          else, each image kind by the faster of PIL (Image.open + load) and torchvision.io's
+          decode_jpeg / decode_png (on the bytes, no copy);
   strict  the same, also counting maskdepth's own PNG reader (`images._png_rows`), which reads
           make-data's 1-bit masks faster than either library;
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
-          workers: zip reads (CRC checked), decoding (JPEGs by torchvision's op, make-data's PNG
-          masks by maskdepth's reader, the rest by PIL), resizing, checks, cached backgrounds,
-          float32 [0, 1] tensors;
+          workers: zip reads (CRC checked), decoding (JPEGs by torchvision.io.decode_jpeg,
+          make-data's PNG masks by maskdepth's reader, the rest by PIL), resizing, checks, cached
+          backgrounds, float32 [0, 1] tensors (converted from the uint8 batch);
   naive   the files extracted to disk, every sample opening its four images with PIL and applying
           torchvision transforms (Resize, ToTensor), same DataLoader settings;
   ours uint8  open_dataset(uint8=True): bg, fg_bg and mask as uint8 (what training uses; the
@@ -30,6 +30,11 @@ held by the index and the manifest arrays, and the process's peak RSS.
 `bench_epoch_workers` (called by scripts/benchmark.py, no command-line flag) times a MaskDepthNet
 training epoch of a small archive against the number of DataLoader workers.
 
+`--ablate PIECE ...` measures, in the same run, what each of maskdepth's own or private pieces
+buys over its public alternative (see ABLATIONS): the uint8 loader (what training uses) at the
+last of `--sizes` with the piece and without it; cd-parser compares the index of the
+`--index-samples` zips with zipfile.ZipFile's (time and memory, fresh processes).
+
 Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset (~10 s).
 
 Where the time goes (192 px, one process, perf + py-spy): libjpeg ~45% (the limit itself),
@@ -48,6 +53,7 @@ for reuse (`maskdepth.data.dataset._reuse_freed_batch_memory`). That setting is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -102,8 +108,8 @@ def _rounds(cells: list[Cell], repeats: int) -> None:
 def _decoders() -> dict[str, Any]:
     """name -> decode(bytes) at full resolution, the candidates of the decode limit."""
     import torch
-    import torchvision.io  # noqa: F401  (registers torch.ops.image)
     from PIL import Image
+    from torchvision.io import decode_jpeg, decode_png
 
     from maskdepth.data.images import _png_rows
 
@@ -112,9 +118,9 @@ def _decoders() -> dict[str, Any]:
             img.load()
 
     def tv(data: bytes) -> None:
-        # the registered ops, as the dataset calls them: the torchvision.io wrappers add ~20 us
-        op = torch.ops.image.decode_jpeg if data[:2] == b"\xff\xd8" else torch.ops.image.decode_png
-        op(torch.frombuffer(data, dtype=torch.uint8), 0, False)
+        # torchvision.io's public decoders, as the dataset calls decode_jpeg
+        decode = decode_jpeg if data[:2] == b"\xff\xd8" else decode_png
+        decode(torch.frombuffer(data, dtype=torch.uint8))
 
     def own_png(data: bytes) -> None:
         if _png_rows(data) is None:
@@ -268,6 +274,131 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
     return results
 
 
+# ---------------------------------------------------------------------- ablations: what each piece buys
+
+ABLATIONS = {
+    "jpeg-scan": "maskdepth's JPEG SOF scanner (images._jpeg_frame) -> PIL's header parser (Image.open)",
+    "png": "maskdepth's PNG mask reader (images._fast_png_mask) -> PIL",
+    "shared": "batches made in shared memory by torch's private _new_shared -> plain tensors, copied when sent",
+    "mallopt": "glibc mallopt tuning (ctypes) -> glibc's defaults; 0 workers, fresh processes, uint8 and float (f32) batches",
+    "cd-parser": "maskdepth's central-directory parser -> zipfile.ZipFile, on the --index-samples zips",
+}
+
+
+def _pil_jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
+    """The public alternative to images._jpeg_frame: (width, height, components, bits) from PIL's
+    header parser (Image.open reads the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                return None
+            return img.size[0], img.size[1], len(img.getbands()), 8 if img.mode in ("L", "RGB", "CMYK") else 0
+    except Exception:  # noqa: BLE001 - PIL decides later and names the problem
+        return None
+
+
+@contextlib.contextmanager
+def ablated(piece: str):
+    """Within the block, `piece` is swapped for its public alternative (in this process, and in
+    DataLoader workers forked inside it)."""
+    from maskdepth.data import dataset, images
+
+    saved = []
+
+    def swap(owner: Any, name: str, value: Any) -> None:
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    if piece == "jpeg-scan":
+        swap(images, "_jpeg_frame", _pil_jpeg_frame)
+    elif piece == "png":
+        swap(images, "_fast_png_mask", lambda data, size: None)
+    elif piece == "shared":
+        dataset._NEW_SHARED.get()
+        swap(dataset._NEW_SHARED, "value", None)
+    elif piece == "mallopt":
+        swap(dataset._MALLOPT, "value", None)
+    try:
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+
+
+def _ablated_cell(cell: Cell, piece: str) -> Cell:
+    run = cell.run
+
+    def ablated_run() -> None:
+        with ablated(piece):
+            run()
+
+    cell.run = ablated_run
+    return cell
+
+
+def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
+    """Runs in a fresh process: the 0-worker loader's rate (`mode` "on-uint8", "off-float", ...:
+    "off" switches the mallopt tuning off before the first batch; uint8 or float batches);
+    prints JSON."""
+    import torch
+
+    from maskdepth.data import open_dataset
+
+    torch.set_num_threads(1)
+    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=mode.endswith("uint8"))
+    cell = _loader_cell(ds, 0)[0]
+    if mode.startswith("off"):
+        with ablated("mallopt"):
+            _rounds([cell], repeats)
+    else:
+        _rounds([cell], repeats)
+    print(json.dumps({"wall": cell.wall, "cpu": cell.cpu}))
+
+
+def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pieces: list[str]) -> list[dict]:
+    """Rows {piece, workers, with, without, ratio} (samples/s of the uint8 loader, batch 32, the
+    piece in place and swapped for its public alternative, measured in one run). 0 workers:
+    per CPU second, in interleaved rounds; workers: per wall second, interleaved rounds of two
+    loaders with persistent workers; mallopt: alternating fresh processes."""
+    import torch
+
+    from maskdepth.data import open_dataset
+
+    torch.set_num_threads(1)
+    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=True)
+    rows = []
+
+    def add(piece: str, w: int, base: Cell, other: Cell, per: str) -> None:
+        got, lost = (base.cpu, other.cpu) if per == "cpu" else (base.wall, other.wall)
+        rows.append({"piece": piece, "workers": w, "with": got, "without": lost, "ratio": got / lost, "per": per})
+        print(f"  {piece}: {w} workers: {got:.0f} with, {lost:.0f} without per {per} second ({got / lost:.2f}x)", flush=True)
+
+    in_process = [p for p in pieces if p in ("jpeg-scan", "png")]
+    if in_process:
+        base = _loader_cell(ds, 0)[0]
+        cells = {p: _ablated_cell(_loader_cell(ds, 0)[0], p) for p in in_process}
+        _rounds([base, *cells.values()], repeats)
+        for piece, cell in cells.items():
+            add(piece, 0, base, cell, "cpu")
+    if "shared" in pieces:
+        for w in [w for w in workers if w > 0]:
+            (base, loader), (other, other_loader) = _loader_cell(ds, w), _loader_cell(ds, w)
+            _rounds([base, _ablated_cell(other, "shared")], repeats)
+            add("shared", w, base, other, "wall")
+            del loader, other_loader  # their workers exit
+    for kind in ("uint8", "float") if "mallopt" in pieces else ():
+        best = {"on": Cell(None, 0), "off": Cell(None, 0)}
+        for mode in ("on", "off", "on", "off"):
+            out = subprocess.run([sys.executable, __file__, "--loader-child", str(data), str(size), f"{mode}-{kind}",
+                                  str(repeats)], capture_output=True, text=True, check=True)
+            rate = json.loads(out.stdout)
+            best[mode].wall, best[mode].cpu = max(best[mode].wall, rate["wall"]), max(best[mode].cpu, rate["cpu"])
+        add("mallopt" if kind == "uint8" else "mallopt/f32", 0, best["on"], best["off"], "cpu")
+    return rows
+
+
 # ---------------------------------------------------------------------- index of a large archive
 
 
@@ -369,7 +500,19 @@ def _index_child(path: str) -> None:
     }))
 
 
-def bench_index(counts: list[int], tmp: Path) -> list[dict]:
+def _zipfile_child(path: str) -> None:
+    """Runs in a fresh process: the public alternative to maskdepth's index, zipfile.ZipFile
+    (a ZipInfo object per entry); prints JSON with its time and memory."""
+    base = _status_mb("RssAnon")["RssAnon"]
+    start = time.perf_counter()
+    archive = zipfile.ZipFile(path)
+    index_s = time.perf_counter() - start
+    status = _status_mb("RssAnon", "VmHWM")
+    print(json.dumps({"entries": len(archive.infolist()), "index_s": index_s,
+                      "anon_after_open_mb": status["RssAnon"] - base, "peak_rss_mb": status["VmHWM"]}))
+
+
+def bench_index(counts: list[int], tmp: Path, with_zipfile: bool = False) -> list[dict]:
     results = []
     for samples in counts:
         path = tmp / f"index{samples}.zip"
@@ -378,9 +521,14 @@ def bench_index(counts: list[int], tmp: Path) -> list[dict]:
         written = time.perf_counter() - start
         out = subprocess.run([sys.executable, __file__, "--index-child", str(path)], capture_output=True, text=True, check=True)
         result = {"samples": samples, "write_s": written, "zip_mb": path.stat().st_size / 2**20, **json.loads(out.stdout)}
-        results.append(result)
         print(f"  {samples} samples: {result['entries']} entries indexed in {result['index_s']:.2f} s, "
               f"opened (index + manifest) in {result['open_s']:.2f} s", flush=True)
+        if with_zipfile:
+            out = subprocess.run([sys.executable, __file__, "--zipfile-child", str(path)], capture_output=True, text=True, check=True)
+            result["zipfile"] = json.loads(out.stdout)
+            print(f"  {samples} samples: zipfile.ZipFile indexed them in {result['zipfile']['index_s']:.2f} s, "
+                  f"{result['zipfile']['anon_after_open_mb']:.0f} MB", flush=True)
+        results.append(result)
         path.unlink()
     return results
 
@@ -440,24 +588,37 @@ def main() -> None:
     parser.add_argument("--index-samples", type=int, nargs="*", default=[40_000, 400_000])
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--ablate", nargs="+", default=[], choices=sorted(ABLATIONS), metavar="PIECE",
+                        help="also measure each PIECE swapped for its public alternative, in this run: "
+                        + "; ".join(f"{k}: {v}" for k, v in ABLATIONS.items()))
     parser.add_argument("--index-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--zipfile-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--loader-child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.index_child:
         _index_child(args.index_child)
+        return
+    if args.zipfile_child:
+        _zipfile_child(args.zipfile_child)
+        return
+    if args.loader_child:
+        data, size, mode, repeats = args.loader_child
+        _loader_child(data, int(size), mode, int(repeats))
         return
 
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs seen, {platform.machine()}")
     report: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp_name:
         tmp = Path(tmp_name)
-        if not args.skip_throughput:
-            data = args.data
-            if data is None:
-                from maskdepth.data.synthetic import make_dataset
+        pieces = [p for p in args.ablate if p != "cd-parser"]
+        data = args.data
+        if data is None and (pieces or not args.skip_throughput):
+            from maskdepth.data.synthetic import make_dataset
 
-                data = tmp / "bench192.zip"
-                num_fg = max(1, args.samples // 40)
-                make_dataset(data, size=192, num_bg=10, num_fg=num_fg, per_pair=2, seed=0, progress=False)
+            data = tmp / "bench192.zip"
+            num_fg = max(1, args.samples // 40)
+            make_dataset(data, size=192, num_bg=10, num_fg=num_fg, per_pair=2, seed=0, progress=False)
+        if not args.skip_throughput:
             print(f"throughput on {data}:")
             rows = report["throughput"] = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
             print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
@@ -477,13 +638,26 @@ def main() -> None:
                   "of PIL and torchvision per image kind; strict: the fastest of PIL, torchvision and maskdepth's own "
                   "PNG reader; dataset only: ds[i] without a DataLoader; ours uint8: open_dataset(uint8=True), the "
                   "batches training uses, converted to float on the device)")
+        if pieces:
+            print(f"\nablations at {args.sizes[-1]} px (uint8 loader, batch 32):")
+            rows = report["ablations"] = bench_ablations(data, args.sizes[-1], args.workers, args.repeats, pieces)
+            print("\n piece       workers   with/s  without/s  with/without  (per)")
+            for r in rows:
+                print(f" {r['piece']:10s}  {r['workers']:7d}  {r['with']:7.0f}  {r['without']:9.0f}  {r['ratio']:12.2f}  ({r['per']} s)")
+            print("(" + "; ".join(f"{p}: {ABLATIONS[p]}" for p in pieces) + ")")
         if args.index_samples:
             print("\nindex of a large archive (synthetic central directory, empty entries):")
-            rows = report["index"] = bench_index(args.index_samples, tmp)
+            rows = report["index"] = bench_index(args.index_samples, tmp, with_zipfile="cd-parser" in args.ablate)
             print("\n samples   entries  index s  open s  index MB  manifest MB  private MB after open  peak RSS MB  pickle MB")
             for r in rows:
                 print(f" {r['samples']:7d}  {r['entries']:8d}  {r['index_s']:7.2f}  {r['open_s']:6.2f}  {r['index_mb']:8.1f}"
                       f"  {r['manifest_mb']:11.1f}  {r['anon_after_open_mb']:21.0f}  {r['peak_rss_mb']:11.0f}  {r['pickle_mb']:9.1f}")
+            for r in rows:
+                if "zipfile" in r:
+                    z = r["zipfile"]
+                    print(f" cd-parser ablation, {r['samples']} samples: ours {r['index_s']:.2f} s, index {r['index_mb']:.0f} MB; "
+                          f"zipfile.ZipFile {z['index_s']:.2f} s, {z['anon_after_open_mb']:.0f} MB private after open, "
+                          f"peak RSS {z['peak_rss_mb']:.0f} MB (ours: {r['peak_rss_mb']:.0f} MB)")
             print("(open = index + manifest resolution, what open_dataset does; private MB: anonymous memory held "
                   "after open, beyond the fresh process; peak RSS: whole process incl. interpreter and the mapped zip; "
                   "pickle: what each spawn worker receives)")

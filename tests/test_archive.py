@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
+import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -206,3 +209,49 @@ def test_unsupported_compression_is_named(tmp_path):
         z.writestr("m/x.png", b"x" * 100)
     with pytest.raises(DataError, match=r"bz.zip: m/x.png: compression method 12 is not supported"):
         ZipArchive(path).read_name("m/x.png")
+
+
+def _write_one_deflated(path, name: str, stream: bytes, crc: int, declared: int) -> None:
+    """A zip with one DEFLATED entry whose headers declare `declared` bytes uncompressed."""
+    raw = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(stream), declared, len(raw), 0)
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(stream), declared,
+                          len(raw), 0, 0, 0, 0, 0, 0)
+    body = local + raw + stream
+    cd = central + raw
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), len(body), 0)
+    path.write_bytes(body + cd + end)
+
+
+def _zeros_deflated(total: int) -> bytes:
+    """A raw deflate stream of `total` zero bytes, made 1 MB at a time (never `total` in memory)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(chunk) for _ in range(total >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+def test_zip_bombs_are_refused_naming_the_entry(tmp_path):
+    """An entry declared over the cap is refused before inflating; one declared small that inflates
+    to 256 MB stops one byte past its declared size. Either way memory stays bounded."""
+    stream = _zeros_deflated(256 << 20)
+    assert len(stream) < 1 << 20
+    honest, liar = tmp_path / "honest.zip", tmp_path / "liar.zip"
+    _write_one_deflated(honest, "fg_bg/bomb.jpg", stream, 0, 256 << 20)
+    _write_one_deflated(liar, "fg_bg/small.jpg", stream, zlib.crc32(bytes(1000)), 1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"honest.zip: fg_bg/bomb.jpg: entry declares 256 MB .* over the 64 MB limit"):
+            ZipArchive(honest).read_name("fg_bg/bomb.jpg")
+        with pytest.raises(DataError, match=r"liar.zip: fg_bg/small.jpg: corrupt entry: inflates past its declared size of 1000 bytes"):
+            ZipArchive(liar).read_name("fg_bg/small.jpg")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the buffers above, not the 256 MB the entry inflates to
+    # a caller may allow more (the manifest reader does), and the same bytes below the cap read fine
+    small = tmp_path / "small.zip"
+    _write_one_deflated(small, "m/a.png", zlib.compress(bytes(5000))[2:-4], zlib.crc32(bytes(5000)), 5000)
+    assert ZipArchive(small).read_name("m/a.png") == bytes(5000)
+    with pytest.raises(DataError, match=r"small.zip: m/a.png: entry declares 0 MB uncompressed, over the 0 MB limit"):
+        ZipArchive(small).read(0, limit=4096)

@@ -106,3 +106,20 @@ def test_cli_check_data(tmp_path, capsys, tiny_data):
     fake.write_text("hello")
     assert main(["check-data", str(fake), "--quiet"]) == 1
     assert f"{fake}: not a zip archive" in capsys.readouterr().out
+
+
+def test_duplicate_entry_names_are_problems(tmp_path):
+    """A name written twice into one zip: only the later entry is readable, so check-data names it
+    and counts it, and exits non-zero."""
+    path = tmp_path / "dup.zip"
+    write_dataset_zip(path, num_bg=3, per_bg=2)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(path, "a") as z:
+        z.writestr("mask/bg000_fg000.png", b"a second mask")
+        z.writestr("fg_bg/bg001_fg001.jpg", jpeg_bytes(scene(32, 1, 1)["fg_bg"]))
+        z.writestr("mask/bg000_fg000.png", b"a third one")
+    report = check_data([path], progress=False)
+    assert not report.ok
+    line = next(p for p in report.problems if "duplicate" in p)
+    assert line == (f"{path}: 2 entry name(s) occur more than once (3 earlier entries hidden; only the last of "
+                    "each is read): fg_bg/bg001_fg001.jpg, mask/bg000_fg000.png; re-create the zip without them")
+    assert main(["check-data", str(path), "--quiet"]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import pickle
 import subprocess
@@ -391,35 +392,109 @@ def test_jpeg_fast_path_matches_pil_and_falls_back(monkeypatch):
         assert np.abs(fast_rgb - _pil_decode(rgb_jpg, size, "RGB")).max() <= 1
         depth, scale, _ = images.decode_depth_raw(gray_jpg, size)
         assert scale == 255 and np.abs(depth - _pil_decode(gray_jpg, size, "L")).max() <= 1
-    # without torchvision's op the same values come from PIL
+    # without torchvision.io the same values come from PIL
     fast_rgb = images.decode_rgb(rgb_jpg, 48)[0].astype(np.int16)
-    monkeypatch.setattr(images, "_decode_jpeg", False)
+    monkeypatch.setattr(images, "_decode_jpeg", None)
     assert images._fast_jpeg(rgb_jpg, 48, 3) is None
     assert np.abs(images.decode_rgb(rgb_jpg, 48)[0] - fast_rgb).max() <= 1
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
-def test_freed_batches_are_reused_without_page_faults():
-    code = """
-import resource, sys, torch
-from maskdepth.data.dataset import _reuse_freed_batch_memory
-shapes = [(32, 3, 192, 192)] * 2 + [(32, 1, 192, 192)] * 2
-if sys.argv[1] == "tuned":
-    _reuse_freed_batch_memory(sum(4 * s[0] * s[1] * s[2] * s[3] for s in shapes))
-kept = []
-for step in range(10):
-    if step == 4:
-        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    kept.append([torch.empty(s).fill_(0.5) for s in shapes])  # the loop holds the last batch
+_PAGE_FAULTS = """
+import ctypes, json, resource, sys, warnings
+import torch
+from maskdepth.data import dataset
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+shapes = [(32, 3, 192, 192)] * 2 + [(32, 1, 192, 192)] * 2  # a float32 batch at 192 px: 37 MB, 9216 pages
+if sys.argv[1] == "broken":  # the probe fails: tuning off, one warning, batches still made
+    dataset._MALLOPT.probe = lambda: ctypes.CDLL(None).no_such_function
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if sys.argv[1] != "default":
+        for _ in range(3):
+            dataset._reuse_freed_batch_memory(sum(4 * s[0] * s[1] * s[2] * s[3] for s in shapes))
+# 1. 100 MB freed at the top of the heap (chunks below any mmap threshold), taken again: in a fresh
+# process glibc's default trims it at once (2 x its mmap threshold is at most 64 MB), so every page
+# faults again
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+reuse = []
+for _ in range(3):
+    start = faults()
+    chunks = [libc.malloc(100 << 10) for _ in range(1000)]
+    for chunk in chunks:
+        libc.memset(chunk, 1, 100 << 10)
+    for chunk in chunks:
+        libc.free(chunk)
+    reuse.append(faults() - start)
+# 2. the training loop: it holds the last two batches; 30 steps, the first 12 are warm-up
+kept, per_step = [], []
+for step in range(30):
+    start = faults()
+    kept.append([torch.empty(s).fill_(0.5) for s in shapes])
     del kept[:-2]
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 6)
+    per_step.append(faults() - start)
+kept.clear()
+print(json.dumps({"steady": sum(per_step[12:]) / 18, "reuse": reuse[1:],
+                  "warnings": [str(w.message) for w in caught if "mallopt" in str(w.message)]}))
 """
-    faults = {m: float(subprocess.run([sys.executable, "-c", code, m], check=True, capture_output=True, text=True).stdout)
-              for m in ("default", "tuned")}
-    if faults["default"] < 1000:
-        pytest.skip(f"this malloc already reuses freed batches ({faults})")
-    # a fresh 37 MB batch is ~9000 pages; glibc's default hands most of them back each time
-    assert faults["tuned"] < faults["default"] / 4, faults
+
+
+def _glibc() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _glibc(), reason="glibc malloc tuning")
+def test_freed_batches_are_reused_without_page_faults():
+    """With the tuning, freed batches are reused: in the steady state (after 12 warm-up steps, which
+    absorb glibc's heap growth) a step costs almost no page faults, and 100 MB of freed heap is
+    taken again without faults, where glibc's default (and a failed probe, which warns once and
+    leaves the default) faults on every page: so the test fails if the tuning is switched off."""
+    def run(mode: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS, mode], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    pages = 100 * 1024 // 4  # 25,600 pages of 4 kB in the reused 100 MB
+    tuned, default, broken = run("tuned"), run("default"), run("broken")
+    assert tuned["steady"] < 0.1 * 9216, tuned  # a fresh batch would be 9216 faults
+    assert max(tuned["reuse"]) < 0.02 * pages, tuned
+    assert tuned["warnings"] == []
+    assert min(default["reuse"]) > 0.5 * pages, default  # what the tuning removes
+    assert min(broken["reuse"]) > 0.5 * pages, broken
+    assert len(broken["warnings"]) == 1 and "mallopt" in broken["warnings"][0] and "does not work here" in broken["warnings"][0]
+
+
+def test_failed_shared_memory_probe_warns_once_and_batches_still_come(monkeypatch, tiny_data):
+    """torch's private `_new_shared` probed as broken: one warning when the dataset is built (forked
+    workers inherit the outcome), none per batch, and workers still deliver the same batches."""
+    import warnings
+
+    from maskdepth.data import dataset
+
+    def broken():
+        raise AttributeError("'TypedStorage' object has no attribute '_new_shared'")
+
+    monkeypatch.setattr(dataset, "_NEW_SHARED", dataset._Probed("torch's _new_shared", broken, "copied when sent"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = open_dataset(tiny_data, size=32, split="all", uint8=True)
+        loader = DataLoader(ds, batch_size=8, num_workers=1, collate_fn=collate, multiprocessing_context="fork")
+        batches = list(loader)
+    assert [str(w.message) for w in caught if "_new_shared" in str(w.message)] == [
+        "maskdepth: torch's _new_shared does not work here (AttributeError: 'TypedStorage' object has no "
+        "attribute '_new_shared'); copied when sent"
+    ]
+    expected = collate(ds.__getitems__(list(range(8))))
+    assert all(torch.equal(batches[0][key], expected[key]) for key in IMAGE_KEYS)
+    assert sum(len(b["index"]) for b in batches) == len(ds)
 
 
 def _png(img: Image.Image) -> bytes:

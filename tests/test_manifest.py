@@ -55,7 +55,7 @@ def test_original_layout_pairs_by_stem_and_names_every_unpaired_entry(tmp_path):
     assert "fg_bg/bg192_002_fg001_pos01.jpg: no depth with stem 'bg192_002_fg001_pos01'" in text
     assert "mask/bg192_009_fg001_pos01.jpg: no fg_bg with stem" in text
     assert "bg_192/bg192_004.jpg: no fg_bg refers to this background" in text
-    assert "fg_bg/other_fg001.jpg: no mask with stem" in text and "no background with stem 'other'" in text
+    assert "fg_bg/other_fg001.jpg: no mask with stem" in text and "no background whose key is 'other'" in text
     formatted = report.format()
     assert "4 entries could not be paired" in formatted and all(line in formatted for line in report.unpaired)
 
@@ -91,8 +91,10 @@ def test_custom_bg_pattern_and_bad_patterns(tmp_path):
     report = build_manifest(**kwargs, bg_pattern=r"(bg192_\d+)")
     assert report.ok and report.rows == 2
     assert {r["fg_id"] for r in _read_csv(tmp_path / "m.csv")} == {""}  # no second group
-    report = build_manifest(**kwargs, bg_pattern=r"^(bg\d+)_")  # captures nothing that exists
+    report = build_manifest(**kwargs, bg_pattern=r"^(bg\d+)_")  # one key 'bg192' for both backgrounds
     assert not report.ok and report.out is None and report.rows == 0
+    assert any(line.startswith(f"{paths['bg']}: bg_192/bg192_001.jpg: 2 backgrounds have the key 'bg192'")
+               for line in report.unpaired)
     assert "no manifest written" in report.format()
     with pytest.raises(ConfigError, match="not a valid regex"):
         build_manifest(**kwargs, bg_pattern="(unclosed")
@@ -140,6 +142,38 @@ def test_bad_manifests_are_named(tmp_path):
         load_manifest(short)
 
 
+def test_manifest_csv_dialect_quotes_crlf_bom_blank_lines(tmp_path):
+    """The csv module reads what spreadsheets write: a BOM, CRLF line ends, quoted names holding
+    commas, blank lines; line numbers in messages count physical lines."""
+    paths = write_original_layout(tmp_path, num_bg=2, per_bg=1)
+    with zipfile.ZipFile(paths["fg_bg"], "a") as z:
+        z.writestr("fg_bg/a,b.jpg", jpeg_bytes(scene(32, 1, 1)["fg_bg"]))
+    header = "fg_bg,bg,mask,depth,bg_id,fg_id,fg_bg_archive,bg_archive,mask_archive,depth_archive"
+    tail = "fg_bg.zip,bg.zip,mask.zip,depth.zip"
+    rows = [
+        f"fg_bg/bg192_001_fg001_pos01.jpg,bg_192/bg192_001.jpg,mask/bg192_001_fg001_pos01.jpg,"
+        f"fg_bg_depth_full/bg192_001_fg001_pos01.jpg,bg192_001,fg001,{tail}",
+        "",
+        f'"fg_bg/a,b.jpg",bg_192/bg192_002.jpg,mask/bg192_002_fg001_pos01.jpg,'
+        f'fg_bg_depth_full/bg192_002_fg001_pos01.jpg,"bg192_002","",{tail}',
+        f"fg_bg/none.jpg,bg_192/bg192_002.jpg,mask/bg192_002_fg001_pos01.jpg,"
+        f"fg_bg_depth_full/bg192_002_fg001_pos01.jpg,bg192_002,x,{tail}",
+    ]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([header, *rows, ""]).encode())
+    manifest = load_manifest(path)
+    assert len(manifest) == 3 and manifest.bg_ids == ["bg192_001", "bg192_002"]
+    assert manifest.entry_name(0, 1) == "fg_bg/a,b.jpg" and manifest.fg_ids == ["", "fg001", "x"]
+    assert manifest.missing_count == 1
+    assert manifest.missing[0].endswith("fg_bg entry 'fg_bg/none.jpg' (line 5 of " + str(path) + ") is not in the archive")
+    path.write_bytes(path.read_bytes() + b"a,b\r\n")
+    with pytest.raises(DataError, match="excel.csv: line 6: 2 fields, expected 10"):
+        load_manifest(path)
+    path.write_bytes(b"fg_bg,bg,mask,depth\n\xff\xfe")
+    with pytest.raises(DataError, match=r"excel.csv: manifest.csv is not UTF-8 text \(byte 20\)"):
+        load_manifest(path)
+
+
 def test_cli_index_end_to_end(tmp_path, capsys):
     paths = write_original_layout(tmp_path, num_bg=3, per_bg=2)
     out = tmp_path / "manifest.csv"
@@ -160,3 +194,55 @@ def test_cli_index_end_to_end(tmp_path, capsys):
     assert main(["index", "--bg", str(tmp_path / "none.zip"), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
                  "--depth", str(paths["depth"]), "--out", str(out)]) == 2
     assert "none.zip: archive not found" in capsys.readouterr().err
+
+
+def test_index_reports_duplicate_names_inside_and_across_archives(tmp_path, capsys):
+    paths = write_original_layout(tmp_path / "zips", num_bg=2, per_bg=1)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(paths["mask"], "a") as z:
+        z.writestr("mask/bg192_001_fg001_pos01.jpg", jpeg_bytes(scene(32, 0, 1)["mask"]))
+    for role in ("bg", "fg_bg"):
+        with zipfile.ZipFile(paths[role], "a") as z:
+            z.writestr("readme.txt", b"the same name in two zips")
+    report = build_manifest(bg=paths["bg"], fg_bg=paths["fg_bg"], mask=paths["mask"], depth=paths["depth"],
+                            out=tmp_path / "m.csv")
+    assert report.rows == 2 and not report.unpaired
+    assert not report.ok  # which of the two masks is meant is unknowable
+    assert report.duplicates == [
+        f"{paths['mask']}: 1 entry name(s) occur more than once (1 earlier entries hidden; only the last of "
+        "each is read): mask/bg192_001_fg001_pos01.jpg; re-create the zip without them"
+    ]
+    assert report.shared == [f"1 entry name(s) occur in both {paths['fg_bg']} and {paths['bg']}: readme.txt"]
+    args = ["index", "--bg", str(paths["bg"]), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
+            "--depth", str(paths["depth"]), "--out", str(tmp_path / "m2.csv")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert report.duplicates[0] in out and f"note: {report.shared[0]}" in out
+
+
+@pytest.mark.parametrize("pattern", [r"bg192_(\d+)", r"(bg192_\d+)", r"^(bg192_\d+)_?(fg\d+)?"])
+def test_bg_pattern_applies_to_both_stems(tmp_path, pattern):
+    """The key captured from a background stem ('001', or 'bg192_001') is compared with the key
+    captured from the fg_bg stem, so both spellings pair every sample; bg_id is the bg stem."""
+    paths = write_original_layout(tmp_path / "zips", num_bg=3, per_bg=2)
+    out = tmp_path / "m.csv"
+    args = ["index", "--bg", str(paths["bg"]), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
+            "--depth", str(paths["depth"]), "--bg-pattern", pattern, "--out", str(out)]
+    assert main(args) == 0
+    rows = _read_csv(out)
+    assert len(rows) == 6
+    assert [(r["fg_bg"].split("_fg")[0][6:], r["bg"], r["bg_id"]) for r in rows[:3]] == [
+        ("bg192_001", "bg_192/bg192_001.jpg", "bg192_001"),
+        ("bg192_001", "bg_192/bg192_001.jpg", "bg192_001"),
+        ("bg192_002", "bg_192/bg192_002.jpg", "bg192_002"),
+    ]
+    assert {r["fg_id"] for r in rows} == ({"fg001", "fg002"} if "fg" in pattern else {""})
+
+
+def test_bg_pattern_falls_back_to_the_whole_bg_stem(tmp_path):
+    """A background stem the pattern does not match is its own key: here the pattern matches fg_bg
+    stems only (they hold '_fg'), and keys 'bg192_00N' meet the bg stems as they are."""
+    paths = write_original_layout(tmp_path / "zips", num_bg=2, per_bg=1)
+    report = build_manifest(bg=paths["bg"], fg_bg=paths["fg_bg"], mask=paths["mask"], depth=paths["depth"],
+                            bg_pattern=r"(.+?)_fg\d+", out=tmp_path / "m.csv")
+    assert report.ok and report.rows == 2
+    assert [r["bg"] for r in _read_csv(tmp_path / "m.csv")] == ["bg_192/bg192_001.jpg", "bg_192/bg192_002.jpg"]

@@ -383,3 +383,27 @@ def test_every_background_layout_can_be_drawn():
 
     kinds = {random_scene(_rng(0, _DOMAIN_BG, b)).kind for b in range(1500)}
     assert kinds == {"room", "hall", "street", "yard"}
+
+
+def test_aborted_archive_gets_no_central_directory():
+    """abort() cuts the file off before closing the zip: the entries written so far stay, no
+    central directory or end record follows them, and nothing is written when it is collected."""
+    import gc
+    import io
+
+    from maskdepth.data.synthetic import _Archive
+
+    buf = io.BytesIO()
+    archive = _Archive(buf)
+    archive.write("bg/a.jpg", b"a" * 100)
+    archive.write("bg/b.jpg", b"b" * 100)
+    written = buf.getvalue()
+    archive.abort()
+    del archive
+    gc.collect()
+    assert buf.getvalue() == written and b"PK\x01\x02" not in written and b"PK\x05\x06" not in written
+    whole = io.BytesIO()
+    complete = _Archive(whole)
+    complete.write("bg/a.jpg", b"a" * 100)
+    complete.close()
+    assert b"PK\x05\x06" in whole.getvalue()  # a zip that is not aborted ends as usual

@@ -188,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fg-bg", required=True, help="zip of composites")
     p.add_argument("--mask", required=True, help="zip of masks")
     p.add_argument("--depth", required=True, help="zip of depth maps")
-    p.add_argument("--bg-pattern", default=None, help="regex whose first group is the background key (default: see docs)")
+    p.add_argument(
+        "--bg-pattern",
+        default=None,
+        help="regex matched from the start of each stem; its first group is the key that pairs an fg_bg with its "
+        "background (a second group becomes fg_id). Applied to fg_bg and bg stems alike; a bg stem it does not "
+        "match is its own key, so 'bg192_(\\d+)' and '(bg192_\\d+)' both pair fg_bg/bg192_001_fg001_05.jpg with "
+        "bg_192/bg192_001.jpg. Default '^(.+?)_(fg[^_]*)': the stem up to '_fg' is the bg stem",
+    )
     p.add_argument("--out", required=True, help="manifest.csv to write")
     p.set_defaults(func=_cmd_index)
 

@@ -7,6 +7,12 @@ samples) indexes in a few seconds and its index costs 22 bytes + the base name p
 DataLoader workers forked from the process that built it share those pages copy-on-write and
 never touch them (no refcounts), so they do not grow epoch after epoch.
 
+Kept because it pays (`python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192
+--workers 0 1 2 --index-samples 400000 --skip-throughput --ablate cd-parser`, fresh processes):
+a 400k-sample zip (1.2M entries) indexes in 1.5-3.6 s into 57 MB of arrays (130 MB private
+memory after opening the dataset, manifest included), where zipfile.ZipFile takes 9.8-19 s and
+546 MB (a ZipInfo object per entry, which forked workers would also touch page by page).
+
 Entry data is located lazily: each read parses the entry's 30-byte local header to find where
 its data starts, then slices the buffer (no file handle, no seek offset: safe to share).
 
@@ -52,6 +58,12 @@ _LOCAL_SIZE = 30
 _LENGTHS = struct.Struct("<3H")  # name, extra, comment lengths at offset 28 of a central header
 _MAX_COMMENT = 0xFFFF
 _CHUNK = 65536  # entries per batch when turning names into arrays (bounds the temporary lists)
+# The most bytes an image entry may inflate to: an uncompressed 4096 x 4096 RGBA image (64 MB) is
+# far more than any image of this dataset needs (192 px: ~110 kB), and a zip bomb (a 1.4 MB entry
+# that inflates to 1 GB) stops here before it is inflated. Other entries (manifest.csv) pass
+# their own limit to `ZipArchive.read`.
+MAX_IMAGE_BYTES = 64 << 20
+_LISTED = 20  # duplicate names kept for messages
 
 
 class ZipArchive:
@@ -59,7 +71,9 @@ class ZipArchive:
 
     Entries are addressed by an integer index in [0, len(archive)); `find` / `lookup` map names
     to indices (-1 when absent), `name` maps back. Folder entries (names ending in "/") are not
-    indexed. When a name occurs twice, the later entry wins (as in `zipfile`).
+    indexed. When a name occurs twice, the later entry wins (as in `zipfile`); `duplicates` counts
+    the entries hidden that way, `duplicate_name_count` the names repeated, and `duplicate_names`
+    lists the first 20 of them.
 
     Args:
         path: the zip file.
@@ -150,6 +164,8 @@ class ZipArchive:
         self._basenames: list[np.ndarray] = []
         order_parts: list[np.ndarray] = []
         self.duplicates = 0
+        self.duplicate_names: list[str] = []
+        self.duplicate_name_count = 0
         for k, (folder, (name_chunks, pos_chunks)) in enumerate(sorted(folders.items())):
             names = np.concatenate(name_chunks) if len(name_chunks) > 1 else name_chunks[0]
             pos = np.concatenate(pos_chunks) if len(pos_chunks) > 1 else pos_chunks[0]
@@ -161,6 +177,10 @@ class ZipArchive:
                 keep = np.append(names[1:] != names[:-1], True)
                 if not keep.all():
                     self.duplicates += int((~keep).sum())
+                    room = _LISTED - len(self.duplicate_names)
+                    repeated = np.unique(names[~keep])
+                    self.duplicate_name_count += len(repeated)
+                    self.duplicate_names.extend(folder + b.decode("utf-8") for b in repeated[: max(room, 0)])
                     names, pos = names[keep], pos[keep]
             self._folders.append(folder)
             self._basenames.append(names)
@@ -256,15 +276,25 @@ class ZipArchive:
         """Uncompressed size in bytes of entry `index`."""
         return int(self._usize[index])
 
-    def read(self, index: int) -> bytes:
-        """The uncompressed bytes of entry `index` (CRC checked).
+    def read(self, index: int, limit: int = MAX_IMAGE_BYTES) -> bytes:
+        """The uncompressed bytes of entry `index` (CRC checked), at most `limit` bytes.
+
+        The size declared in the central directory is checked against `limit` before anything is
+        inflated, and inflating stops one byte past the declared size, so an entry whose header
+        lies about its size cannot inflate unbounded either.
 
         Raises:
             DataError: naming the archive and entry, when the entry is corrupt, truncated,
-                encrypted or uses a compression method other than STORED / DEFLATED.
+                encrypted, larger than `limit` (declared or inflated), or uses a compression
+                method other than STORED / DEFLATED.
         """
         buf = self._buf if self._buf is not None else self._load_buffer()
-        offset = int(self._offset[index])
+        offset, csize, usize = int(self._offset[index]), int(self._csize[index]), int(self._usize[index])
+        if usize > limit or (int(self._method[index]) == STORED and csize > limit):
+            raise DataError(
+                f"{self.path}: {self.name(index)}: entry declares {max(usize, csize) / 2**20:.0f} MB uncompressed, "
+                f"over the {limit / 2**20:.0f} MB limit for one entry (a damaged archive or a zip bomb)"
+            )
         try:
             sig, name_len, extra_len = _LOCAL.unpack_from(buf, offset)
         except struct.error:
@@ -272,17 +302,21 @@ class ZipArchive:
         if sig != _LOCAL_SIG:
             raise DataError(f"{self.path}: {self.name(index)}: corrupt archive (bad local header)")
         start = offset + _LOCAL_SIZE + name_len + extra_len
-        csize = int(self._csize[index])
         data = buf[start : start + csize]
         if len(data) != csize:
             raise DataError(f"{self.path}: {self.name(index)}: truncated archive (entry data runs past the end)")
         method = int(self._method[index])
-        usize = int(self._usize[index])
         if method == DEFLATED:
             try:
-                data = zlib.decompress(data, -15, max(usize, 1))
+                # at most one byte more than declared: enough to tell that the header lied
+                data = zlib.decompressobj(-15).decompress(data, usize + 1)
             except zlib.error as exc:
                 raise DataError(f"{self.path}: {self.name(index)}: corrupt compressed data ({exc})") from None
+            if len(data) > usize:
+                raise DataError(
+                    f"{self.path}: {self.name(index)}: corrupt entry: inflates past its declared size of {usize} bytes "
+                    "(a damaged archive or a zip bomb)"
+                )
         elif method == 0xFFFF:
             raise DataError(f"{self.path}: {self.name(index)}: entry is encrypted; re-create the zip without a password")
         elif method != STORED:
@@ -300,6 +334,29 @@ class ZipArchive:
         if index < 0:
             raise DataError(f"{self.path}: entry {name!r} not found")
         return self.read(index)
+
+
+def describe_duplicates(archive: ZipArchive) -> str | None:
+    """One line naming and counting the repeated entry names of `archive`, or None."""
+    if not archive.duplicates:
+        return None
+    more = ", ..." if archive.duplicate_name_count > len(archive.duplicate_names) else ""
+    return (
+        f"{archive.path}: {archive.duplicate_name_count} entry name(s) occur more than once "
+        f"({archive.duplicates} earlier entries hidden; only the last of each is read): "
+        f"{', '.join(archive.duplicate_names)}{more}; re-create the zip without them"
+    )
+
+
+def shared_names(first: ZipArchive, second: ZipArchive, limit: int = _LISTED) -> tuple[int, list[str]]:
+    """(how many entry names occur in both archives, the first `limit` of them), compared per
+    folder on the sorted name arrays."""
+    count, names = 0, []
+    for folder in sorted(set(first.folders) & set(second.folders)):
+        common = np.intersect1d(first.basenames(folder), second.basenames(folder))
+        count += len(common)
+        names.extend(folder + b.decode("utf-8") for b in common[: max(limit - len(names), 0)])
+    return count, sorted(names)
 
 
 def release_free_memory() -> None:

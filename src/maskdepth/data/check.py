@@ -1,8 +1,9 @@
 """`maskdepth check-data`: decode every entry of a dataset, check pairing, sizes and values, and
 compute the statistics that the original authors computed in a separate notebook.
 
-A problem is anything that would make training fail on a sample (a missing, corrupt, wrongly
-sized or out-of-range entry, an unreadable manifest); each one is named by archive and entry.
+A problem is anything that would make training fail on a sample, or read another sample than
+meant (a missing, corrupt, wrongly sized or out-of-range entry, an unreadable manifest, an entry
+name that occurs twice in one archive); each one is named by archive and entry.
 Notes are things worth knowing that do not break training (image entries no sample uses, an
 fg_bg listed in two rows, empty masks).
 """
@@ -15,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from maskdepth.data.archive import describe_duplicates
 from maskdepth.data.images import ImageError, decode_depth, decode_mask, decode_rgb
 from maskdepth.data.manifest import INFO_NAME, MANIFEST_NAME, ROLES, IMAGE_EXTENSIONS, Manifest, load_manifest
 from maskdepth.errors import DataError
@@ -146,6 +148,10 @@ def check_data(
         except DataError as exc:
             report.problems.append(str(exc))
             continue
+        for archive in manifest.archives:  # which of two equally named entries a row means is unknowable
+            line = describe_duplicates(archive)
+            if line is not None and line not in report.problems:
+                report.problems.append(line)
         _check_one(manifest, path, size, limit, progress, report)
     return report
 

@@ -9,13 +9,13 @@ shrinking (an area-like average, no aliasing); masks use nearest, then a thresho
 JPEG masks with compression noise come out binary).
 
 8-bit JPEGs with the expected channels (RGB for bg / fg_bg, gray for mask / depth) at the output
-size or larger are decoded by torchvision's JPEG op instead of PIL: the same libjpeg-turbo, but
+size or larger are decoded by `torchvision.io.decode_jpeg` instead of PIL: the same libjpeg-turbo, but
 straight into a [C, H, W] array without PIL's image object and RGBX packing; a larger image is
 then shrunk by torch's uint8 antialiased bilinear (nearest for masks), which follows PIL's
 BILINEAR resize of the full decode (within 1 of 255). Measured at 192 px: 225 us instead of 370 us
 for an RGB fg_bg, 90 us instead of 135 us for a gray depth map; at 64 px from 192 px sources
 310 us instead of 360 us (PIL with a 1/2-scale `Image.draft` decode) for fg_bg. Whether a JPEG
-qualifies is read from its SOF header; anything else, and any JPEG the op refuses, takes the
+qualifies is read from its SOF header; anything else, and any JPEG torchvision refuses, takes the
 PIL path, which names the problem. (The PIL path still shrinks JPEGs inside the DCT by 1/2, 1/4
 or 1/8 first, never below `size`.)
 
@@ -35,7 +35,7 @@ import io
 import os
 import warnings
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -68,12 +68,48 @@ def _reason(exc: BaseException) -> str:
 
 
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
-_decode_jpeg = None  # torch.ops.image.decode_jpeg, looked up on first use (False: unavailable)
+
+
+def _load_jpeg_decoder():
+    """torchvision.io.decode_jpeg, chosen once, at the first JPEG (importing this module does not
+    import torch); None when torchvision (or its image extension) is missing: then PIL decodes
+    every JPEG."""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:  # noqa: BLE001 - torchvision absent or built without its image extension
+        return None
+    # torchvision 0.29 deprecates its decoders (for TorchCodec) with a DeprecationWarning on every
+    # call; it says nothing about our input, so it is silenced here once rather than per image.
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)
+    with warnings.catch_warnings():
+        # torch warns once per process that a tensor on read-only bytes could be written to; it
+        # is only read. Said here, outside the per-image path.
+        warnings.simplefilter("ignore")
+        torch.frombuffer(b"\0", dtype=torch.uint8)
+    unchanged = ImageReadMode.UNCHANGED  # channels as stored
+
+    def decode(data: bytes) -> "torch.Tensor":
+        return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), unchanged)
+
+    return decode
+
+
+_UNLOADED = object()
+_decode_jpeg: Any = _UNLOADED  # what `_load_jpeg_decoder` chose (None: PIL)
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
     """(width, height, components, bits per sample) from a JPEG's SOF header, or None when
-    `data` is not a JPEG or its header cannot be found (then PIL decides)."""
+    `data` is not a JPEG or its header cannot be found (then PIL decides).
+
+    Kept because it pays: it lets 8-bit JPEGs of the expected channels and size skip PIL
+    cheaply. `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 0 1 2
+    --index-samples 400000 --skip-throughput --ablate jpeg-scan` (the same check by PIL's header
+    parser, Image.open, instead): the uint8 loader at 192 px, 0 workers, delivers 1.21x, 1.24x
+    and 1.25x the samples per CPU second in three runs (e.g. 2,395 vs 1,932).
+    """
     if data[:2] != b"\xff\xd8":
         return None
     pos, end = 2, len(data) - 9
@@ -94,54 +130,28 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
     return None
 
 
-def _jpeg_op():
-    """torchvision's registered JPEG decoding op, or None when torchvision lacks it."""
-    global _decode_jpeg
-    if _decode_jpeg is None:
-        try:
-            import torch
-            import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
-            _decode_jpeg = torch.ops.image.decode_jpeg
-            with warnings.catch_warnings():
-                # torch warns once per process that a tensor on read-only bytes could be written
-                # to; it is only read. Said here, outside the per-image path.
-                warnings.simplefilter("ignore")
-                torch.frombuffer(b"\0", dtype=torch.uint8)
-        except (ImportError, AttributeError, RuntimeError):
-            _decode_jpeg = False
-    return _decode_jpeg or None
-
-
 def _fast_jpeg(
     data: bytes, size: int | None, channels: int, *, nearest: bool = False
 ) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """(uint8 [channels, size, size], stored (W, H)) decoded by torchvision when `data` is an
-    8-bit JPEG with `channels` components at `size` or larger (then shrunk: antialiased
-    bilinear, or nearest when `nearest`, as PIL's resize does); None otherwise (use PIL).
-
-    Calls the op `torch.ops.image.decode_jpeg` rather than `torchvision.io.decode_jpeg`: the
-    wrapper costs ~20 us a call (usage logging and, since torchvision 0.29, a deprecation
-    warning: torchvision's image decoders are to move to TorchCodec). Should the op go away or
-    change, this returns None and PIL decodes everything.
+    """(uint8 [channels, size, size], stored (W, H)) decoded by torchvision.io.decode_jpeg when
+    `data` is an 8-bit JPEG with `channels` components at `size` or larger (then shrunk:
+    antialiased bilinear, or nearest when `nearest`, as PIL's resize does); None otherwise (use
+    PIL), also for a JPEG that torchvision refuses (PIL then names the problem).
     """
-    global _decode_jpeg
     frame = _jpeg_frame(data)
     if frame is None or frame[2] != channels or frame[3] != 8 or (size is not None and min(frame[:2]) < size):
         return None
-    op = _jpeg_op()
-    if op is None:
+    global _decode_jpeg
+    if _decode_jpeg is _UNLOADED:
+        _decode_jpeg = _load_jpeg_decoder()
+    if _decode_jpeg is None:
         return None
     import torch
 
     try:
-        # mode 0: channels as stored (ImageReadMode.UNCHANGED); False: no EXIF rotation, as PIL here
-        image = op(torch.frombuffer(data, dtype=torch.uint8), 0, False)
+        image = _decode_jpeg(data)
     except RuntimeError:
         return None  # corrupt: PIL decodes it again and says what is wrong
-    except Exception:  # noqa: BLE001 - the op's signature changed: stop using it
-        _decode_jpeg = False
-        return None
     if image.shape != (channels, frame[1], frame[0]) or image.dtype != torch.uint8:
         return None
     if size is not None and frame[:2] != (size, size):
@@ -167,6 +177,10 @@ def _png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
 
     Pure Python + zlib + numpy, so no input can crash the process (torchvision's PNG decoder
     can, see the module docstring); ~20 us for a 192 px 1-bit mask instead of PIL's ~70 us.
+    Kept because it pays: `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192
+    --workers 0 1 2 --index-samples 400000 --skip-throughput --ablate png` (PIL for the masks
+    instead): the uint8 loader at 192 px, 0 workers, delivers 1.17x, 1.21x and 1.16x the samples
+    per CPU second in three runs (e.g. 2,395 vs 1,980).
     """
     if not data.startswith(_PNG_SIGNATURE):
         return None
@@ -374,7 +388,7 @@ def _depth_with_pil(data: bytes, size: int | None) -> tuple[np.ndarray, float, t
                 raise ImageError(f"depth values {low:g}..{high:g} are outside 0..{scale:g} ({img.mode} image)")
             depth = values.astype(np.float32) / np.float32(scale)
             if size is not None and depth.shape != (size, size):
-                depth = np.array(Image.fromarray(depth, "F").resize((size, size), Image.BILINEAR))
+                depth = np.array(Image.fromarray(depth).resize((size, size), Image.BILINEAR))  # float32: mode F
             return depth, 1.0, stored
         rgb = np.asarray(img.convert("RGB")).astype(np.int16)
         spread = int((rgb.max(axis=2) - rgb.min(axis=2)).max())

@@ -17,24 +17,26 @@ loaded them do not copy them page by page through reference counting.
 `build_manifest` pairs the original S15 layout, which has no manifest: fg_bg, mask and depth by
 file stem (`fg_bg/bg192_001_fg001_05.jpg` <-> `mask/bg192_001_fg001_05.jpg` <->
 `fg_bg_depth_full/bg192_001_fg001_05.jpg`, any folders and image extensions) and fg_bg to its
-background by the key that `bg_pattern` captures from the fg_bg stem (default
-`DEFAULT_BG_PATTERN`: everything before the first "_fg", so `bg192_001` <-> `bg_192/bg192_001.jpg`).
+background by the key that `bg_pattern` captures from both stems (default `DEFAULT_BG_PATTERN`:
+everything before the first "_fg", so `bg192_001` <-> `bg_192/bg192_001.jpg`; a background stem
+that the pattern does not match is its own key, see `build_manifest`).
 An entry that cannot be paired exactly is reported by name and left out; nothing is guessed.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from maskdepth.data.archive import ZipArchive, open_archive, release_free_memory
+from maskdepth.data.archive import ZipArchive, describe_duplicates, open_archive, release_free_memory, shared_names
 from maskdepth.errors import ConfigError, DataError
 from maskdepth.fileio import atomic_open
 
@@ -44,9 +46,9 @@ MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"
 DEFAULT_BG_PATTERN = r"^(.+?)_(fg[^_]*)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_BLOCK_BYTES = 4 << 20  # manifest text handled per block (~30k rows)
-_BOM = b"\xef\xbb\xbf"
+_BLOCK_ROWS = 32768  # manifest rows resolved per block
 _MAX_LISTED = 20
+_MAX_MANIFEST_BYTES = 1 << 30  # manifest.csv / dataset.json inside a zip (400k rows: ~50 MB)
 
 
 @dataclass(eq=False)
@@ -152,10 +154,10 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
                 "bg / fg_bg / mask / depth zips) run `maskdepth index --bg BG.zip --fg-bg FG_BG.zip "
                 "--mask MASK.zip --depth DEPTH.zip --out manifest.csv` and use the manifest as DATA"
             )
-        text = default_archive.read(index)
+        text = default_archive.read(index, _MAX_MANIFEST_BYTES)
         base_dir = os.path.dirname(os.path.abspath(path))
         info_index = default_archive.find(INFO_NAME)
-        info = _parse_info(default_archive.read(info_index), f"{path}: {INFO_NAME}") if info_index >= 0 else {}
+        info = _parse_info(default_archive.read(info_index, _MAX_MANIFEST_BYTES), f"{path}: {INFO_NAME}") if info_index >= 0 else {}
     manifest = _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
     release_free_memory()
     return manifest
@@ -180,18 +182,31 @@ def _parse_manifest(
     info: dict,
     list_missing: int | None,
 ) -> Manifest:
-    """Resolve every row to entry indices, a block of lines at a time, as bytes: a 400k-row
-    manifest takes about a second and never exists as 1.6M Python strings at once."""
-    raw = data[len(_BOM) :] if data.startswith(_BOM) else data
-    if b"\r" in raw:
-        raw = raw.replace(b"\r\n", b"\n")
+    """Resolve every row to entry indices, `_BLOCK_ROWS` rows at a time (read by the csv module),
+    so that a 400k-row manifest never exists as 1.6M Python strings at once."""
+    # decoded a chunk at a time as the csv module reads (a whole decoded copy of a 400k-row
+    # manifest would cost ~250 MB as a StringIO); a BOM (Excel's "CSV UTF-8") is dropped
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: {MANIFEST_NAME} is not UTF-8 text (byte {exc.start})") from None
-    header_end = raw.find(b"\n")
-    header_end = len(raw) if header_end < 0 else header_end
-    header = [h.strip() for h in next(csv.reader([raw[:header_end].decode("utf-8")]), [])]
+        return _resolve_rows(reader, source, base_dir, default_archive, in_memory, info, list_missing)
+    except UnicodeDecodeError:
+        try:
+            data.decode("utf-8-sig")  # again, whole, for the position (rare)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{source}: {MANIFEST_NAME} is not UTF-8 text (byte {exc.start})") from None
+        raise
+
+
+def _resolve_rows(
+    reader: Any,
+    source: str,
+    base_dir: str,
+    default_archive: ZipArchive | None,
+    in_memory: bool,
+    info: dict,
+    list_missing: int | None,
+) -> Manifest:
+    header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
         raise DataError(f"{source}: manifest has no column {', '.join(absent)} (columns: {', '.join(header) or 'none'})")
@@ -203,68 +218,27 @@ def _parse_manifest(
             f"{source}: a manifest outside a zip must name its archives; add the column(s) "
             f"{', '.join(lacking)} (paths relative to the manifest's folder), or build it with `maskdepth index`"
         )
-    archives: list[ZipArchive] = [] if default_archive is None else [default_archive]
-    archive_number: dict[bytes, int] = {} if default_archive is None else {b"": 0}
-
-    def archive_id(value: bytes, line: int) -> int:
-        number = archive_number.get(value)
-        if number is None:
-            text = value.decode("utf-8")
-            if not text:
-                raise DataError(f"{source}: line {line}: empty archive column")
-            target = text if os.path.isabs(text) else os.path.join(base_dir, text)
-            if not os.path.isfile(target):
-                raise DataError(f"{source}: line {line}: archive {text!r} not found (looked for {target})")
-            archives.append(open_archive(target, in_memory=in_memory))
-            number = archive_number[value] = len(archives) - 1
-        return number
-
-    quoted = b'"' in raw
+    resolver = _Resolver(source, base_dir, default_archive, in_memory, list_missing)
     entries: list[list[np.ndarray]] = [[] for _ in ROLES]
     archive_ids: list[list[np.ndarray]] = [[] for _ in ROLES]
     bg_parts: list[np.ndarray] = []
     fg_parts: list[np.ndarray] = []
-    missing: list[str] = []
-    missing_count = 0
-    for numbers, lines in _line_blocks(raw, header_end + 1, first_line=2):
-        columns = _split_fields(lines, numbers, len(header), quoted, source, header)
-        n = len(lines)
+    for numbers, columns in _row_blocks(reader, header, source):
         for k, role in enumerate(ROLES):
-            names = columns[col[role]]
-            if archive_col[k] is None:
-                ids = np.zeros(n, dtype=np.int64)
-            else:
-                values = columns[archive_col[k]]
-                number = {v: archive_id(v, numbers[values.index(v)]) for v in set(values)}
-                if len(number) == 1:
-                    ids = np.full(n, next(iter(number.values())), dtype=np.int64)
-                else:
-                    ids = np.fromiter((number[v] for v in values), np.int64, n)
-            found = np.full(n, -1, dtype=np.int64)
-            for a in np.unique(ids):
-                rows = np.flatnonzero(ids == a)
-                found[rows] = archives[a].lookup(names if len(rows) == n else [names[i] for i in rows])
-            for i in np.flatnonzero(found < 0):
-                missing_count += 1
-                if list_missing is None or len(missing) < list_missing:
-                    name = names[i].decode("utf-8")
-                    what = f"{role} entry {name!r}" if name else f"empty {role} entry"
-                    missing.append(f"{archives[ids[i]].path}: {what} (line {numbers[i]} of {source}) is not in the archive")
+            values = columns[archive_col[k]] if archive_col[k] is not None else None
+            found, ids = resolver.resolve(role, columns[col[role]], values, numbers)
             entries[k].append(found.astype(np.int32))
             archive_ids[k].append(ids.astype(np.uint16))
-        if "bg_id" in col:
-            bg_parts.append(np.array(columns[col["bg_id"]], dtype=bytes))
-        else:
-            stem = {name: _stem(name.decode("utf-8")).encode("utf-8") for name in set(columns[col["bg"]])}
-            bg_parts.append(np.array([stem[name] for name in columns[col["bg"]]], dtype=bytes))
-        fg_parts.append(np.array(columns[col["fg_id"]], dtype=bytes) if "fg_id" in col else np.zeros(n, dtype="S1"))
+        bg_ids = columns[col["bg_id"]] if "bg_id" in col else [_stem(name) for name in columns[col["bg"]]]
+        bg_parts.append(_as_bytes(bg_ids))
+        fg_parts.append(_as_bytes(columns[col["fg_id"]]) if "fg_id" in col else np.zeros(len(numbers), dtype="S1"))
     if not bg_parts:
         raise DataError(f"{source}: the manifest lists no samples")
     bg_ids, bg_code = np.unique(np.concatenate(bg_parts), return_inverse=True)
     fg_ids, fg_code = np.unique(np.concatenate(fg_parts), return_inverse=True)
     return Manifest(
         source=source,
-        archives=archives,
+        archives=resolver.archives,
         entries=np.stack([np.concatenate(parts) for parts in entries]),
         archive_ids=np.stack([np.concatenate(parts) for parts in archive_ids]),
         bg_code=bg_code.astype(np.int32),
@@ -272,41 +246,82 @@ def _parse_manifest(
         fg_code=fg_code.astype(np.int32),
         fg_ids=[f.decode("utf-8") for f in fg_ids],
         info=info,
-        missing=missing,
-        missing_count=missing_count,
+        missing=resolver.missing,
+        missing_count=resolver.missing_count,
     )
 
 
-def _line_blocks(raw: bytes, start: int, first_line: int) -> Iterator[tuple[list[int], list[bytes]]]:
-    """(line numbers, lines) of about `_BLOCK_BYTES` of `raw` at a time, blank lines left out."""
-    line = first_line
-    while start < len(raw):
-        end = raw.find(b"\n", min(start + _BLOCK_BYTES, len(raw) - 1))
-        end = len(raw) if end < 0 else end + 1
-        lines = raw[start:end].split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        numbers = list(range(line, line + len(lines)))
-        line += len(lines)
-        start = end
-        if b"" in lines:
-            kept = [i for i, text in enumerate(lines) if text]
-            numbers, lines = [numbers[i] for i in kept], [lines[i] for i in kept]
-        if lines:
-            yield numbers, lines
+def _as_bytes(values: list[str]) -> np.ndarray:
+    """UTF-8 byte strings in a fixed-width array (a quarter of numpy's unicode arrays)."""
+    return np.array([v.encode("utf-8") for v in values], dtype=bytes)
 
 
-def _split_fields(lines: list[bytes], numbers: list[int], width: int, quoted: bool, source: str, header: list[str]) -> list[list[bytes]]:
-    """Columns (one list of bytes per header column) of a block of CSV lines. Plain lines are cut
-    at commas in C; a file with quotes goes through the csv module."""
-    if not quoted and all(text.count(b",") == width - 1 for text in lines):
-        flat = b",".join(lines).split(b",")
-        return [flat[c::width] for c in range(width)]
-    rows = list(csv.reader([text.decode("utf-8") for text in lines]))
-    for row, line in zip(rows, numbers):
-        if len(row) != width:
-            raise DataError(f"{source}: line {line}: {len(row)} fields, expected {width} ({', '.join(header)})")
-    return [[row[c].encode("utf-8") for row in rows] for c in range(width)]
+class _Resolver:
+    """Turns manifest rows into entry indices and archive numbers, opening each archive that the
+    `*_archive` columns name once, and collecting the entries that are not in their archive."""
+
+    def __init__(self, source: str, base_dir: str, default: ZipArchive | None, in_memory: bool, list_missing: int | None) -> None:
+        self.source, self.base_dir, self.in_memory, self.list_missing = source, base_dir, in_memory, list_missing
+        self.archives: list[ZipArchive] = [] if default is None else [default]
+        self.numbers: dict[str, int] = {} if default is None else {"": 0}
+        self.missing: list[str] = []
+        self.missing_count = 0
+
+    def archive_id(self, value: str, line: int) -> int:
+        number = self.numbers.get(value)
+        if number is None:
+            if not value:
+                raise DataError(f"{self.source}: line {line}: empty archive column")
+            target = value if os.path.isabs(value) else os.path.join(self.base_dir, value)
+            if not os.path.isfile(target):
+                raise DataError(f"{self.source}: line {line}: archive {value!r} not found (looked for {target})")
+            self.archives.append(open_archive(target, in_memory=self.in_memory))
+            number = self.numbers[value] = len(self.archives) - 1
+        return number
+
+    def resolve(self, role: str, names: list[str], values: list[str] | None, numbers: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(entry index per row, -1 where missing; archive number per row) of one role's column."""
+        n = len(names)
+        if values is None:
+            ids = np.zeros(n, dtype=np.int64)
+        else:
+            number = {v: self.archive_id(v, numbers[values.index(v)]) for v in set(values)}
+            if len(number) == 1:
+                ids = np.full(n, next(iter(number.values())), dtype=np.int64)
+            else:
+                ids = np.fromiter((number[v] for v in values), np.int64, n)
+        found = np.full(n, -1, dtype=np.int64)
+        for a in np.unique(ids):
+            rows = np.flatnonzero(ids == a)
+            found[rows] = self.archives[a].lookup(names if len(rows) == n else [names[i] for i in rows])
+        for i in np.flatnonzero(found < 0):
+            self.missing_count += 1
+            if self.list_missing is None or len(self.missing) < self.list_missing:
+                what = f"{role} entry {names[i]!r}" if names[i] else f"empty {role} entry"
+                where = self.archives[ids[i]].path
+                self.missing.append(f"{where}: {what} (line {numbers[i]} of {self.source}) is not in the archive")
+        return found, ids
+
+
+def _row_blocks(reader: Any, header: list[str], source: str) -> Iterator[tuple[list[int], list[list[str]]]]:
+    """(line numbers, columns: one list of str per header column) of up to `_BLOCK_ROWS` rows at a
+    time; blank lines are left out, a row with another number of fields is a DataError."""
+    width = len(header)
+    while True:
+        numbers: list[int] = []
+        rows: list[list[str]] = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != width:
+                raise DataError(f"{source}: line {reader.line_num}: {len(row)} fields, expected {width} ({', '.join(header)})")
+            numbers.append(reader.line_num)
+            rows.append(row)
+            if len(rows) == _BLOCK_ROWS:
+                break
+        if not rows:
+            return
+        yield numbers, [list(column) for column in zip(*rows)]
 
 
 def _stem(name: str) -> str:
@@ -326,6 +341,10 @@ class IndexReport:
         counts: image entries found per role.
         unpaired: one line per entry left out: "archive: entry: why".
         ignored: entries that are not images (or macOS metadata), skipped silently.
+        duplicates: one line per archive in which an entry name occurs twice (named and counted;
+            only the last of each is read, so the pairing is ambiguous: `ok` is False).
+        shared: one line per two archives that hold the same entry names (named and counted; a
+            note, as zips of flat file names may legitimately share them).
     """
 
     out: str | None
@@ -334,10 +353,12 @@ class IndexReport:
     sources: dict[str, str]
     unpaired: list[str]
     ignored: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.out is not None and not self.unpaired
+        return self.out is not None and not self.unpaired and not self.duplicates
 
     def format(self) -> str:
         found = ", ".join(f"{self.counts[r]} {r} in {self.sources[r]}" for r in ROLES)
@@ -353,6 +374,8 @@ class IndexReport:
             lines.extend(f"  {line}" for line in self.unpaired)
         else:
             lines.append("every entry paired.")
+        lines.extend(self.duplicates)
+        lines.extend(f"note: {line}" for line in self.shared)
         return "\n".join(lines)
 
 
@@ -397,17 +420,22 @@ def build_manifest(
     bg_pattern: str | None = None,
     out: str | os.PathLike,
 ) -> IndexReport:
-    """Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
+    r"""Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
 
-    fg_bg, mask and depth pair by file stem; fg_bg to bg by `bg_pattern`, a regex searched from
-    the start of the fg_bg stem whose first group is the background's stem (a second group, if
-    any, becomes fg_id). Default `DEFAULT_BG_PATTERN`. Each argument is a zip, or `ZIP::FOLDER/`
+    fg_bg, mask and depth pair by file stem; fg_bg to bg by a key: `bg_pattern` is a regex matched
+    from the start of each stem, and its first group is the key (a second group, if any, becomes
+    fg_id). It is applied to the fg_bg stem and to each background's stem; a background stem that
+    it does not match is its own key. So `bg192_(\d+)` (keys '001') and `(bg192_\d+)` (keys
+    'bg192_001') pair `fg_bg/bg192_001_fg001_05.jpg` with `bg_192/bg192_001.jpg` alike. Default
+    `DEFAULT_BG_PATTERN` (everything before "_fg": it matches no background stem, so the key is
+    the whole background stem). bg_id is the background's stem. Each argument is a zip, or `ZIP::FOLDER/`
     to take one folder of a zip that holds several roles. The manifest stores the archive paths
     relative to its own folder. Samples are sorted by fg_bg name.
 
     Returns:
         IndexReport; `.ok` is False when any entry could not be paired (it is named in
-        `.unpaired`; the manifest holds the paired samples).
+        `.unpaired`; the manifest holds the paired samples) or an archive holds an entry name
+        twice (`.duplicates`). Names found in two of the archives are noted in `.shared`.
 
     Raises:
         ConfigError: an invalid `bg_pattern`. DataError: an archive is missing or unreadable.
@@ -421,6 +449,72 @@ def build_manifest(
         raise ConfigError(f"--bg-pattern {pattern_text!r} needs a group, e.g. '^(.+?)_fg', that captures the background key")
     specs = {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth}
     unpaired: list[str] = []
+    archives, tables, ignored = _open_roles(specs, unpaired)
+
+    bg_by_key = _backgrounds_by_key(tables["bg"], pattern, archives["bg"].path, unpaired)
+    rows = []
+    used_bg: set[str] = set()
+    for stem in sorted(tables["fg_bg"], key=lambda s: tables["fg_bg"][s]):
+        problems = [f"no {role} with stem {stem!r} in {archives[role].path}" for role in ("mask", "depth") if stem not in tables[role]]
+        match = pattern.match(stem)
+        bg_key = match.group(1) if match else None
+        if match is None:
+            problems.append(f"stem does not match --bg-pattern {pattern_text!r}")
+        elif bg_key not in bg_by_key:
+            problems.append(f"no background whose key is {bg_key!r} (captured by --bg-pattern) in {archives['bg'].path}")
+        else:
+            used_bg.add(bg_by_key[bg_key])
+        if problems:
+            unpaired.append(f"{archives['fg_bg'].path}: {tables['fg_bg'][stem]}: {'; '.join(problems)}")
+            continue
+        fg_id = match.group(2) if pattern.groups >= 2 and match.group(2) else ""
+        bg_stem = bg_by_key[bg_key]
+        rows.append((tables["fg_bg"][stem], tables["bg"][bg_stem], tables["mask"][stem], tables["depth"][stem], bg_stem, fg_id))
+    for role in ("mask", "depth"):
+        for stem in sorted(set(tables[role]) - set(tables["fg_bg"])):
+            unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
+    for stem in sorted(set(bg_by_key.values()) - used_bg):
+        unpaired.append(f"{archives['bg'].path}: {tables['bg'][stem]}: no fg_bg refers to this background")
+
+    out = os.fspath(out)
+    written = None
+    if rows:
+        _write_manifest(out, rows, [archives[r].path for r in ROLES])
+        written = out
+    return IndexReport(
+        out=written,
+        rows=len(rows),
+        counts={r: len(tables[r]) for r in ROLES},
+        sources={r: archives[r].path for r in ROLES},
+        unpaired=unpaired,
+        ignored=ignored,
+        **_duplicate_lines(list(archives.values())),
+    )
+
+
+def _backgrounds_by_key(stems: dict[str, str], pattern: re.Pattern, path: str, unpaired: list[str]) -> dict[str, str]:
+    """key -> background stem. A background's key is what `pattern` captures from its stem (group
+    1, matched from the start, as for fg_bg stems), or its whole stem when the pattern does not
+    match it; two backgrounds with one key are ambiguous: reported in `unpaired`, left out."""
+    by_key: dict[str, list[str]] = {}
+    for stem in stems:
+        match = pattern.match(stem)
+        by_key.setdefault(match.group(1) if match else stem, []).append(stem)
+    unique = {}
+    for key, found in by_key.items():
+        if len(found) == 1:
+            unique[key] = found[0]
+            continue
+        names = ", ".join(stems[stem] for stem in sorted(found))
+        unpaired.extend(f"{path}: {stems[stem]}: {len(found)} backgrounds have the key {key!r} ({names})" for stem in sorted(found))
+    return unique
+
+
+def _open_roles(
+    specs: dict[str, str | os.PathLike], unpaired: list[str]
+) -> tuple[dict[str, ZipArchive], dict[str, dict[str, str]], int]:
+    """(archive per role, stem -> entry name per role, entries that are not images) of the
+    `build_manifest` arguments; stems found twice in a role go to `unpaired`."""
     ignored = 0
     tables: dict[str, dict[str, str]] = {}
     archives: dict[str, ZipArchive] = {}
@@ -437,49 +531,22 @@ def build_manifest(
         seen[(archive.path, folder)] = role
         tables[role], skipped = _images_by_stem(archive, folder, role, unpaired)
         ignored += skipped
+    return archives, tables, ignored
 
-    rows = []
-    used_bg: set[str] = set()
-    used: dict[str, set[str]] = {"mask": set(), "depth": set()}
-    for stem in sorted(tables["fg_bg"], key=lambda s: tables["fg_bg"][s]):
-        problems = []
-        for role in ("mask", "depth"):
-            if stem in tables[role]:
-                used[role].add(stem)
-            else:
-                problems.append(f"no {role} with stem {stem!r} in {archives[role].path}")
-        match = pattern.match(stem)
-        bg_key = match.group(1) if match else None
-        if match is None:
-            problems.append(f"stem does not match --bg-pattern {pattern_text!r}")
-        elif bg_key not in tables["bg"]:
-            problems.append(f"no background with stem {bg_key!r} (captured by --bg-pattern) in {archives['bg'].path}")
-        else:
-            used_bg.add(bg_key)
-        if problems:
-            unpaired.append(f"{archives['fg_bg'].path}: {tables['fg_bg'][stem]}: {'; '.join(problems)}")
-            continue
-        fg_id = match.group(2) if pattern.groups >= 2 and match.group(2) else ""
-        rows.append((tables["fg_bg"][stem], tables["bg"][bg_key], tables["mask"][stem], tables["depth"][stem], bg_key, fg_id))
-    for role in ("mask", "depth"):
-        for stem in sorted(set(tables[role]) - set(tables["fg_bg"])):
-            unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
-    for key in sorted(set(tables["bg"]) - used_bg):
-        unpaired.append(f"{archives['bg'].path}: {tables['bg'][key]}: no fg_bg refers to this background")
 
-    out = os.fspath(out)
-    written = None
-    if rows:
-        _write_manifest(out, rows, [archives[r].path for r in ROLES])
-        written = out
-    return IndexReport(
-        out=written,
-        rows=len(rows),
-        counts={r: len(tables[r]) for r in ROLES},
-        sources={r: archives[r].path for r in ROLES},
-        unpaired=unpaired,
-        ignored=ignored,
-    )
+def _duplicate_lines(archives: list[ZipArchive]) -> dict[str, list[str]]:
+    """{"duplicates": names repeated inside an archive, "shared": names found in two of the
+    archives}, one line per archive or pair, each naming and counting them."""
+    distinct = list({archive.path: archive for archive in archives}.values())  # ZIP::FOLDER specs share one
+    duplicates = [line for line in map(describe_duplicates, distinct) if line is not None]
+    shared = []
+    for i, first in enumerate(distinct):
+        for second in distinct[i + 1 :]:
+            count, names = shared_names(first, second)
+            if count:
+                more = ", ..." if count > len(names) else ""
+                shared.append(f"{count} entry name(s) occur in both {first.path} and {second.path}: {', '.join(names)}{more}")
+    return {"duplicates": duplicates, "shared": shared}
 
 
 def _write_manifest(out: str, rows: list[tuple], archive_paths: list[str]) -> None:

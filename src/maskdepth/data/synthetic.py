@@ -389,11 +389,43 @@ def _ordered(func, tasks: Iterator, pool, inflight: int) -> Iterator:
 # ------------------------------------------------------------------------------ the archive
 
 
+class _Sink:
+    """The file a zip is written to, until `cut()`: after that, writes go nowhere (only the
+    position is kept), so closing the ZipFile of an aborted archive, or its finaliser, writes
+    no central directory into the file."""
+
+    def __init__(self, fileobj) -> None:
+        self.fileobj, self.pos = fileobj, 0
+
+    def write(self, data: bytes) -> int:
+        if self.fileobj is None:
+            self.pos += len(data)
+            return len(data)
+        return self.fileobj.write(data)
+
+    def tell(self) -> int:
+        return self.fileobj.tell() if self.fileobj is not None else self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.fileobj is not None:
+            return self.fileobj.seek(offset, whence)
+        self.pos = offset if whence == 0 else self.pos + offset
+        return self.pos
+
+    def flush(self) -> None:
+        if self.fileobj is not None:
+            self.fileobj.flush()
+
+    def cut(self) -> None:
+        self.pos, self.fileobj = self.tell(), None
+
+
 class _Archive:
     """A zip written entry by entry with fixed metadata, so equal inputs give equal bytes."""
 
     def __init__(self, fileobj):
-        self.zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.sink = _Sink(fileobj)
+        self.zip = zipfile.ZipFile(self.sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
 
     def write(self, name: str, data: bytes) -> None:
         info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
@@ -406,8 +438,12 @@ class _Archive:
         self.zip.close()
 
     def abort(self) -> None:
-        """Give up: forget the file so that nothing more (no central directory) is written to it."""
-        self.zip.fp = None
+        """Give up: cut the file off, then close the zip (its central directory goes nowhere)."""
+        self.sink.cut()
+        try:
+            self.zip.close()
+        except Exception:  # noqa: BLE001 - already handling the error that made us abort
+            pass
 
 
 def _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format) -> None:
