@@ -21,7 +21,7 @@ import errno
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from maskdepth import __version__
 from maskdepth.errors import MaskDepthError
@@ -146,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"maskdepth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub: Any) -> None:
+    """make-data, check-data, index."""
     p = sub.add_parser(
         "make-data",
         help="generate a synthetic dataset archive",
@@ -199,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest.csv to write")
     p.set_defaults(func=_cmd_index)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """train, evaluate, predict, export."""
     p = sub.add_parser(
         "train",
         help="train from a YAML config, resuming the run if it has a checkpoint",
@@ -266,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX exporter: torch's TorchScript-based one (legacy, default where torch has it) or dynamo "
                         "(needs onnxscript)")
     p.set_defaults(func=_cmd_export)
-    return parser
 
 
 def _one_line(exc: BaseException) -> str:
