@@ -339,7 +339,9 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    last_line = [line for line in err.splitlines() if line.startswith("maskdepth: ")][-1]
+    lines = [line for line in err.splitlines() if line.startswith("maskdepth: ")]
+    assert lines, err[-3000:]
+    last_line = lines[-1]
     assert re.match(r"maskdepth: interrupted (at|after) epoch \d+", last_line), last_line
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["step"] > 0 and f"(step {saved['step']})" in last_line
