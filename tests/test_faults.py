@@ -270,6 +270,22 @@ def test_bad_device_and_huge_size_are_refused_before_any_work(override: str, mes
 # Ctrl-C / the notebook's Stop button (issue 13): last.pt with the position, then a clean stop
 
 
+@pytest.fixture
+def sigint_delivered():
+    """SIGINT handled as in a terminal, even where pytest started with it ignored: a script's
+    background job (`pytest ... &`) or nohup inherits SIG_IGN, and then maskdepth, like Python
+    itself, leaves Ctrl-C ignored (in this process and in the CLI processes it starts)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.usefixtures("sigint_delivered")
 def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run_does(
         tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from maskdepth import train
@@ -302,6 +318,7 @@ def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run
     assert _csv_without_seconds(run) == _csv_without_seconds(tmp_path / "reference")
 
 
+@pytest.mark.usefixtures("sigint_delivered")  # the CLI process inherits SIG_IGN, not a handler
 def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "maskdepth", "train", str(QUICK), *tiny_overrides, "train.epochs=200",
@@ -322,7 +339,9 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    last_line = [line for line in err.splitlines() if line.startswith("maskdepth: ")][-1]
+    lines = [line for line in err.splitlines() if line.startswith("maskdepth: ")]
+    assert lines, err[-3000:]
+    last_line = lines[-1]
     assert re.match(r"maskdepth: interrupted (at|after) epoch \d+", last_line), last_line
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["step"] > 0 and f"(step {saved['step']})" in last_line

@@ -162,7 +162,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated: the end of the file is missing)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        # str(path): torch < 2.3 maps only a str path (mmap=True with a Path raises ValueError there)
+        state = torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
             IndexError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
