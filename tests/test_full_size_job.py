@@ -76,7 +76,9 @@ def test_the_job_scaled_down_prints_its_rows(tmp_path):
     assert "16 samples, 54 entries" in rows["open mmap"]
     assert "samples/s" in rows["loader memory"]
     loader = saved["steps"][-1]
-    assert loader["processes"] == 2 and loader["result"]["samples"] > 0  # the main process and its worker
+    # The main process, and its worker when a sample caught it alive (a 16-sample pass can end between
+    # two samples on a busy machine; the sampling itself is tested above with a known grandchild).
+    assert loader["processes"] in (1, 2) and loader["result"]["samples"] > 0
     assert results.read_text().startswith("# Results\n\nkept\n\n<!-- fullsize:begin -->")
     notes = "<!-- fullsize:notes (kept by reruns) -->\nhand-written\n"
     results.write_text(results.read_text().replace("<!-- fullsize:end -->", notes + "<!-- fullsize:end -->"))

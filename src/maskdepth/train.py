@@ -332,52 +332,54 @@ def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: 
     budget_s, out_of_time = 60.0 * cfg.train.max_minutes, False
     bar = tqdm(total=p.steps_per_epoch, initial=ts.batch_in_epoch, desc=f"epoch {ts.epoch + 1}/{cfg.train.epochs}",
                disable=not world.main, leave=False, dynamic_ncols=True)
-    for batch in p.train_loader:
-        ts.batch_in_epoch += 1
-        bar.update(1)
-        if batch is None:  # every sample of the batch was bad and data.skip_bad is on
-            sums.add("skipped_batches", 1)
-            continue
-        sums.add("skipped_samples", int(batch.get("skipped", 0)))
-        bg, fg_bg, true_mask, true_depth = _augment(to_device(batch, device, p.channels_last), cfg, ts.step, world.rank,
-                                                    p.channels_last)
-        pred_logits, pred_depth = forward(p.net, bg, fg_bg, p.amp_dtype)
-        m, d = p.mask_loss(pred_logits, true_mask), p.depth_loss(pred_depth, true_depth)
-        loss = cfg.loss.mask_weight * m + cfg.loss.depth_weight * d
-        if not _all_ranks_finite(loss, world):
-            if cfg.train.on_nonfinite == "stop":
-                raise TrainingError(
-                    f"non-finite loss at epoch {ts.epoch + 1}, step {ts.step} (mask {m.item():.4g}, depth {d.item():.4g}); "
-                    f"the last good checkpoint is kept in {Path(cfg.run_dir) / 'checkpoints'}; lower train.lr, "
-                    "or set train.on_nonfinite=skip")
-            sums.add("skipped_batches", 1)
-            p.optimizer.zero_grad(set_to_none=True)
-            continue
-        lr = lr_at(cfg, ts.step, total)
-        _optimise(p, cfg, loss, lr)
-        ts.step += 1
-        if on_step is not None and world.main and ts.step % cfg.log.every == 0:
-            on_step(ts.step, {"loss": loss.item(), "mask_loss": m.item(), "depth_loss": d.item(), "lr": lr})
-        n = bg.shape[0]
-        for key, value in (("train_loss", loss), ("train_mask_loss", m), ("train_depth_loss", d)):
-            sums.add(key, value.item() * n, n)
-        bar.set_postfix(loss=f"{loss.item():.4f}", mask=f"{m.item():.4f}", depth=f"{d.item():.4f}", refresh=False)
-        ts.sums, ts.epoch_seconds = sums.state_dict(), time.monotonic() - started
-        if budget_s and _all_ranks_true(_clock(ts.history, ts.epoch_seconds) >= budget_s, world, device):
-            out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
-            break
-        if stop is not None and ts.batch_in_epoch < p.steps_per_epoch and _any_rank(stop.requested, world, device):
-            if world.main:
+    try:  # the bar is closed before any message below it (Ctrl-C, errors)
+        for batch in p.train_loader:
+            ts.batch_in_epoch += 1
+            bar.update(1)
+            if batch is None:  # every sample of the batch was bad and data.skip_bad is on
+                sums.add("skipped_batches", 1)
+                continue
+            sums.add("skipped_samples", int(batch.get("skipped", 0)))
+            bg, fg_bg, true_mask, true_depth = _augment(to_device(batch, device, p.channels_last), cfg, ts.step, world.rank,
+                                                        p.channels_last)
+            pred_logits, pred_depth = forward(p.net, bg, fg_bg, p.amp_dtype)
+            m, d = p.mask_loss(pred_logits, true_mask), p.depth_loss(pred_depth, true_depth)
+            loss = cfg.loss.mask_weight * m + cfg.loss.depth_weight * d
+            if not _all_ranks_finite(loss, world):
+                if cfg.train.on_nonfinite == "stop":
+                    raise TrainingError(
+                        f"non-finite loss at epoch {ts.epoch + 1}, step {ts.step} (mask {m.item():.4g}, depth {d.item():.4g}); "
+                        f"the last good checkpoint is kept in {Path(cfg.run_dir) / 'checkpoints'}; lower train.lr, "
+                        "or set train.on_nonfinite=skip")
+                sums.add("skipped_batches", 1)
+                p.optimizer.zero_grad(set_to_none=True)
+                continue
+            lr = lr_at(cfg, ts.step, total)
+            _optimise(p, cfg, loss, lr)
+            ts.step += 1
+            if on_step is not None and world.main and ts.step % cfg.log.every == 0:
+                on_step(ts.step, {"loss": loss.item(), "mask_loss": m.item(), "depth_loss": d.item(), "lr": lr})
+            n = bg.shape[0]
+            for key, value in (("train_loss", loss), ("train_mask_loss", m), ("train_depth_loss", d)):
+                sums.add(key, value.item() * n, n)
+            bar.set_postfix(loss=f"{loss.item():.4f}", mask=f"{m.item():.4f}", depth=f"{d.item():.4f}", refresh=False)
+            ts.sums, ts.epoch_seconds = sums.state_dict(), time.monotonic() - started
+            if budget_s and _all_ranks_true(_clock(ts.history, ts.epoch_seconds) >= budget_s, world, device):
+                out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
+                break
+            if stop is not None and ts.batch_in_epoch < p.steps_per_epoch and _any_rank(stop.requested, world, device):
+                if world.main:
+                    save()
+                raise TrainingInterrupted(f"interrupted at epoch {ts.epoch + 1}, batch {ts.batch_in_epoch}/{p.steps_per_epoch} "
+                                          f"(step {ts.step}); {Path(cfg.run_dir) / 'checkpoints' / 'last.pt'} holds this "
+                                          "position: run again to continue")
+            due = (cfg.train.checkpoint_every and ts.step % cfg.train.checkpoint_every == 0) or (
+                cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes)
+            if world.main and due and ts.batch_in_epoch < p.steps_per_epoch:
                 save()
-            raise TrainingInterrupted(f"interrupted at epoch {ts.epoch + 1}, batch {ts.batch_in_epoch}/{p.steps_per_epoch} "
-                                      f"(step {ts.step}); {Path(cfg.run_dir) / 'checkpoints' / 'last.pt'} holds this "
-                                      "position: run again to continue")
-        due = (cfg.train.checkpoint_every and ts.step % cfg.train.checkpoint_every == 0) or (
-            cfg.train.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.train.checkpoint_minutes)
-        if world.main and due and ts.batch_in_epoch < p.steps_per_epoch:
-            save()
-            last_save = time.monotonic()
-    bar.close()
+                last_save = time.monotonic()
+    finally:
+        bar.close()
     ts.epoch_seconds = time.monotonic() - started
     means = sums.all_reduce().compute()
     figures = {k: means.get(k, math.nan) for k in ("train_loss", "train_mask_loss", "train_depth_loss")}
