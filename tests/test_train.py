@@ -286,3 +286,19 @@ def test_keep_last_and_resume_from_a_given_checkpoint(tiny_overrides: list[str],
     assert load_checkpoint(other / "checkpoints" / "last.pt")["epoch"] == 3
     ref, got = _weights(ckpts / "epoch_003.pt"), _weights(other / "checkpoints" / "last.pt")
     assert all(torch.equal(ref[k], got[k]) for k in ref)  # same epoch 3 as the run it branched from
+
+
+def test_sample_grids_are_drawn_without_autograd(tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-epoch grid's forward pass builds no graph (no_grad), so it costs no activation memory."""
+    import maskdepth.train as train
+
+    seen: list[bool] = []
+    real = train.save_sample_grid
+
+    def spy(path, *tensors, **kwargs):
+        seen.append(torch.is_grad_enabled() or any(t.requires_grad for t in tensors))
+        return real(path, *tensors, **kwargs)
+
+    monkeypatch.setattr(train, "save_sample_grid", spy)
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1", "train.max_steps_per_epoch=1"]))
+    assert seen == [False]

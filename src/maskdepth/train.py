@@ -571,7 +571,6 @@ def _fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
     return collate([dataset[int(i)] for i in dict.fromkeys(picks.tolist())])
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _tensorboard(run_dir: Path, cfg: Config, ts: TrainState, world: Dist) -> Iterator[Any]:
     """A TensorBoardLog on RUN/tb continuing at `ts.step` (rank 0, log.tensorboard), else None."""
@@ -587,6 +586,7 @@ def _tensorboard(run_dir: Path, cfg: Config, ts: TrainState, world: Dist) -> Ite
         tb.close()
 
 
+@torch.no_grad()
 def _draw_grid(run_dir: Path, p: Parts, batch: dict[str, Any] | None, device: torch.device, row: dict[str, Any]) -> None:
     """samples/epoch_NNN.png: the fixed validation samples through the evaluated model."""
     if batch is None:
