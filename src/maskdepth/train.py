@@ -211,8 +211,10 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
     model = build_model(cfg.model.name, **cfg.model.options())
     if cfg.model.pretrained != "none":  # ImageNet's normalisation, which the weights expect
         model.set_normalization(IMAGENET_MEAN, IMAGENET_STD)
-        if pretrained and world.main:  # other ranks receive the weights in DDP's initial broadcast
-            tqdm.write(load_pretrained(model, cfg.model.pretrained))
+        if pretrained:  # on every rank: each rank's EMA (made below, before DDP syncs) starts from them
+            report = load_pretrained(model, cfg.model.pretrained)
+            if world.main:
+                tqdm.write(report)
     elif "mean" in train_set.info and "std" in train_set.info:
         model.set_normalization(train_set.info["mean"], train_set.info["std"])
     if cfg.data.size % model.stride:  # fail before any training, naming the config key
