@@ -359,12 +359,14 @@ def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: 
             lr = lr_at(cfg, ts.step, total)
             _optimise(p, cfg, loss, lr)
             ts.step += 1
+            values = {"loss": loss.item(), "mask_loss": m.item(), "depth_loss": d.item()}  # one host sync
             if on_step is not None and world.main and ts.step % cfg.log.every == 0:
-                on_step(ts.step, {"loss": loss.item(), "mask_loss": m.item(), "depth_loss": d.item(), "lr": lr})
+                on_step(ts.step, {**values, "lr": lr})
             n = bg.shape[0]
-            for key, value in (("train_loss", loss), ("train_mask_loss", m), ("train_depth_loss", d)):
-                sums.add(key, value.item() * n, n)
-            bar.set_postfix(loss=f"{loss.item():.4f}", mask=f"{m.item():.4f}", depth=f"{d.item():.4f}", refresh=False)
+            for key, value in values.items():
+                sums.add(f"train_{key}", value * n, n)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", mask=f"{values['mask_loss']:.4f}",
+                            depth=f"{values['depth_loss']:.4f}", refresh=False)
             ts.sums, ts.epoch_seconds = sums.state_dict(), time.monotonic() - started
             if budget_s and _all_ranks_true(_clock(ts.history, ts.epoch_seconds) >= budget_s, world, device):
                 out_of_time = True  # this epoch ends here, is validated and saved, and the run is done
