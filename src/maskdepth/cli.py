@@ -208,6 +208,11 @@ def _add_data_commands(sub: Any) -> None:
 
 def _add_model_commands(sub: Any) -> None:
     """train, evaluate, predict, export."""
+    for add in (_add_train, _add_evaluate, _add_predict, _add_export):
+        add(sub)
+
+
+def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train from a YAML config, resuming the run if it has a checkpoint",
@@ -218,6 +223,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
         help="full metric set of a checkpoint on a split",
@@ -231,6 +238,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.num_workers=2")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="predict mask and depth for image pairs, folders or a video",
@@ -258,6 +267,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to ONNX or TorchScript",

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from maskdepth.errors import ConfigError, DataError, MaskDepthError
 from maskdepth.fileio import atomic_open
-from maskdepth.inference import Predictor, _positive, _resize, write_mask_depth
+from maskdepth.inference import Predictor, check_batch_size, resize_bilinear, write_mask_depth
 from maskdepth.viz import colorize_depth
 
 # Output container by the suffix of --out; the codec is H.264 (libx264) where PyAV has it, else MPEG-4.
@@ -80,7 +80,7 @@ def predict_video(
     container = CONTAINERS.get(out.suffix.lower())
     if container is None:
         raise ConfigError(f"--out {out}: the output video must end in {', '.join(CONTAINERS)}")
-    _positive(batch_size, "batch size")
+    check_batch_size(batch_size)
     predictor = Predictor.load(checkpoint, device=device, amp=amp)
     bg_img = read_image_file(bg)
     count = 0
@@ -144,7 +144,7 @@ def _fit_background(bg_img: torch.Tensor, height: int, width: int, bg: Any, vide
     if abs(w / h - width / height) > 0.01 * width / height:
         raise DataError(f"--bg {bg} is {w}x{h} but the frames of {video} are {width}x{height}; "
                         "the background must be the same view (same size or aspect ratio)")
-    return _resize(bg_img[None], (height, width))[0]
+    return resize_bilinear(bg_img[None], (height, width))[0]
 
 
 def _decode(av: Any, source: Any, stream: Any, video: Any) -> Iterator[np.ndarray]:
