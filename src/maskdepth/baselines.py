@@ -16,7 +16,7 @@ callers hand it tensors or an iterable of batches.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch

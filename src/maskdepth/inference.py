@@ -20,9 +20,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -261,13 +262,13 @@ def _predict_batch(predictor: Predictor, batch: list[tuple[Path, Path]], out: Pa
     from maskdepth.data import read_image_file
 
     images = [(read_image_file(b), read_image_file(f)) for b, f in batch]
-    for (bg_path, fg_bg_path), (bg_img, fg_bg_img) in zip(batch, images):
+    for (bg_path, fg_bg_path), (bg_img, fg_bg_img) in zip(batch, images, strict=True):
         if bg_img.shape != fg_bg_img.shape:
             raise DataError(f"{bg_path} is {_wh(bg_img)} but {fg_bg_path} is {_wh(fg_bg_img)}; "
                             "a bg and its fg_bg must have the same size")
     masks, depths = predictor([b for b, _ in images], [f for _, f in images])
     written: list[Path] = []
-    for (_, fg_bg_path), (_, fg_bg_img), mask, depth in zip(batch, images, masks, depths):
+    for (_, fg_bg_path), (_, fg_bg_img), mask, depth in zip(batch, images, masks, depths, strict=True):
         name = Path(fg_bg_path).stem
         written += write_mask_depth(out, name, mask, depth, color=True)
         written.append(_write_png(out / f"{name}_overlay.png", _overlay(fg_bg_img, mask)))
@@ -304,7 +305,9 @@ class Predictor:
         dtype, _ = amp_dtype(amp, run_device)
         return cls(model.to(run_device), cfg.data.size, run_device, dtype)
 
-    def __call__(self, bgs: Sequence[torch.Tensor], fg_bgs: Sequence[torch.Tensor]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def __call__(
+        self, bgs: Sequence[torch.Tensor], fg_bgs: Sequence[torch.Tensor]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Predict a batch.
 
         Args:

@@ -96,7 +96,7 @@ def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> li
         if set(by_name_bg) == set(by_name_fg):
             pairs = [(by_name_bg[s], by_name_fg[s]) for s in sorted(by_name_fg)]
         elif bg_kind == fg_kind == "glob" and len(bg_files) == len(fg_files):
-            pairs = list(zip(bg_files, fg_files))  # globs with different names: documented sorted order
+            pairs = list(zip(bg_files, fg_files, strict=True))  # globs with different names: documented sorted order
         else:
             only_bg = sorted(set(by_name_bg) - set(by_name_fg))
             only_fg = sorted(set(by_name_fg) - set(by_name_bg))
