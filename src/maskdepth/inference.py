@@ -11,7 +11,9 @@
 
 A checkpoint carries its config (architecture, data path, image size, split settings) and the
 model's input normalisation, so evaluation and prediction need nothing else; `data=` and
-`key=value` overrides replace parts of that config.
+`key=value` overrides replace parts of that config. Which files make a (bg, fg_bg) pair is
+settled by `maskdepth.pairs` before a checkpoint is loaded; `Predictor` is the one batched,
+resized, autocast forward pass that images (here) and video (`maskdepth.video`) share.
 """
 
 from __future__ import annotations
@@ -143,7 +145,12 @@ def evaluate_checkpoint(
 
 
 def _split_loader(
-    cfg: Config, checkpoint: Any, data: Any, split: str, batch_size: int | None, device: torch.device
+    cfg: Config,
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None,
+    split: str,
+    batch_size: int | None,
+    device: torch.device,
 ) -> tuple[Any, torch.utils.data.DataLoader]:
     """(dataset, loader) of one split of the config's dataset; one-line errors when there is none."""
     from maskdepth.data import collate, open_dataset
