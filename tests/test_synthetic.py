@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from maskdepth.cli import main
-from maskdepth.data import synthetic
-from maskdepth.data.images import _png_rows
-from maskdepth.data.synthetic import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.data.images import png_rows
+from maskdepth.synth import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.synth import make as synthetic
 from maskdepth.errors import ConfigError, DataError
 
 TINY = dict(size=32, num_bg=4, num_fg=3, per_pair=1, workers=1, progress=False)  # 24 samples
@@ -88,7 +88,7 @@ def test_dataset_json(tiny):
     with zipfile.ZipFile(tiny) as zf:
         info = json.loads(zf.read("dataset.json"))
     assert info["size"] == 32 and info["count"] == 24 and info["seed"] == 0
-    assert info["generator"] == "maskdepth.data.synthetic" and info["version"] == synthetic.GENERATOR_VERSION
+    assert info["generator"] == "maskdepth.synth" and info["version"] == synthetic.GENERATOR_VERSION
     assert info["image_format"] == "jpg" and info["depth_divisor"] == 255
     assert "larger = farther" in info["depth_encoding"] and "255" in info["depth_encoding"]
     for key in ("mean", "std", "fg_bg_mean", "fg_bg_std", "bg_mean", "bg_std"):
@@ -104,7 +104,7 @@ def test_images_masks_and_depth_decode(tiny):
             assert fg_bg.shape == (32, 32, 3) and fg_bg.dtype == np.uint8
             assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
             assert Image.open(io.BytesIO(zf.read(row["mask"]))).mode == "1"  # a 1-bit PNG
-            assert _png_rows(zf.read(row["mask"])) is not None  # that the dataset reads itself
+            assert png_rows(zf.read(row["mask"])) is not None  # that the dataset reads itself
             assert depth.shape == (32, 32) and depth.min() > 0
             assert float(row["coverage"]) == pytest.approx((mask == 255).mean(), abs=1e-4)
             assert (mask == 255).sum() >= 3
@@ -378,10 +378,9 @@ def test_cli_make_data(tiny, tmp_path, capsys):
 
 def test_every_background_layout_can_be_drawn():
     """Rooms narrower than two window widths once made make-data fail (at 1,000 backgrounds)."""
-    from maskdepth.data._scene import random_scene
-    from maskdepth.data.synthetic import _DOMAIN_BG, _rng
+    from maskdepth.synth import background_scene
 
-    kinds = {random_scene(_rng(0, _DOMAIN_BG, b)).kind for b in range(1500)}
+    kinds = {background_scene(b, seed=0).kind for b in range(1500)}
     assert kinds == {"room", "hall", "street", "yard"}
 
 
@@ -391,10 +390,10 @@ def test_aborted_archive_gets_no_central_directory():
     import gc
     import io
 
-    from maskdepth.data.synthetic import _Archive
+    from maskdepth.synth import ArchiveWriter
 
     buf = io.BytesIO()
-    archive = _Archive(buf)
+    archive = ArchiveWriter(buf)
     archive.write("bg/a.jpg", b"a" * 100)
     archive.write("bg/b.jpg", b"b" * 100)
     written = buf.getvalue()
@@ -403,7 +402,7 @@ def test_aborted_archive_gets_no_central_directory():
     gc.collect()
     assert buf.getvalue() == written and b"PK\x01\x02" not in written and b"PK\x05\x06" not in written
     whole = io.BytesIO()
-    complete = _Archive(whole)
+    complete = ArchiveWriter(whole)
     complete.write("bg/a.jpg", b"a" * 100)
     complete.close()
     assert b"PK\x05\x06" in whole.getvalue()  # a zip that is not aborted ends as usual

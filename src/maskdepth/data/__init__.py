@@ -3,11 +3,13 @@
     from maskdepth.data import open_dataset, collate
     train = open_dataset("data.zip", size=64, split="train")
 
-Modules: `archive` (zip index and entry bytes), `manifest` (pairing, `build_manifest` for the
-original layout), `images` (decoding), `dataset` (`open_dataset`, `collate`, splits), `check`
-(`check_data`), `synthetic` (`make_dataset`), `localcopy` (`prepare_dataset`: a dataset on Drive copied
-and indexed on local disk once). The names below are imported on first use, so
-`import maskdepth.data.synthetic` does not pull in torch.
+Storage and the Dataset only (the generator that makes archives is `maskdepth.synth`; nothing
+here knows of it, or of training). Modules: `archive` (zip index and entry bytes), `manifest`
+(pairing, `build_manifest` for the original layout), `images` (decoding), `dataset`
+(`open_dataset`, `collate`, splits), `augment` (the batch augmentation training applies on the
+device), `check` (`check_data`), `localcopy` (`prepare_dataset`: a dataset on Drive copied and
+indexed on local disk once). The names below are imported on first use, so that
+`import maskdepth.data.images` (what make-data needs) does not pull in torch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _EXPORTS = {
     "collate": "maskdepth.data.dataset",
     "to_float": "maskdepth.data.dataset",
     "MaskDepthDataset": "maskdepth.data.dataset",
-    "split_backgrounds": "maskdepth.data.dataset",
+    "split_backgrounds": "maskdepth.data.splits",
     "read_image_file": "maskdepth.data.images",
     "check_data": "maskdepth.data.check",
     "CheckReport": "maskdepth.data.check",
@@ -28,7 +30,6 @@ _EXPORTS = {
     "IndexReport": "maskdepth.data.manifest",
     "load_manifest": "maskdepth.data.manifest",
     "ZipArchive": "maskdepth.data.archive",
-    "make_dataset": "maskdepth.data.synthetic",
     "prepare_dataset": "maskdepth.data.localcopy",
 }
 

@@ -173,15 +173,8 @@ def _parse_info(data: bytes, where: str) -> dict:
     return info
 
 
-def _parse_manifest(
-    data: bytes,
-    source: str,
-    base_dir: str,
-    default_archive: ZipArchive | None,
-    in_memory: bool,
-    info: dict,
-    list_missing: int | None,
-) -> Manifest:
+def _parse_manifest(data: bytes, source: str, base_dir: str, default_archive: ZipArchive | None, in_memory: bool,
+                    info: dict, list_missing: int | None) -> Manifest:
     """Resolve every row to entry indices, `_BLOCK_ROWS` rows at a time (read by the csv module),
     so that a 400k-row manifest never exists as 1.6M Python strings at once."""
     # decoded a chunk at a time as the csv module reads (a whole decoded copy of a 400k-row
@@ -197,15 +190,8 @@ def _parse_manifest(
         raise
 
 
-def _resolve_rows(
-    reader: Any,
-    source: str,
-    base_dir: str,
-    default_archive: ZipArchive | None,
-    in_memory: bool,
-    info: dict,
-    list_missing: int | None,
-) -> Manifest:
+def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipArchive | None, in_memory: bool,
+                  info: dict, list_missing: int | None) -> Manifest:
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
@@ -411,15 +397,8 @@ def _images_by_stem(archive: ZipArchive, folder: str, role: str, unpaired: list[
     return unique, ignored
 
 
-def build_manifest(
-    *,
-    bg: str | os.PathLike,
-    fg_bg: str | os.PathLike,
-    mask: str | os.PathLike,
-    depth: str | os.PathLike,
-    bg_pattern: str | None = None,
-    out: str | os.PathLike,
-) -> IndexReport:
+def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str | os.PathLike,
+                   depth: str | os.PathLike, bg_pattern: str | None = None, out: str | os.PathLike) -> IndexReport:
     r"""Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
 
     fg_bg, mask and depth pair by file stem; fg_bg to bg by a key: `bg_pattern` is a regex matched
@@ -450,7 +429,29 @@ def build_manifest(
     specs = {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth}
     unpaired: list[str] = []
     archives, tables, ignored = _open_roles(specs, unpaired)
+    rows = _pair_entries(archives, tables, pattern, pattern_text, unpaired)
+    out = os.fspath(out)
+    written = None
+    if rows:
+        _write_manifest(out, rows, [archives[r].path for r in ROLES])
+        written = out
+    return IndexReport(
+        out=written,
+        rows=len(rows),
+        counts={r: len(tables[r]) for r in ROLES},
+        sources={r: archives[r].path for r in ROLES},
+        unpaired=unpaired,
+        ignored=ignored,
+        **_duplicate_lines(list(archives.values())),
+    )
 
+
+def _pair_entries(
+    archives: dict[str, ZipArchive], tables: dict[str, dict[str, str]], pattern: re.Pattern, pattern_text: str,
+    unpaired: list[str],
+) -> list[tuple]:
+    """The manifest rows (fg_bg, bg, mask, depth, bg_id, fg_id) of `build_manifest`, sorted by
+    fg_bg name; every entry that cannot be paired exactly goes to `unpaired`, with the reason."""
     bg_by_key = _backgrounds_by_key(tables["bg"], pattern, archives["bg"].path, unpaired)
     rows = []
     used_bg: set[str] = set()
@@ -475,21 +476,7 @@ def build_manifest(
             unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
     for stem in sorted(set(bg_by_key.values()) - used_bg):
         unpaired.append(f"{archives['bg'].path}: {tables['bg'][stem]}: no fg_bg refers to this background")
-
-    out = os.fspath(out)
-    written = None
-    if rows:
-        _write_manifest(out, rows, [archives[r].path for r in ROLES])
-        written = out
-    return IndexReport(
-        out=written,
-        rows=len(rows),
-        counts={r: len(tables[r]) for r in ROLES},
-        sources={r: archives[r].path for r in ROLES},
-        unpaired=unpaired,
-        ignored=ignored,
-        **_duplicate_lines(list(archives.values())),
-    )
+    return rows
 
 
 def _backgrounds_by_key(stems: dict[str, str], pattern: re.Pattern, path: str, unpaired: list[str]) -> dict[str, str]:

@@ -7,8 +7,8 @@ Shape of the original dataset: `num_bg` background scenes x `num_fg` foreground 
 (the object as drawn and mirrored) x `per_pair` random placements. The defaults (1000 x 100 x 2 x
 2) give the original's 400,000 samples with ten times its 100 backgrounds: scene diversity is
 what makes depth generalise to unseen scenes (docs/results.md), and scenes cost nothing here. Backgrounds are 3D rooms,
-halls, streets and yards ray cast with a pinhole camera (`_scene.py`), so their depth is exact
-geometry; objects are textured silhouettes with soft alpha (`_objects.py`). A placement stands
+halls, streets and yards ray cast with a pinhole camera (`scene.py`), so their depth is exact
+geometry; objects are textured silhouettes with soft alpha (`objects.py`). A placement stands
 the object on the floor: its foot is a floor pixel, its distance is the floor's depth there, its
 pixel height is focal * real height / distance (lower in the image = nearer = larger), and it is
 a billboard at that distance (bulging slightly nearer in its middle) that hides whatever of the
@@ -55,12 +55,12 @@ import numpy as np
 from PIL import Image
 
 from maskdepth import __version__
-from maskdepth.data._objects import Sprite, random_object, rasterize
-from maskdepth.data._scene import FAR_M, random_scene, render_scene
 from maskdepth.data.images import encode_mask_png
 from maskdepth.errors import ConfigError, DataError
+from maskdepth.synth.objects import Sprite, random_object, rasterize
+from maskdepth.synth.scene import FAR_M, SceneSpec, random_scene, render_scene
 
-GENERATOR = "maskdepth.data.synthetic"
+GENERATOR = "maskdepth.synth"
 GENERATOR_VERSION = "1.1"  # 1.1: masks are 1-bit PNGs (1.0: 8-bit)
 JPEG_QUALITY = 90
 DEPTH_JPEG_QUALITY = 95  # the depth target gets a little more fidelity than the inputs
@@ -174,6 +174,12 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 _DOMAIN_BG, _DOMAIN_FG, _DOMAIN_PLACE = 1, 2, 3
 
 
+def background_scene(bg_index: int, *, seed: int = 0) -> SceneSpec:
+    """The layout of background `bg_index` of the dataset made with `seed` (any size): what
+    `make_dataset` renders, so a test or a notebook can look at one scene without making an archive."""
+    return random_scene(_rng(seed, _DOMAIN_BG, bg_index))
+
+
 @dataclass
 class _Backdrop:
     """A rendered background as the placements need it (sent to workers with each chunk)."""
@@ -190,7 +196,7 @@ class _Backdrop:
 
 def _prepare_background(job: _Job, b: int) -> dict:
     """Render background b: its encoded image, pixel statistics and the backdrop for placements."""
-    scene = render_scene(random_scene(_rng(job.seed, _DOMAIN_BG, b)), job.size)
+    scene = render_scene(background_scene(b, seed=job.seed), job.size)
     img = _to_uint8(scene.rgb)
     depth = scene.depth_m.ravel()
     flat = np.flatnonzero(scene.floor.ravel() & (depth < 0.9 * FAR_M))
@@ -420,7 +426,7 @@ class _Sink:
         self.pos, self.fileobj = self.tell(), None
 
 
-class _Archive:
+class ArchiveWriter:
     """A zip written entry by entry with fixed metadata, so equal inputs give equal bytes."""
 
     def __init__(self, fileobj):
@@ -581,7 +587,7 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
                    progress: bool) -> tuple[dict, float]:
     """Write the whole archive to `fileobj`; returns (dataset.json contents, seconds of phase 1)."""
     start = time.perf_counter()
-    archive = _Archive(fileobj)
+    archive = ArchiveWriter(fileobj)
     try:
         backdrops, sprites, bg_stats = _write_backgrounds(archive, job, num_bg, num_fg, pool, n_workers)
         prepare_seconds = time.perf_counter() - start
@@ -593,7 +599,7 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
     return info, prepare_seconds
 
 
-def _write_backgrounds(archive: _Archive, job: _Job, num_bg: int, num_fg: int, pool, n_workers: int):
+def _write_backgrounds(archive: ArchiveWriter, job: _Job, num_bg: int, num_fg: int, pool, n_workers: int):
     """Phase 1: render every background and draw every object once; write the bg entries."""
     backdrops: list[_Backdrop] = []
     sprites: list[Sprite] = []
@@ -610,7 +616,7 @@ def _write_backgrounds(archive: _Archive, job: _Job, num_bg: int, num_fg: int, p
     return backdrops, sprites, bg_stats
 
 
-def _write_samples(archive: _Archive, job: _Job, backdrops: list[_Backdrop], sprites: list[Sprite],
+def _write_samples(archive: ArchiveWriter, job: _Job, backdrops: list[_Backdrop], sprites: list[Sprite],
                    bg_stats: np.ndarray, count: int, pool, n_workers: int, progress: bool) -> dict:
     """Phase 2: the samples, (bg, fg) chunk by chunk in order; then manifest.csv and dataset.json."""
     from tqdm.auto import tqdm
