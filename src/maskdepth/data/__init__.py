@@ -3,13 +3,13 @@
     from maskdepth.data import open_dataset, collate
     train = open_dataset("data.zip", size=64, split="train")
 
-Storage and the Dataset only (the generator that makes archives is `maskdepth.synth`; nothing
-here knows of it, or of training). Modules: `archive` (zip index and entry bytes), `manifest`
-(pairing, `build_manifest` for the original layout), `images` (decoding), `dataset`
-(`open_dataset`, `collate`, splits), `augment` (the batch augmentation training applies on the
+Storage and the Dataset only: nothing here knows of training or of the generator
+(`maskdepth.synth`). Modules: `archive` (zip index and entry bytes), `manifest` (pairing,
+`build_manifest` for the original layout, `read_scene_table`), `images` (decoding), `splits`,
+`dataset` (`open_dataset`, `collate`), `augment` (the batch augmentation training applies on its
 device), `check` (`check_data`), `localcopy` (`prepare_dataset`: a dataset on Drive copied and
-indexed on local disk once). The names below are imported on first use, so that
-`import maskdepth.data.images` (what make-data needs) does not pull in torch.
+indexed on local disk once). Names are imported on first use: `maskdepth.data.images` (what
+make-data needs) does not pull in torch.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _EXPORTS = {
     "build_manifest": "maskdepth.data.manifest",
     "IndexReport": "maskdepth.data.manifest",
     "load_manifest": "maskdepth.data.manifest",
+    "read_scene_table": "maskdepth.data.manifest",
     "ZipArchive": "maskdepth.data.archive",
     "prepare_dataset": "maskdepth.data.localcopy",
 }

@@ -78,18 +78,13 @@ MALLOPT = Probed("glibc's mallopt (through ctypes)", _probe_mallopt, "freed batc
 
 def reuse_freed_batch_memory(batch_bytes: int) -> None:
     """Let glibc's malloc reuse freed batch buffers instead of returning them to the OS (Linux
-    with glibc only; elsewhere nothing). Called by the process that keeps the batches
-    (num_workers=0); the settings are process-wide and only ever raised.
-
-    By default glibc serves a buffer of this size with fresh mmap pages, or trims the freed top
-    of the heap once about two buffers are free, so a batch can start as new pages whose page
-    faults (kernel time) cost a good part of decoding it. Here the mmap threshold is set to
-    glibc's own dynamic maximum (32 MB: larger buffers stay mmapped) and the trim threshold to
-    four batches (at least 64 MB, glibc's dynamic maximum; at most 1 GB): the process keeps up to
-    that much freed memory for the next batches. `archive.release_free_memory` (malloc_trim)
-    still hands free memory back on request. glibc's mallopt is reached through ctypes and probed
-    once (`MALLOPT`).
-    """
+    with glibc only; elsewhere nothing). Called by the process that keeps the batches; the
+    settings are process-wide and only ever raised. By default glibc serves a buffer of this size
+    with fresh mmap pages, or trims the freed top of the heap once about two buffers are free, so
+    a batch starts as new pages whose faults cost a good part of decoding it. Here the mmap
+    threshold is set to glibc's own dynamic maximum (32 MB) and the trim threshold to four
+    batches (64 MB to 1 GB); `archive.release_free_memory` (malloc_trim) still hands free memory
+    back on request."""
     global _malloc_tuned_for
     if batch_bytes <= _malloc_tuned_for:
         return

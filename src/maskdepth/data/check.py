@@ -29,9 +29,7 @@ class _Moments:
     """Per-channel running sums in float64, for a mean and std over many images."""
 
     def __init__(self, channels: int) -> None:
-        self.total = np.zeros(channels)
-        self.squares = np.zeros(channels)
-        self.pixels = 0
+        self.total, self.squares, self.pixels = np.zeros(channels), np.zeros(channels), 0
 
     def add(self, image: np.ndarray) -> None:
         x = image.reshape(-1, self.total.shape[0]).astype(np.float64)
@@ -167,9 +165,9 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
         "foregrounds": len(set(manifest.fg_code[:count].tolist())),
         "archives": [f"{a.path} ({len(a)} entries)" for a in manifest.archives],
         "image_size": list(checker.expected) if checker.expected else None,
-        **checker.stats.summary(),
+        **checker.summary(),
     }
-    empty = sum(c == 0 for c in checker.stats.coverage)
+    empty = sum(c == 0 for c in checker.coverage)
     if empty:
         report.notes.append(f"{path}: {empty} sample(s) have an empty mask")
     if count == n:
@@ -178,15 +176,20 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
 
 class _Checker:
     """Decodes a dataset's images one sample at a time (each background once), listing every
-    problem in `problems` and adding what decodes to `stats`. The expected stored size is
-    --size, else dataset.json's, else the first image's."""
+    problem in `problems` and keeping running statistics of what decodes (RGB moments, mask
+    coverage, depth range). The expected stored size is --size, else dataset.json's, else the
+    first image's."""
 
     def __init__(self, manifest: Manifest, size: int | None, problems: list[str]) -> None:
-        self.manifest, self.problems, self.stats = manifest, problems, _Stats()
+        self.manifest, self.problems = manifest, problems
         stored = manifest.info.get("size") if size is None else size
         self.expected = (int(stored), int(stored)) if isinstance(stored, (int, float)) else None
         self.reference = f"{size} (--size)" if size is not None else f"{stored} ({INFO_NAME})"
         self.bg_seen: set[tuple[int, int]] = set()
+        self.moments = {"fg_bg": _Moments(3), "bg": _Moments(3)}
+        self.depth = _Moments(1)
+        self.depth_min, self.depth_max, self.depth_zero, self.depth_pixels = np.inf, -np.inf, 0, 0
+        self.coverage: list[float] = []
 
     def check_row(self, row: int) -> None:
         m = self.manifest
@@ -216,17 +219,7 @@ class _Checker:
                 f"{m.where(role, row)}: image is {got[0]}x{got[1]} px, expected {self.expected[0]}x{self.expected[1]} "
                 f"from {self.reference}"
             )
-        self.stats.add(role, image)
-
-
-class _Stats:
-    """Running statistics of the decoded images: RGB moments, mask coverage, depth range."""
-
-    def __init__(self) -> None:
-        self.moments = {"fg_bg": _Moments(3), "bg": _Moments(3)}
-        self.depth = _Moments(1)
-        self.depth_min, self.depth_max, self.depth_zero, self.depth_pixels = np.inf, -np.inf, 0, 0
-        self.coverage: list[float] = []
+        self.add(role, image)
 
     def add(self, role: int, image: np.ndarray) -> None:
         if role in (FG_BG, BG):

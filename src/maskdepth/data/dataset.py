@@ -16,10 +16,8 @@ the result is saved in each run (`dataset.splits`).
 Bad data: a corrupt or missing entry, an image whose stored size differs from dataset.json's
 `size` (or from its background's size when there is no dataset.json), or an out-of-range depth
 raises DataError naming the archive and entry. With `skip_bad=True` such an item is None instead,
-`collate` drops it and reports the count of dropped items of each batch as `batch["skipped"]`
-(sum it in the training loop; a batch where every item was bad is returned as None). The
-dataset also counts the bad items it met in `bad_count` (per process: with workers, each worker
-has its own copy, so use `batch["skipped"]` for the total).
+and `collate` drops it and counts the dropped items of each batch in `batch["skipped"]` (a batch
+of bad items only is None); `bad_count` counts them per process (per worker: sum "skipped").
 
 Workers: the dataset pickles without archive bytes (see `maskdepth.data.archive`): with *fork*
 workers share the parent's in-RAM zip copy-on-write; with *spawn* / *forkserver* each worker
@@ -28,11 +26,9 @@ memory-maps the zip file instead of copying it. Decoded backgrounds are cached p
 
 Batches: DataLoader calls `__getitems__`, which decodes the batch by kind (every fg_bg, then
 every mask, then every depth map: a decoder that runs many times in a row stays in cache) as
-uint8 and then writes each sample straight into rows of one [B, ...] buffer per image key;
-`collate` passes those buffers on, so nothing is stacked again and no per-sample float arrays
-exist. `ds[i]` runs the same code for a batch of one. Where the buffers' memory comes from
-(shared memory inside a worker, freed batches reused in the main process) is `_buffers.py`'s
-business; `tuned_memory=False` switches both tricks off.
+uint8 and writes each sample straight into rows of one [B, ...] buffer per image key, which
+`collate` passes on: nothing is stacked again. `ds[i]` is a batch of one. Where the buffers'
+memory comes from is `_buffers.py`'s business (`tuned_memory=False` switches its tricks off).
 
 uint8 batches (`uint8=True`, what training, evaluation and inference use): bg and fg_bg as uint8
 0..255 and mask as uint8 {0, 1}, depth float32 as always; `to_float(batch)` gives the float batch,
@@ -114,9 +110,7 @@ class MaskDepthDataset(Dataset):
 
     def _estimate_mean_std(self) -> dict:
         picks = np.unique(np.linspace(0, len(self) - 1, min(_STATS_SAMPLES, len(self))).astype(np.int64))
-        total = np.zeros(3)
-        squares = np.zeros(3)
-        pixels = 0
+        total, squares, pixels = np.zeros(3), np.zeros(3), 0
         for i in picks:
             out = {key: torch.empty(shape, dtype=_DTYPES[key]) for key, shape in self._shapes(1).items()}
             try:
@@ -238,9 +232,8 @@ class MaskDepthDataset(Dataset):
     def _pair(
         self, indices: Sequence[int], rows: list[int], decoded: list[list], errors: dict[int, DataError], skip_bad: bool
     ) -> tuple[list[dict[str, Any] | None], list[tuple]]:
-        """(the items without their images, None for a bad one; (batch row, bg uint8 [3, size,
-        size], fg_bg uint8 [3, size, size], mask uint8 {0, 1} [size, size], depth values [size,
-        size], depth scale) of each good one), after checking the stored sizes."""
+        """(the items without their images, None for a bad one; (batch row, bg uint8 [3, S, S], fg_bg
+        uint8 [3, S, S], mask uint8 {0, 1} [S, S], depth [S, S], depth scale) of each good one)."""
         items: list[dict[str, Any] | None] = []
         ready: list[tuple] = []
         for j, (i, row) in enumerate(zip(indices, rows, strict=True)):

@@ -25,6 +25,7 @@ An entry that cannot be paired exactly is reported by name and left out; nothing
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -44,6 +45,7 @@ ROLES = ("fg_bg", "bg", "mask", "depth")
 ARCHIVE_COLUMNS = tuple(f"{role}_archive" for role in ROLES)
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"
+SCENES_NAME = "scenes.csv"  # make-data's side table (what made each scene): never a training input
 DEFAULT_BG_PATTERN = r"^(.+?)_(fg[^_]*)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _BLOCK_ROWS = 32768  # manifest rows resolved per block
@@ -161,6 +163,30 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
     manifest = _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
     release_free_memory()
     return manifest
+
+
+def read_scene_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The rows of the scenes.csv side table of a zip made by make-data (its columns are listed in
+    `maskdepth.synth.make`), numbers as int or float; None when the zip has none (another
+    dataset, or one made before the table existed). For grouping evaluation errors by what made
+    each scene. Raises DataError for a missing or unreadable zip."""
+    archive = open_archive(path, in_memory=False)
+    index = archive.find(SCENES_NAME)
+    if index < 0:
+        return None
+    text = archive.read(index, _MAX_MANIFEST_BYTES).decode("utf-8")
+    return [{key: value if key in _TEXT_COLUMNS else _number(value) for key, value in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+_TEXT_COLUMNS = ("fg_bg", "bg_id", "fg_id")  # ids stay text even when they look like numbers
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
 
 
 def _parse_info(data: bytes, where: str) -> dict:
@@ -435,15 +461,9 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     if rows:
         _write_manifest(out, rows, [archives[r].path for r in ROLES])
         written = out
-    return IndexReport(
-        out=written,
-        rows=len(rows),
-        counts={r: len(tables[r]) for r in ROLES},
-        sources={r: archives[r].path for r in ROLES},
-        unpaired=unpaired,
-        ignored=ignored,
-        **_duplicate_lines(list(archives.values())),
-    )
+    return IndexReport(out=written, rows=len(rows), counts={r: len(tables[r]) for r in ROLES},
+                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored,
+                       **_duplicate_lines(list(archives.values())))
 
 
 def _pair_entries(

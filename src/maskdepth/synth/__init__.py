@@ -15,6 +15,7 @@ from __future__ import annotations
 from maskdepth.synth.make import (
     GENERATOR_VERSION,
     MANIFEST_COLUMNS,
+    SCENE_COLUMNS,
     ArchiveWriter,
     MakeDataSummary,
     background_scene,
@@ -25,6 +26,7 @@ from maskdepth.synth.make import (
 __all__ = [
     "GENERATOR_VERSION",
     "MANIFEST_COLUMNS",
+    "SCENE_COLUMNS",
     "ArchiveWriter",
     "MakeDataSummary",
     "background_scene",
