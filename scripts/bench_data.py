@@ -5,7 +5,7 @@ Throughput of the data pipeline (samples/s), side by side with
           resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing
           else, each image kind by the faster of PIL (Image.open + load) and torchvision.io's
           decode_jpeg / decode_png (on the bytes, no copy);
-  strict  the same, also counting maskdepth's own PNG reader (`images._png_rows`), which reads
+  strict  the same, also counting maskdepth's own PNG reader (`images.png_rows`), which reads
           make-data's 1-bit masks faster than either library;
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
           workers: zip reads (CRC checked), decoding (JPEGs by torchvision.io.decode_jpeg,
@@ -46,7 +46,7 @@ workers hand each batch over in fresh shared memory, whose page faults cost ~1 m
 VM: at 192 px a float32 batch of 32 (37 MB) costs a worker ~33 ms on top of decoding it, which
 is why `uint8=True` (13 MB) roughly doubles what a worker delivers. A fresh 37 MB batch also
 costs ~10 ms of page faults in the main process: there the dataset has glibc keep freed batches
-for reuse (`maskdepth.data.dataset._reuse_freed_batch_memory`). That setting is process-wide, so
+for reuse (`open_dataset(tuned_memory=True)`, the default). That setting is process-wide, so
 `naive`, timed in the same process, benefits from it too.
 """
 
@@ -111,7 +111,7 @@ def _decoders() -> dict[str, Any]:
     from PIL import Image
     from torchvision.io import decode_jpeg, decode_png
 
-    from maskdepth.data.images import _png_rows
+    from maskdepth.data.images import png_rows
 
     def pil(data: bytes) -> None:
         with Image.open(io.BytesIO(data)) as img:
@@ -123,7 +123,7 @@ def _decoders() -> dict[str, Any]:
         decode(torch.frombuffer(data, dtype=torch.uint8))
 
     def own_png(data: bytes) -> None:
-        if _png_rows(data) is None:
+        if png_rows(data) is None:
             raise ValueError("not a PNG that maskdepth reads itself")
 
     return {"PIL": pil, "torchvision": tv, "maskdepth": own_png}
@@ -301,9 +301,10 @@ def _pil_jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
 
 @contextlib.contextmanager
 def ablated(piece: str):
-    """Within the block, `piece` is swapped for its public alternative (in this process, and in
-    DataLoader workers forked inside it)."""
-    from maskdepth.data import dataset, images
+    """Within the block, `piece` ("jpeg-scan" or "png") is swapped for its public alternative (in
+    this process, and in DataLoader workers forked inside it). "shared" and "mallopt" need no
+    swap: a dataset opened with `tuned_memory=False` uses neither."""
+    from maskdepth.data import images
 
     saved = []
 
@@ -315,11 +316,6 @@ def ablated(piece: str):
         swap(images, "_jpeg_frame", _pil_jpeg_frame)
     elif piece == "png":
         swap(images, "_fast_png_mask", lambda data, size: None)
-    elif piece == "shared":
-        dataset._NEW_SHARED.get()
-        swap(dataset._NEW_SHARED, "value", None)
-    elif piece == "mallopt":
-        swap(dataset._MALLOPT, "value", None)
     try:
         yield
     finally:
@@ -347,13 +343,10 @@ def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
     from maskdepth.data import open_dataset
 
     torch.set_num_threads(1)
-    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=mode.endswith("uint8"))
+    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=mode.endswith("uint8"),
+                      tuned_memory=not mode.startswith("off"))
     cell = _loader_cell(ds, 0)[0]
-    if mode.startswith("off"):
-        with ablated("mallopt"):
-            _rounds([cell], repeats)
-    else:
-        _rounds([cell], repeats)
+    _rounds([cell], repeats)
     print(json.dumps({"wall": cell.wall, "cpu": cell.cpu}))
 
 
@@ -383,9 +376,10 @@ def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pie
         for piece, cell in cells.items():
             add(piece, 0, base, cell, "cpu")
     if "shared" in pieces:
+        plain = open_dataset(data, size=size, split="all", in_memory=True, uint8=True, tuned_memory=False)
         for w in [w for w in workers if w > 0]:
-            (base, loader), (other, other_loader) = _loader_cell(ds, w), _loader_cell(ds, w)
-            _rounds([base, _ablated_cell(other, "shared")], repeats)
+            (base, loader), (other, other_loader) = _loader_cell(ds, w), _loader_cell(plain, w)
+            _rounds([base, other], repeats)
             add("shared", w, base, other, "wall")
             del loader, other_loader  # their workers exit
     for kind in ("uint8", "float") if "mallopt" in pieces else ():
@@ -613,7 +607,7 @@ def main() -> None:
         pieces = [p for p in args.ablate if p != "cd-parser"]
         data = args.data
         if data is None and (pieces or not args.skip_throughput):
-            from maskdepth.data.synthetic import make_dataset
+            from maskdepth.synth import make_dataset
 
             data = tmp / "bench192.zip"
             num_fg = max(1, args.samples // 40)

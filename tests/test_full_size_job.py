@@ -73,7 +73,7 @@ def test_the_job_scaled_down_prints_its_rows(tmp_path):
     results.write_text("# Results\n\nkept\n")
     rows, saved, _ = _run_job(tmp_path, "make-data", "open-mmap", "loader-memory", out=str(results))
     assert list(rows) == ["make-data", "open mmap", "loader memory"]
-    assert "16 samples, 54 entries" in rows["open mmap"]
+    assert "16 samples, 55 entries" in rows["open mmap"]
     assert "samples/s" in rows["loader memory"]
     loader = saved["steps"][-1]
     # The main process, and its worker when a sample caught it alive (a 16-sample pass can end between
@@ -95,7 +95,7 @@ def test_the_job_scaled_down_prints_its_rows(tmp_path):
 def test_the_whole_job_scaled_down(tmp_path):
     rows, saved, _ = _run_job(tmp_path)
     assert list(rows) == STEPS
-    assert "16 samples, 54 entries" in rows["open memory"]
+    assert "16 samples, 55 entries" in rows["open memory"]
     assert "after section 2" in rows["twice mmap"]
     assert "samples/s" in rows["loader mmap"]
     # --reuse skips make-data and measures the rest again
