@@ -111,7 +111,8 @@ def evaluate_checkpoint(
         "checkpoint", "epoch" (epochs completed), "step", "split", "data", "size", "model",
         "count" (images), "split_matches_training" (whether the split has the same backgrounds as
         the one the checkpoint recorded; None if it recorded none),
-        "metrics": {iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1, delta2, delta3},
+        "metrics": {iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1, delta2, delta3,
+                    delta1_ms, abs_rel_ms, silog} (MASK_KEYS + DEPTH_KEYS, docs/metrics.md),
         "inside": {the depth metrics over pixels inside the true mask},
         "outside": {the depth metrics over pixels outside it}.
     Every image weighs the same; an image without foreground is skipped by the "inside" means.
