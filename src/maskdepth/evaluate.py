@@ -52,7 +52,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Mask and depth metrics over `loader`, every image weighted equally (definitions: docs/metrics.md).
 
-    Returns iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3, and `count` (images);
+    Returns MASK_KEYS and DEPTH_KEYS (iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3,
+    delta1_ms, abs_rel_ms, silog), and `count` (images);
     with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics
     inside and outside the true mask as `inside_<name>` / `outside_<name>`. Under
     torch.distributed each rank passes its own shard and all ranks get the global figures.
