@@ -38,9 +38,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from maskdepth.data import collate, to_float
 from maskdepth.errors import DataError
-from maskdepth.evaluate import forward, to_device
 from maskdepth.fileio import write_atomic
 from maskdepth.metrics import depth_metrics, mask_metrics
 
@@ -160,6 +158,8 @@ def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, 
 def fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
     """The same `n` validation samples every epoch, spread evenly over the split, as one batch:
     the per-epoch grids then show one set of pictures getting better (None when `n` <= 0)."""
+    from maskdepth.data import collate  # here, not above: colour maps and curves need no dataset code
+
     if n <= 0 or len(dataset) == 0:
         return None
     picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int)
@@ -171,6 +171,9 @@ def draw_epoch_grid(run_dir: Path, model: nn.Module, batch: dict[str, Any] | Non
                     row: dict[str, Any], *, amp_dtype: torch.dtype | None = None) -> Path | None:
     """RUN/samples/epoch_NNN.png: the `fixed_samples` batch through `model` (the evaluated one), titled
     with the epoch's metrics.csv `row`; the model's train/eval mode is left as it was."""
+    from maskdepth.data import to_float
+    from maskdepth.evaluate import forward, to_device
+
     if batch is None:
         return None
     was_training = model.training
