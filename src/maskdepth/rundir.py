@@ -1,12 +1,14 @@
 """The run directory's lifecycle: which checkpoint a run continues from, one writer at a time,
-nothing stale after a kill, and the files an epoch's end writes. The training loop calls these
-and nothing else touches RUN/ (as timm keeps its CheckpointSaver apart from the loop).
+nothing stale after a kill, and the files an epoch's end writes, in the order that makes a kill
+harmless. The training loop calls these; this is the one place that decides what RUN/ holds, as
+timm keeps its CheckpointSaver apart from its loop.
 
     RUN/config.yaml, split.json        what the run does and on which samples (`prepare_run_dir`)
     RUN/checkpoints/last.pt            the commit point: written first at an epoch's end
     RUN/checkpoints/best.pt            by train.best_metric; epoch_NNN.pt: the last train.keep_last
     RUN/metrics.csv, curves.png        one row per epoch, and its plot
-    RUN/samples/epoch_NNN.png          the fixed validation samples, drawn by the loop
+    RUN/samples/epoch_NNN.png          the fixed validation samples (`viz.draw_epoch_grid`, called by the loop)
+    RUN/tb/                            optional TensorBoard logs (`tblog`)
 
 Every file after last.pt is derived again from last.pt when a run starts (`repair_run_dir`), so a
 kill between two writes loses nothing. A resumed run may change only `RESUMABLE_KEYS` (more
