@@ -144,7 +144,7 @@ class LogConfig:
 
 @dataclass
 class Config:
-    """A whole run. `run_dir` holds everything the run writes (see design.md)."""
+    """A whole run. `run_dir` holds everything the run writes (see docs/architecture.md)."""
 
     run_dir: str = "runs/quick"
     seed: int = 0

@@ -7,7 +7,7 @@ timm keeps its CheckpointSaver apart from its loop.
     RUN/checkpoints/last.pt            the commit point: written first at an epoch's end
     RUN/checkpoints/best.pt            by train.best_metric; epoch_NNN.pt: the last train.keep_last
     RUN/metrics.csv, curves.png        one row per epoch, and its plot
-    RUN/samples/epoch_NNN.png          the fixed validation samples (`viz.draw_epoch_grid`, called by the loop)
+    RUN/samples/epoch_NNN.png          the fixed validation samples (`evaluate.draw_epoch_grid`, called by the loop)
     RUN/tb/                            optional TensorBoard logs (`tblog`)
 
 Every file after last.pt is derived again from last.pt when a run starts (`repair_run_dir`), so a

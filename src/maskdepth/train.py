@@ -38,7 +38,7 @@ from maskdepth.data.augment import augment_batch
 from maskdepth.data.sampler import EpochBatches
 from maskdepth.ema import ModelEMA
 from maskdepth.errors import ConfigError, TrainingError, TrainingInterrupted
-from maskdepth.evaluate import evaluate, forward, to_device
+from maskdepth.evaluate import draw_epoch_grid, evaluate, fixed_samples, forward, to_device
 from maskdepth.history import COUNT_KEYS, CSV_COLUMNS, is_better
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator
@@ -48,7 +48,6 @@ from maskdepth.rundir import (grid_path, last_checkpoint, prepare_run_dir, read_
 from maskdepth.runtime import (Dist, StopRequest, all_ranks_finite, all_ranks_true, amp_dtype, any_rank, grad_scaler,
                                ignore_interrupts, init_distributed, settle, shutdown_distributed)
 from maskdepth.tblog import tensorboard_log
-from maskdepth.viz import draw_epoch_grid, fixed_samples
 
 EpochHook = Callable[[dict[str, Any], nn.Module], None]
 
@@ -387,7 +386,7 @@ def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
             f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
             f"val {row.get('val_loss', float('nan')):.4f}  iou {row.get('val_iou', float('nan')):.3f}  "
             f"dice {row.get('val_dice', float('nan')):.3f}  rmse {row.get('val_rmse', float('nan')):.4f}  "
-            f"d1 {row.get('val_delta1', float('nan')):.3f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
+            f"d1 {row.get('val_delta1', float('nan')):.3f} (ms {row.get('val_delta1_ms', float('nan')):.3f})  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
             f"{'  *best' if improved else ''}")
 
 

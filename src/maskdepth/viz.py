@@ -3,7 +3,6 @@
     grid = save_sample_grid(run / "samples/epoch_001.png", bg, fg_bg, true_mask, pred_mask,
                             true_depth, pred_depth, title="epoch 1")
     save_curves(run / "metrics.csv", run / "curves.png")
-    draw_epoch_grid(run, model, fixed_samples(val_set, 4), device, row)   # training's per-epoch grid
 
 Colour conventions, fixed so that pictures of different epochs and runs compare:
 - depth: `DEPTH_CMAP` ("plasma_r") over [0, 1]: near (small depth) is bright yellow, far is dark
@@ -36,7 +35,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch import nn
 
 from maskdepth.errors import DataError
 from maskdepth.fileio import write_atomic
@@ -155,40 +153,6 @@ def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, 
         _draw_grid_row(fig, grid, top + r * (grid.cell_h + grid.note_h + grid.gap), cells, notes)
 
 
-def fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
-    """The same `n` validation samples every epoch, spread evenly over the split, as one batch:
-    the per-epoch grids then show one set of pictures getting better (None when `n` <= 0)."""
-    from maskdepth.data import collate  # here, not above: colour maps and curves need no dataset code
-
-    if n <= 0 or len(dataset) == 0:
-        return None
-    picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int)
-    return collate([dataset[int(i)] for i in dict.fromkeys(picks.tolist())])
-
-
-@torch.no_grad()  # the grid's forward pass builds no graph, so it costs no activation memory
-def draw_epoch_grid(run_dir: Path, model: nn.Module, batch: dict[str, Any] | None, device: torch.device,
-                    row: dict[str, Any], *, amp_dtype: torch.dtype | None = None) -> Path | None:
-    """RUN/samples/epoch_NNN.png: the `fixed_samples` batch through `model` (the evaluated one), titled
-    with the epoch's metrics.csv `row`; the model's train/eval mode is left as it was."""
-    from maskdepth.data import to_float
-    from maskdepth.evaluate import forward, to_device
-
-    if batch is None:
-        return None
-    was_training = model.training
-    model.eval()
-    batch = to_float(batch)
-    bg, fg_bg, _, _ = to_device(batch, device)
-    pred_logits, pred_depth = forward(model, bg, fg_bg, amp_dtype)
-    model.train(was_training)
-    title = (f"{run_dir.name}  epoch {row['epoch']}  val IoU {row.get('val_iou', math.nan):.3f}  "
-             f"δ1 {row.get('val_delta1', math.nan):.3f}  RMSE {row.get('val_rmse', math.nan):.4f}")
-    return save_sample_grid(run_dir / "samples" / f"epoch_{row['epoch']:03d}.png", batch["bg"], batch["fg_bg"],
-                            batch["mask"], torch.sigmoid(pred_logits.float()).cpu(), batch["depth"],
-                            pred_depth.float().cpu(), title=title)
-
-
 @dataclass
 class _GridLayout:
     """The sample grid's geometry in pixels: every cell an integer multiple of the image size,
@@ -273,10 +237,11 @@ _CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...], str], ...
         ("train_depth_loss", "train depth", "C3", "-"), ("val_depth_loss", "val depth", "C3", "--"),
     ), "linear"),
     ("val mask", (("val_iou", "IoU", "C0", "-"), ("val_dice", "Dice", "C1", "-")), "fraction"),
-    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-")), "linear"),
+    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-"),
+                         ("val_abs_rel_ms", "abs_rel median-scaled", "C1", "--")), "linear"),
     ("val depth accuracy", (
         ("val_delta1", "\u03b4<1.25", "C0", "-"), ("val_delta2", "\u03b4<1.25\u00b2", "C1", "-"),
-        ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"),
+        ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"), ("val_delta1_ms", "\u03b4<1.25 median-scaled", "C0", "--"),
     ), "fraction"),
     ("learning rate", (("lr", "lr", "C0", "-"),), "log"),
 )
