@@ -11,7 +11,8 @@ return the foreground mask as logits and a dense depth map (a sigmoid, larger = 
 Where things are:
     encoders.py      THE encoder registry (name -> builder, stride, widths, normalisation, weights);
                      adding an encoder touches only this file
-    backbones.py     the encoder networks it builds, and `load_pretrained`
+    backbones.py     the encoder networks it builds
+    pretrained.py    `load_pretrained`: torchvision-format weights into a torchvision encoder
     maskdepthnet.py  MaskDepthNet: encoder, pyramid pooling, the two U-Net decoders and the heads
     seed.py          SeedNet, the original solution's network
     common.py        what both nets share: the input contract and the conv blocks
@@ -31,7 +32,8 @@ from maskdepth.model.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, PRET
 if TYPE_CHECKING:
     from torch import nn
 
-    from maskdepth.model.backbones import OwnEncoder, TorchvisionEncoder, load_pretrained
+    from maskdepth.model.backbones import OwnEncoder, TorchvisionEncoder
+    from maskdepth.model.pretrained import load_pretrained
     from maskdepth.model.common import BasicBlock, InputSizeError, PairNet, nearest_valid_sizes
     from maskdepth.model.maskdepthnet import CONTEXTS, MaskDepthNet, PyramidPooling
     from maskdepth.model.seed import SEED_ACTIVATIONS, SeedNet
@@ -44,7 +46,7 @@ _OPTIONS = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_
 _EXPORTS = {
     "OwnEncoder": "maskdepth.model.backbones",
     "TorchvisionEncoder": "maskdepth.model.backbones",
-    "load_pretrained": "maskdepth.model.backbones",
+    "load_pretrained": "maskdepth.model.pretrained",
     "BasicBlock": "maskdepth.model.common",
     "InputSizeError": "maskdepth.model.common",
     "PairNet": "maskdepth.model.common",
