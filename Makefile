@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.10+:
 #   make demo   install, then make a small synthetic dataset, train, evaluate (CPU, < 10 min)
 #   make test   install, then run the test suite
+#   make lint   ruff check (make fixup applies ruff's safe fixes)
 # Set VENV= to use the current environment instead of ./.venv (e.g. on Colab or in conda).
 
 PYTHON ?= python3
@@ -20,7 +21,7 @@ endif
 DEMO ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-fast clean-demo
+.PHONY: install demo test test-fast lint fixup clean-demo
 
 ifneq ($(strip $(VENV)),)
 $(PY):
@@ -42,6 +43,12 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+fixup: install
+	$(PY) -m ruff check --fix .
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -7,6 +7,8 @@ so that an end-to-end training run takes seconds.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,12 +55,9 @@ def tiny_overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
     ]
 
 
-def run_process_group(cmd: list[str], *, env: dict[str, str], timeout: float) -> "subprocess.CompletedProcess[str]":
+def run_process_group(cmd: list[str], *, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """subprocess.run in a session of its own; on timeout the whole process group is killed
     (torchrun's ranks included: a rank stuck in gloo's teardown must not outlive the test)."""
-    import signal
-    import subprocess
-
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

@@ -32,7 +32,8 @@ def scene(size: int, bg: int, k: int) -> dict[str, np.ndarray]:
     """A background (smooth colour ramp), the same with a square pasted, its mask and depth.
     uint8 arrays: bg/fg_bg [size, size, 3], mask 0/255 [size, size], depth 1..255 [size, size]."""
     y, x = np.mgrid[0:size, 0:size]
-    base = np.stack([(x * 255 // size + 40 * bg) % 256, (y * 255 // size) % 256, np.full_like(x, 60 + 30 * bg)], axis=-1)
+    base = np.stack([(x * 255 // size + 40 * bg) % 256, (y * 255 // size) % 256, np.full_like(x, 60 + 30 * bg)],
+                    axis=-1)
     bg_img = base.astype(np.uint8)
     lo = 2 + (3 * k) % max(size // 2, 1)
     hi = min(size, lo + size // 3)
@@ -96,11 +97,15 @@ def write_dataset_zip(
                 text.write(",".join(extra) + "\n")
             z.writestr("manifest.csv", text.getvalue())
         if dataset_json:
-            z.writestr("dataset.json", json.dumps({"size": size, "count": len(rows), "mean": [0.5] * 3, "std": [0.25] * 3}))
+            info = {"size": size, "count": len(rows), "mean": [0.5] * 3, "std": [0.25] * 3}
+            z.writestr("dataset.json", json.dumps(info))
     return rows
 
 
-def write_original_layout(folder: Path, *, num_bg: int = 3, per_bg: int = 2, size: int = 32, drop: tuple[str, ...] = (), add: dict | None = None) -> dict[str, Path]:
+def write_original_layout(
+    folder: Path, *, num_bg: int = 3, per_bg: int = 2, size: int = 32, drop: tuple[str, ...] = (),
+    add: dict | None = None,
+) -> dict[str, Path]:
     """The S15 layout without a manifest: four zips bg.zip (bg_192/bg192_001.jpg), fg_bg.zip,
     mask.zip (JPEG masks) and depth.zip (fg_bg_depth_full/), names paired by stem.
     `drop` leaves entries out; `add` maps (role, entry name) -> bytes to add."""
@@ -126,7 +131,9 @@ def write_original_layout(folder: Path, *, num_bg: int = 3, per_bg: int = 2, siz
     return paths
 
 
-def write_zip64(path: str | Path, entries: dict[str, bytes], *, deflate: bool = False, prefix: bytes = b"", encoding: str = "utf-8") -> None:
+def write_zip64(
+    path: str | Path, entries: dict[str, bytes], *, deflate: bool = False, prefix: bytes = b"", encoding: str = "utf-8"
+) -> None:
     """A zip where every entry carries zip64 extra fields (sizes and offset all 0xFFFFFFFF in
     the central directory) and the end record is zip64, as writers do past 4 GB / 65535 entries.
     `prefix` is written before the zip (a self-extracting stub), offsets stay zip-relative.
@@ -140,7 +147,8 @@ def write_zip64(path: str | Path, entries: dict[str, bytes], *, deflate: bool = 
         crc = zlib.crc32(data)
         offset = local.tell()
         extra = struct.pack("<HHQQ", 1, 16, len(data), len(body))
-        local.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, method, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(raw), len(extra)))
+        local.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, method, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                                len(raw), len(extra)))
         local.write(raw + extra + body)
         extra = struct.pack("<HHQQQ", 1, 24, len(data), len(body), offset)
         central.write(

@@ -12,9 +12,10 @@ import zlib
 import numpy as np
 import pytest
 
-from data_helpers import write_zip64
 from maskdepth.data.archive import ZipArchive, open_archive
 from maskdepth.errors import DataError
+
+from data_helpers import write_zip64
 
 
 def _random_entries(n: int, seed: int = 0) -> dict[str, bytes]:
@@ -241,9 +242,11 @@ def test_zip_bombs_are_refused_naming_the_entry(tmp_path):
     _write_one_deflated(liar, "fg_bg/small.jpg", stream, zlib.crc32(bytes(1000)), 1000)
     tracemalloc.start()
     try:
-        with pytest.raises(DataError, match=r"honest.zip: fg_bg/bomb.jpg: entry declares 256 MB .* over the 64 MB limit"):
+        with pytest.raises(DataError,
+                           match=r"honest.zip: fg_bg/bomb.jpg: entry declares 256 MB .* over the 64 MB limit"):
             ZipArchive(honest).read_name("fg_bg/bomb.jpg")
-        with pytest.raises(DataError, match=r"liar.zip: fg_bg/small.jpg: corrupt entry: inflates past its declared size of 1000 bytes"):
+        with pytest.raises(DataError, match=r"liar.zip: fg_bg/small.jpg: corrupt entry: "
+                                            r"inflates past its declared size of 1000 bytes"):
             ZipArchive(liar).read_name("fg_bg/small.jpg")
         peak = tracemalloc.get_traced_memory()[1]
     finally:

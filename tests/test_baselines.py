@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from maskdepth.baselines import (background_subtraction, clean_mask, dilate, erode, mean_depth, opening_kernel,
-                                 otsu_threshold, score_baselines)
+from maskdepth.baselines import (
+    background_subtraction,
+    clean_mask,
+    dilate,
+    erode,
+    mean_depth,
+    opening_kernel,
+    otsu_threshold,
+    score_baselines,
+)
 
 
 def _square(size: int, rows: slice, cols: slice) -> torch.Tensor:
@@ -107,6 +115,7 @@ def test_baselines_import_nothing_of_data_or_training():
     import sys
 
     code = ("import sys, maskdepth.baselines; "
-            "bad = [m for m in sys.modules if m.startswith(('maskdepth.data', 'maskdepth.train', 'maskdepth.evaluate'))]; "
+            "bad = [m for m in sys.modules "
+            "if m.startswith(('maskdepth.data', 'maskdepth.train', 'maskdepth.evaluate'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

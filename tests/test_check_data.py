@@ -8,9 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from data_helpers import jpeg_bytes, scene, write_dataset_zip
 from maskdepth.cli import main
 from maskdepth.data import check_data
+
+from data_helpers import jpeg_bytes, scene, write_dataset_zip
 
 
 def test_clean_dataset_statistics(tmp_path):
@@ -50,7 +51,9 @@ def test_every_problem_is_named(tmp_path):
             "depth/bg001_fg000.jpg": jpeg_bytes(good["depth"][:, :20]),
             "mask/bg002_fg001.png": None,
         },
-        extra_rows=[["fg_bg/bg009_fg000.jpg", "bg/bg000.jpg", "mask/bg000_fg000.png", "depth/bg000_fg000.jpg", "bg000", "fg000"]],
+        extra_rows=[
+            ["fg_bg/bg009_fg000.jpg", "bg/bg000.jpg", "mask/bg000_fg000.png", "depth/bg000_fg000.jpg", "bg000", "fg000"]
+        ],
     )
     report = check_data([str(path)], progress=False)
     assert not report.ok
@@ -75,7 +78,9 @@ def test_limit_unused_entries_and_unreadable_paths(tmp_path):
     report = check_data([path], progress=False)
     assert report.ok and any("1 image entries are in no sample: fg_bg/stray.jpg" in n for n in report.notes)
     report = check_data([path, tmp_path / "absent.zip"], progress=False)
-    assert not report.ok and report.problems == [f"{tmp_path / 'absent.zip'}: dataset not found (expected a zip with manifest.csv, or a manifest.csv)"]
+    assert not report.ok and report.problems == [
+        f"{tmp_path / 'absent.zip'}: dataset not found (expected a zip with manifest.csv, or a manifest.csv)"
+    ]
     report = check_data([path], size=64, progress=False)
     assert not report.ok and "expected 64x64 from 64 (--size)" in report.problems[0]
 
@@ -85,7 +90,10 @@ def test_size_from_first_image_without_dataset_json(tmp_path):
     write_dataset_zip(path, num_bg=3, per_bg=1, dataset_json=False,
                       replace={"mask/bg002_fg000.png": jpeg_bytes(scene(24, 0, 0)["mask"])})
     report = check_data([path], progress=False)
-    assert report.problems == [f"{path}: mask/bg002_fg000.png: image is 24x24 px, expected 32x32 from 32x32 (the first background, {path}: bg/bg000.jpg)"]
+    assert report.problems == [
+        f"{path}: mask/bg002_fg000.png: image is 24x24 px, expected 32x32 from 32x32 "
+        f"(the first background, {path}: bg/bg000.jpg)"
+    ]
 
 
 def test_cli_check_data(tmp_path, capsys, tiny_data):

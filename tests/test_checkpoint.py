@@ -33,7 +33,8 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(DiskFullError, match=r"^no space left on device writing .*last.pt \(the previous last.pt is kept\)$"):
+    with pytest.raises(DiskFullError,
+                       match=r"^no space left on device writing .*last.pt \(the previous last.pt is kept\)$"):
         save_checkpoint(path, _state(5.0))
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((3,), 1.0))

@@ -46,7 +46,8 @@ def test_integer_accepted_for_float_but_not_the_reverse() -> None:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.epoch=3", r"unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\); valid keys in 'train': .*epochs"),
+        ("train.epoch=3",
+         r"unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\); valid keys in 'train': .*epochs"),
         ("trian.epochs=3", r"unknown config key 'trian.epochs'.*valid keys at the top level: data, device"),
         ("train.epochs=many", r"'train.epochs' must be int, got 'many'"),
         ("data.in_memory=maybe", r"'data.in_memory' must be bool"),
@@ -132,7 +133,8 @@ def test_cli_reports_config_error_on_one_line(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_text_values_are_taken_as_typed() -> None:
-    cfg = load_config(None, ["data.path=/drive/My Drive/run: 2/data.zip", "run_dir=[runs]", "train.best_metric=val_rmse"])
+    cfg = load_config(None, ["data.path=/drive/My Drive/run: 2/data.zip", "run_dir=[runs]",
+                             "train.best_metric=val_rmse"])
     assert cfg.data.path == "/drive/My Drive/run: 2/data.zip"
     assert cfg.run_dir == "[runs]"
 

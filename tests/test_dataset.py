@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data_helpers import jpeg_bytes, png_bytes, scene, write_dataset_zip
 from maskdepth.data import collate, open_dataset, read_image_file
 from maskdepth.data.dataset import IMAGE_KEYS
 from maskdepth.data.splits import split_backgrounds
 from maskdepth.errors import ConfigError, DataError
+
+from data_helpers import jpeg_bytes, png_bytes, scene, write_dataset_zip
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def test_splits_hold_out_backgrounds_and_are_reproducible(data_zip, tmp_path):
     parts = {s: open_dataset(data_zip, size=32, split=s) for s in ("train", "val", "test")}
     assert [len(parts[s].splits[s]) for s in ("train", "val", "test")] == [8, 1, 1]
     bgs = {s: {parts[s][i]["bg_id"] for i in range(len(parts[s]))} for s in parts}
-    assert bgs["train"].isdisjoint(bgs["val"]) and bgs["train"].isdisjoint(bgs["test"]) and bgs["val"].isdisjoint(bgs["test"])
+    assert bgs["train"].isdisjoint(bgs["val"]) and bgs["train"].isdisjoint(bgs["test"])
+    assert bgs["val"].isdisjoint(bgs["test"])
     assert {s: sorted(b) for s, b in bgs.items()} == parts["train"].splits
     assert sum(len(p) for p in parts.values()) == 30
 
@@ -263,7 +265,8 @@ def test_bad_entries_are_named(tmp_path):
     cases = {
         "corrupt": ("fg_bg/bg001_fg001.jpg", jpeg_bytes(good["fg_bg"])[:300], "not a readable image|corrupt image"),
         "garbage": ("mask/bg001_fg001.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not a readable image|corrupt image"),
-        "size": ("depth/bg001_fg001.jpg", jpeg_bytes(good["depth"][:, :30]), "image is 30x32 px but the dataset's size"),
+        "size": ("depth/bg001_fg001.jpg", jpeg_bytes(good["depth"][:, :30]),
+                 "image is 30x32 px but the dataset's size"),
         "zero": ("depth/bg001_fg001.jpg", png_bytes(np.zeros((32, 32), np.uint8)), "depth has no valid pixel"),
         "colour": ("depth/bg001_fg001.jpg", jpeg_bytes(good["fg_bg"]), "depth is a colour image"),
     }
@@ -283,7 +286,8 @@ def test_wrong_size_without_dataset_json_compares_with_the_background(tmp_path):
     write_dataset_zip(path, num_bg=3, per_bg=1, dataset_json=False,
                       replace={"fg_bg/bg002_fg000.jpg": jpeg_bytes(scene(32, 2, 0)["fg_bg"][:31])})
     ds = open_dataset(path, size=16, split="all")
-    with pytest.raises(DataError, match=r"fg_bg/bg002_fg000.jpg: image is 32x31 px but its background .*bg/bg002.jpg is 32x32"):
+    with pytest.raises(DataError,
+                       match=r"fg_bg/bg002_fg000.jpg: image is 32x31 px but its background .*bg/bg002.jpg is 32x32"):
         ds[2]
     assert len(ds.info["mean"]) == 3 and "estimated" in ds.info["mean_std_source"]
 
@@ -291,7 +295,8 @@ def test_wrong_size_without_dataset_json_compares_with_the_background(tmp_path):
 def test_missing_entry_is_named_when_opening(tmp_path):
     path = tmp_path / "missing.zip"
     write_dataset_zip(path, num_bg=3, per_bg=2, replace={"mask/bg002_fg001.png": None})
-    with pytest.raises(DataError, match=r"missing.zip: mask entry 'mask/bg002_fg001.png' \(line 7 of .*\) is not in the archive"):
+    with pytest.raises(DataError,
+                       match=r"missing.zip: mask entry 'mask/bg002_fg001.png' \(line 7 of .*\) is not in the archive"):
         open_dataset(path, size=32, split="all")
     with pytest.warns(UserWarning, match="skip_bad: these samples are skipped"):
         ds = open_dataset(path, size=32, split="all", skip_bad=True)
@@ -346,7 +351,8 @@ def test_make_data_archive(tiny_data):
 
 
 def test_importing_the_package_does_not_import_torch():
-    code = "import sys, maskdepth.data; assert 'torch' not in sys.modules; maskdepth.data.read_image_file; assert 'torch' not in sys.modules"
+    code = ("import sys, maskdepth.data; assert 'torch' not in sys.modules; "
+            "maskdepth.data.read_image_file; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -457,7 +463,8 @@ def test_freed_batches_are_reused_without_page_faults():
     assert tuned["warnings"] == []
     assert min(default["reuse"]) > 0.5 * pages, default  # what the tuning removes
     assert min(broken["reuse"]) > 0.5 * pages, broken
-    assert len(broken["warnings"]) == 1 and "mallopt" in broken["warnings"][0] and "does not work here" in broken["warnings"][0]
+    assert len(broken["warnings"]) == 1
+    assert "mallopt" in broken["warnings"][0] and "does not work here" in broken["warnings"][0]
 
 
 def test_failed_shared_memory_probe_warns_once_and_batches_still_come(monkeypatch, tiny_data):

@@ -175,7 +175,9 @@ def test_colab_steps_come_early_and_numbered() -> None:
     assert heading is not None, "README.md has no Colab section"
     first = next((i for i in range(heading, len(lines)) if re.match(r"1\.\s", lines[i])), None)
     assert first is not None, "the README's Colab section has no numbered steps (1. 2. 3.)"
-    assert first + 1 <= COLAB_STEPS_BY_LINE, f"the Colab steps start at line {first + 1}; they must start by line {COLAB_STEPS_BY_LINE}"
+    assert first + 1 <= COLAB_STEPS_BY_LINE, (
+        f"the Colab steps start at line {first + 1}; they must start by line {COLAB_STEPS_BY_LINE}"
+    )
     assert any(re.match(r"2\.\s", line) for line in lines[first:first + 30]), "only one numbered Colab step"
 
 
@@ -189,7 +191,8 @@ def test_readme_cli_table_names_every_subcommand() -> None:
 
 
 def test_cli_table_reader() -> None:
-    text = "| command | what it does |\n|---|---|\n| `maskdepth train CONFIG` | t |\n| `check-data DATA` | c |\n\nafter\n"
+    text = ("| command | what it does |\n|---|---|\n| `maskdepth train CONFIG` | t |\n| `check-data DATA` | c |\n"
+            "\nafter\n")
     assert cli_table_commands(text) == {"train", "check-data"}
 
 

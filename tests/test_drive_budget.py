@@ -21,7 +21,9 @@ def _script():
     return module
 
 
-def test_checkpoint_size_is_weights_plus_two_adam_moments_and_the_trash_adds_up(capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_size_is_weights_plus_two_adam_moments_and_the_trash_adds_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     script = _script()
     overrides = ["model.base_channels=8", "train.checkpoint_minutes=10", "train.keep_last=2"]
     size = script.checkpoint_bytes(str(REPO / "configs" / "full192.yaml"), overrides)

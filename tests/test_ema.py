@@ -62,7 +62,8 @@ def test_state_round_trip_continues_the_same_average():
     a.update(model)
     b.update(model)
     assert b.updates == a.updates == 4
-    assert all(torch.equal(x, y) for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values()))
+    pairs = zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
 
 
 def test_decay_out_of_range():

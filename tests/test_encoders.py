@@ -124,7 +124,8 @@ def test_imagenet_goes_through_torchvisions_weights_api(monkeypatch: pytest.Monk
     monkeypatch.setattr(torchvision.models, "get_model_weights", get_model_weights)
     model = build_model("maskdepth", encoder="resnet18")
     assert "torchvision's ImageNet weights for resnet18" in load_pretrained(model, "imagenet")
-    assert asked == ["resnet18"] and torch.equal(model.backbone.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert asked == ["resnet18"]
+    assert torch.equal(model.backbone.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
 
 
 def test_config_rules_for_encoders(tiny_overrides: list[str]) -> None:

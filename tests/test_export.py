@@ -38,7 +38,8 @@ def checkpoint(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
-    history = [{"epoch": 1, "val_iou": 0.5, "val_rmse": 0.2}, {"epoch": 2, "val_iou": 0.625, "val_rmse": 0.125, "lr": 0.1}]
+    history = [{"epoch": 1, "val_iou": 0.5, "val_rmse": 0.2},
+               {"epoch": 2, "val_iou": 0.625, "val_rmse": 0.125, "lr": 0.1}]
     state = {"version": "test", "config": config_to_dict(cfg), "model": model.state_dict(), "epoch": 2, "step": 14,
              "batch_in_epoch": 0, "history": history}
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", state)
@@ -123,5 +124,6 @@ def test_the_dynamo_exporter_gives_the_same_graph(checkpoint: Path, tmp_path: Pa
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     for shape in ((1, 3, 32, 32), (3, 3, 48, 64)):
         bg, fg_bg = torch.rand(shape), torch.rand(shape)
-        for got, want in zip(session.run(None, {"bg": bg.numpy(), "fg_bg": fg_bg.numpy()}), _reference(checkpoint, bg, fg_bg)):
+        outputs = session.run(None, {"bg": bg.numpy(), "fg_bg": fg_bg.numpy()})
+        for got, want in zip(outputs, _reference(checkpoint, bg, fg_bg), strict=True):
             assert np.abs(got - want).max() <= 1e-4

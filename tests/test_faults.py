@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket
@@ -147,7 +147,8 @@ def test_a_kill_at_any_write_of_the_last_epoch_is_repaired_by_the_rerun(
 def test_stale_temp_files_of_the_run_are_removed_on_start(tiny_overrides: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
-    stale = [run / "checkpoints" / ".last.pt.k1ll3d.tmp", run / ".metrics.csv.abc.tmp", run / "samples" / ".epoch_002.png.x.tmp"]
+    stale = [run / "checkpoints" / ".last.pt.k1ll3d.tmp", run / ".metrics.csv.abc.tmp",
+             run / "samples" / ".epoch_002.png.x.tmp"]
     for path in stale:
         path.write_bytes(b"x" * 1000)
     mine = run / "notes.tmp"  # not a temp file of ours
@@ -189,7 +190,8 @@ def test_a_missing_mask_entry_names_the_archive_the_entry_and_the_hint(tmp_path:
 
     data = tmp_path / "holes.zip"
     write_dataset_zip(data, num_bg=3, per_bg=4, replace={"mask/bg001_fg002.png": None})
-    args = [f"data.path={data}", f"run_dir={tmp_path / 'run'}", "data.size=32", "train.epochs=1", "model.base_channels=8"]
+    args = [f"data.path={data}", f"run_dir={tmp_path / 'run'}", "data.size=32", "train.epochs=1",
+            "model.base_channels=8"]
     assert main(["train", str(QUICK), *args]) == 2
     line = _one_error_line(capsys)
     assert "holes.zip" in line and "mask/bg001_fg002.png" in line and "data.skip_bad=true" in line
@@ -259,8 +261,9 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(bad: str, tiny_overrides: l
     ("device=cuda:x", "config key 'device' must be auto, cpu, cuda, cuda:N or mps; got 'cuda:x'"),
     ("data.size=65536", "config key 'data.size' must be in [16, 1024]"),
 ])
-def test_bad_device_and_huge_size_are_refused_before_any_work(override: str, message: str, tiny_overrides: list[str],
-                                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_device_and_huge_size_are_refused_before_any_work(
+    override: str, message: str, tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", str(QUICK), *tiny_overrides, override]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "run").exists()
@@ -312,7 +315,8 @@ def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run
     assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (0, 3, 3)
     monkeypatch.setattr(train, "_optimise", real_optimise)
     fit(load_config(QUICK, args))
-    ref, got = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt"), load_checkpoint(run / "checkpoints" / "last.pt")
+    ref = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
+    got = load_checkpoint(run / "checkpoints" / "last.pt")
     for key in ("model", "raw_model"):
         assert all(torch.equal(ref[key][t], got[key][t]) for t in ref[key]), key
     assert _csv_without_seconds(run) == _csv_without_seconds(tmp_path / "reference")

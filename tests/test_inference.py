@@ -164,7 +164,10 @@ def test_predict_at_training_size_is_the_model_output(checkpoint: Path, tmp_path
     written = predict_pairs(checkpoint, bg=bg, fg_bg=fg_bg, out=tmp_path / "out", device="cpu")
 
     model, _ = load_model(checkpoint)
-    to_tensor = lambda p: torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+    def to_tensor(p: Path) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
     with torch.no_grad():
         pred_logits, pred_depth = model(to_tensor(bg), to_tensor(fg_bg))
     expected_mask = (torch.sigmoid(pred_logits)[0, 0] >= 0.5).numpy() * 255

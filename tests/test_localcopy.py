@@ -46,7 +46,8 @@ def test_a_double_or_missing_kind_is_one_line_naming_the_zips(tiny_data: Path, t
     assert "\n" not in str(err.value)
     (folder / "mask_old.zip").unlink()
     (folder / "fg_bg_depth_full.zip").unlink()
-    with pytest.raises(DataError, match=r"no depth zip; .* it has bg_192.zip \(bg\), fg_bg.zip \(fg_bg\), mask.zip \(mask\)$"):
+    with pytest.raises(DataError,
+                       match=r"no depth zip; .* it has bg_192.zip \(bg\), fg_bg.zip \(fg_bg\), mask.zip \(mask\)$"):
         find_kinds(folder)
     with pytest.raises(DataError, match="is not a folder"):
         find_kinds(folder / "nothing")

@@ -195,4 +195,5 @@ def test_depth_loss_adds_the_optional_terms_with_their_weights():
     full, parts = DepthLoss(w_silog=0.5, w_grad=2.0)(pred, true, return_parts=True)
     assert parts["silog"].item() == pytest.approx(silog_loss(pred, true).item())
     assert parts["grad"].item() == pytest.approx(gradient_matching_loss(pred, true).item())
-    assert full.item() == pytest.approx(base.item() + 0.5 * parts["silog"].item() + 2.0 * parts["grad"].item(), rel=1e-5)
+    expected = base.item() + 0.5 * parts["silog"].item() + 2.0 * parts["grad"].item()
+    assert full.item() == pytest.approx(expected, rel=1e-5)

@@ -8,11 +8,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from data_helpers import jpeg_bytes, scene, write_dataset_zip, write_original_layout
 from maskdepth.cli import main
 from maskdepth.data import build_manifest, open_dataset
 from maskdepth.data.manifest import load_manifest
 from maskdepth.errors import ConfigError, DataError
+
+from data_helpers import jpeg_bytes, scene, write_dataset_zip, write_original_layout
 
 
 def _read_csv(path):
@@ -27,7 +28,8 @@ def test_manifest_in_zip_becomes_integer_arrays(tmp_path):
     assert manifest.entries.dtype == np.int32 and manifest.entries.shape == (4, 6)
     assert manifest.bg_ids == ["bg000", "bg001", "bg002"] and manifest.bg_code.tolist() == [0, 0, 1, 1, 2, 2]
     for row, expected in enumerate(rows):
-        assert [manifest.entry_name(k, row) for k in range(4)] == [expected[r] for r in ("fg_bg", "bg", "mask", "depth")]
+        names = [manifest.entry_name(k, row) for k in range(4)]
+        assert names == [expected[r] for r in ("fg_bg", "bg", "mask", "depth")]
     assert manifest.info["size"] == 32
     assert load_manifest(tmp_path / "d.zip") is manifest  # shared while in use
 
@@ -87,7 +89,8 @@ def test_manifest_file_opens_as_a_dataset_from_any_working_directory(tmp_path, m
 
 def test_custom_bg_pattern_and_bad_patterns(tmp_path):
     paths = write_original_layout(tmp_path, num_bg=2, per_bg=1)
-    kwargs = dict(bg=paths["bg"], fg_bg=paths["fg_bg"], mask=paths["mask"], depth=paths["depth"], out=tmp_path / "m.csv")
+    kwargs = dict(bg=paths["bg"], fg_bg=paths["fg_bg"], mask=paths["mask"], depth=paths["depth"],
+                  out=tmp_path / "m.csv")
     report = build_manifest(**kwargs, bg_pattern=r"(bg192_\d+)")
     assert report.ok and report.rows == 2
     assert {r["fg_id"] for r in _read_csv(tmp_path / "m.csv")} == {""}  # no second group
@@ -111,7 +114,8 @@ def test_one_zip_with_several_folders(tmp_path):
                 for name in z.namelist():
                     out.writestr(name, z.read(name))
     report = build_manifest(
-        bg=f"{single}::bg_192/", fg_bg=f"{single}::fg_bg", mask=f"{single}::mask/", depth=f"{single}::fg_bg_depth_full/",
+        bg=f"{single}::bg_192/", fg_bg=f"{single}::fg_bg", mask=f"{single}::mask/",
+        depth=f"{single}::fg_bg_depth_full/",
         out=tmp_path / "m.csv",
     )
     assert report.ok and report.rows == 3
@@ -165,7 +169,7 @@ def test_manifest_csv_dialect_quotes_crlf_bom_blank_lines(tmp_path):
     assert len(manifest) == 3 and manifest.bg_ids == ["bg192_001", "bg192_002"]
     assert manifest.entry_name(0, 1) == "fg_bg/a,b.jpg" and manifest.fg_ids == ["", "fg001", "x"]
     assert manifest.missing_count == 1
-    assert manifest.missing[0].endswith("fg_bg entry 'fg_bg/none.jpg' (line 5 of " + str(path) + ") is not in the archive")
+    assert manifest.missing[0].endswith(f"fg_bg entry 'fg_bg/none.jpg' (line 5 of {path}) is not in the archive")
     path.write_bytes(path.read_bytes() + b"a,b\r\n")
     with pytest.raises(DataError, match="excel.csv: line 6: 2 fields, expected 10"):
         load_manifest(path)
@@ -191,8 +195,8 @@ def test_cli_index_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "fg_bg/bg192_003_fg002_pos02.jpg: no mask with stem 'bg192_003_fg002_pos02'" in printed
 
-    assert main(["index", "--bg", str(tmp_path / "none.zip"), "--fg-bg", str(paths["fg_bg"]), "--mask", str(paths["mask"]),
-                 "--depth", str(paths["depth"]), "--out", str(out)]) == 2
+    assert main(["index", "--bg", str(tmp_path / "none.zip"), "--fg-bg", str(paths["fg_bg"]),
+                 "--mask", str(paths["mask"]), "--depth", str(paths["depth"]), "--out", str(out)]) == 2
     assert "none.zip: archive not found" in capsys.readouterr().err
 
 

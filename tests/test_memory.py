@@ -60,7 +60,8 @@ def test_a_second_run_in_the_same_process_does_not_hold_a_second_copy_of_the_dat
                  "train.epochs=1", "train.max_steps_per_epoch=2"]
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(repo / "configs" / "quick.yaml"), json.dumps(overrides),
-                             str(tmp_path / "run2"), str(shutil.copy(archive, tmp_path / "other.zip"))], capture_output=True, text=True, timeout=600)
+                             str(tmp_path / "run2"), str(shutil.copy(archive, tmp_path / "other.zip"))],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     peaks = json.loads(result.stdout.strip().splitlines()[-1])
     size = archive.stat().st_size

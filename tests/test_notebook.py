@@ -17,8 +17,8 @@ import re
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import pytest
@@ -73,7 +73,9 @@ def test_committed_notebook_is_clean_and_has_badge_and_parameters() -> None:
     _, params = _the_cell(nb, "parameters")
     assert re.search(r"^SMOKE_TEST = False\b", params.source, re.M)
     for name in ("DRIVE_DIR", "DATASET", "IN_MEMORY", "CONFIG", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "RUN_NAME"):
-        assert re.search(rf"^{name} = .*#@param", params.source, re.M), f"parameter {name} missing (or not a form field)"
+        assert re.search(rf"^{name} = .*#@param", params.source, re.M), (
+            f"parameter {name} missing (or not a form field)"
+        )
     assert params.source.startswith("#@title")
     repo = re.search(r'^GITHUB_REPO = "([^"]+)"', params.source, re.M).group(1)
 
@@ -173,14 +175,16 @@ def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for name, epochs in (("smoke_quick64", 2), ("smoke_full192", 1)):
         run = drive / "runs" / name
         for rel in ("config.yaml", "split.json", "metrics.csv", "curves.png", "checkpoints/last.pt",
-                    "checkpoints/best.pt", "test_metrics.json", *(f"samples/epoch_{e:03d}.png" for e in range(1, epochs + 1))):
+                    "checkpoints/best.pt", "test_metrics.json",
+                    *(f"samples/epoch_{e:03d}.png" for e in range(1, epochs + 1))):
             assert (run / rel).is_file(), f"{run / rel} missing"
         with open(run / "metrics.csv", newline="") as f:
             assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
         assert any(p.name.endswith("_mask.png") for p in (run / "predictions").iterdir())
     # Both synthetic datasets were generated on "local disk" and cached on "Drive".
     assert len(list(local.glob("synthetic_*.zip"))) == 2
-    assert sorted(p.name for p in (drive / "data").glob("*.zip")) == sorted(p.name for p in local.glob("synthetic_*.zip"))
+    on_drive = sorted(p.name for p in (drive / "data").glob("*.zip"))
+    assert on_drive == sorted(p.name for p in local.glob("synthetic_*.zip"))
 
 
 def test_notebook_trains_on_a_folder_of_the_four_original_zips(
@@ -273,7 +277,8 @@ def test_metrics_table_and_sample_grids(tmp_path: Path) -> None:
         "    1       1.235       1.5      0.5  0.002     12.5\n"
         "    2         0.9      1.25    0.625  1e-05       11"
     )
-    assert colab.metrics_table(tmp_path / "metrics.csv", ["epoch", "extra"]) == "epoch  extra\n    1      7\n    2      8"
+    table = colab.metrics_table(tmp_path / "metrics.csv", ["epoch", "extra"])
+    assert table == "epoch  extra\n    1      7\n    2      8"
     with pytest.raises(DataError, match="no column val_rmse"):
         colab.metrics_table(tmp_path / "metrics.csv", ["val_rmse"])
 
@@ -290,7 +295,9 @@ def test_metrics_table_and_sample_grids(tmp_path: Path) -> None:
 def test_resume_message_reads_the_checkpoint(tmp_path: Path) -> None:
     from maskdepth.checkpoint import save_checkpoint
 
-    assert colab.resume_message(tmp_path / "run") == f"{tmp_path / 'run'}: no checkpoints/last.pt yet, training starts at epoch 1"
+    assert colab.resume_message(tmp_path / "run") == (
+        f"{tmp_path / 'run'}: no checkpoints/last.pt yet, training starts at epoch 1"
+    )
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     save_checkpoint(last, {"model": {}, "config": {}, "epoch": 2, "batch_in_epoch": 5, "step": 17})
     message = colab.resume_message(tmp_path / "run", epochs=4)
@@ -352,7 +359,9 @@ def test_choose_in_memory_from_the_available_ram(tmp_path: Path, monkeypatch: py
     archive = tmp_path / "d.zip"
     archive.write_bytes(b"x" * 1000)
     monkeypatch.setattr(colab, "_meminfo", lambda: {"MemAvailable": 2500})
-    assert colab.choose_in_memory([archive]) == (True, "0.0 GB of archives <= 0.4 x 0.0 GB available RAM: loading into RAM")
+    assert colab.choose_in_memory([archive]) == (
+        True, "0.0 GB of archives <= 0.4 x 0.0 GB available RAM: loading into RAM"
+    )
     monkeypatch.setattr(colab, "_meminfo", lambda: {"MemAvailable": 2499})  # 1000 > 0.4 x 2499
     in_memory, why = colab.choose_in_memory([archive])
     assert not in_memory and "memory-mapping" in why
@@ -408,7 +417,8 @@ def test_live_view_updates_one_display_slot(tmp_path: Path, monkeypatch: pytest.
     with Image.open(_io.BytesIO(base64.b64decode(bundle["image/png"]))) as im:
         # the grid shrunk to 900 px (300 high), the curves below it at their own 600 px
         assert im.size == (900, 600)
-        assert im.convert("RGB").getpixel((10, 10)) == (0, 128, 0) and im.convert("RGB").getpixel((10, 450)) == (0, 0, 255)
+        rgb = im.convert("RGB")
+        assert rgb.getpixel((10, 10)) == (0, 128, 0) and rgb.getpixel((10, 450)) == (0, 0, 255)
     assert bundle["text/plain"] in bundle["text/html"]
 
 
@@ -416,7 +426,8 @@ def test_epochs_done_reads_last_pt(tmp_path: Path) -> None:
     from maskdepth.checkpoint import save_checkpoint
 
     assert colab.epochs_done(tmp_path) == 0
-    save_checkpoint(tmp_path / "checkpoints" / "last.pt", {"model": {}, "config": {}, "epoch": 3, "batch_in_epoch": 0, "step": 9})
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt",
+                    {"model": {}, "config": {}, "epoch": 3, "batch_in_epoch": 0, "step": 9})
     assert colab.epochs_done(tmp_path) == 3
 
 

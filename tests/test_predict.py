@@ -118,7 +118,7 @@ def test_batching_gives_the_outputs_of_batch_one(checkpoint: Path, tmp_path: Pat
     one = predict_pairs(checkpoint, bg=bg, fg_bg=tmp_path / "shots", out=tmp_path / "b1", device="cpu", batch_size=1)
     three = predict_pairs(checkpoint, bg=bg, fg_bg=tmp_path / "shots", out=tmp_path / "b3", device="cpu", batch_size=3)
     assert [p.name for p in one] == [p.name for p in three]
-    for a, b in zip(one, three):
+    for a, b in zip(one, three, strict=True):
         x, y = np.asarray(Image.open(a)).astype(np.int64), np.asarray(Image.open(b)).astype(np.int64)
         if a.name.endswith("_depth.png"):
             assert np.abs(x - y).max() <= 3  # 16-bit levels: |depth difference| <= 5e-5
@@ -138,7 +138,7 @@ def test_predictor_batches_inputs_of_different_sizes(checkpoint: Path) -> None:
     half = Predictor.load(checkpoint, device="cpu", amp="bf16")
     assert half.dtype == torch.bfloat16
     _, half_depths = half(bgs, [b.flip(-1) for b in bgs])
-    assert all(h.dtype == np.float32 and np.abs(h - d).max() < 0.05 for h, d in zip(half_depths, depths))
+    assert all(h.dtype == np.float32 and np.abs(h - d).max() < 0.05 for h, d in zip(half_depths, depths, strict=True))
 
 
 def test_pairs_csv(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +170,9 @@ def test_pairs_csv(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
         predict_pairs(checkpoint, bg=far_bg, pairs=csv, out=tmp_path / "out3")
 
 
-def test_predict_argument_errors_are_one_line(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_argument_errors_are_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bg = _png(tmp_path / "bg.png", 32, 32)
     cases = [
         (["--bg", str(bg), "--fg-bg", str(bg), "--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps"),

@@ -15,8 +15,15 @@ import pytest
 from maskdepth.checkpoint import Checkpoint, TrainState
 from maskdepth.config import load_config
 from maskdepth.errors import ConfigError
-from maskdepth.rundir import (grid_path, last_checkpoint, repair_run_dir, resume_source, run_finished, save_epoch,
-                              training_clock)
+from maskdepth.rundir import (
+    grid_path,
+    last_checkpoint,
+    repair_run_dir,
+    resume_source,
+    run_finished,
+    save_epoch,
+    training_clock,
+)
 
 
 def _rows(n: int, seconds: float = 30.0) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -22,7 +23,9 @@ from conftest import QUICK
     ((8, 0), True, torch.bfloat16),   # A100
     ((9, 0), True, torch.bfloat16),   # H100
 ])
-def test_amp_auto_picks_bf16_only_where_it_is_native(capability, native, expected, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_amp_auto_picks_bf16_only_where_it_is_native(
+    capability, native, expected, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
@@ -56,7 +59,7 @@ def test_lr_is_a_pure_function_of_the_step() -> None:
     assert lrs == [lr_at(cfg, s, total) for s in range(total)]  # no hidden state
     assert lrs[0] == pytest.approx(0.01 * (0.04 + 0.96 / 10))  # warm-up from lr/25
     assert max(lrs) == pytest.approx(0.01) and lrs[9] == pytest.approx(0.01)
-    assert lrs[-1] < 0.01 * 0.01 and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # cosine decay
+    assert lrs[-1] < 0.01 * 0.01 and all(a >= b for a, b in pairwise(lrs[9:]))  # cosine decay
     assert lr_factor("constant", 50, 100, 0.0) == 1.0
     mid = lr_factor("cosine", 55, 100, 0.1)
     assert mid == pytest.approx(1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * 0.5)))

@@ -135,9 +135,9 @@ def test_scene_table_is_no_training_input(tiny, tmp_path):
     """The dataset and check-data accept an archive with scenes.csv silently; an archive without
     one (the original layout, older make-data) has no table. (Training on it: every training test,
     whose data conftest.py makes with make_dataset.)"""
-    from data_helpers import write_dataset_zip
-
     from maskdepth.data import check_data, open_dataset, read_scene_table
+
+    from data_helpers import write_dataset_zip
 
     report = check_data(tiny, progress=False)
     assert report.ok and not any("scenes" in note for note in report.notes), report.format()

@@ -72,7 +72,8 @@ def test_tensorboard_missing_is_one_line(tiny_overrides: list[str], monkeypatch:
     from maskdepth.tblog import TensorBoardLog
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(ConfigError, match="log.tensorboard=true needs the tensorboard package: pip install tensorboard"):
+    with pytest.raises(ConfigError,
+                       match="log.tensorboard=true needs the tensorboard package: pip install tensorboard"):
         TensorBoardLog("unused")
     with pytest.raises(ConfigError, match="config key .log.every. must be >= 1; got 0"):
         load_config(QUICK, [*tiny_overrides, "log.every=0"])

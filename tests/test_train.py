@@ -225,7 +225,9 @@ def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None
     assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped, loads without DDP
 
 
-def test_image_size_not_a_multiple_of_the_stride_fails_before_training(tiny_overrides: list[str], tmp_path: Path) -> None:
+def test_image_size_not_a_multiple_of_the_stride_fails_before_training(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match=r"data.size=40 is not a multiple of the model's stride 16; use 32 or 48"):
         fit(load_config(QUICK, [*tiny_overrides, "data.size=40"]))
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -33,9 +33,10 @@ import os
 import pickle
 import random
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,8 +168,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
             IndexError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a maskdepth checkpoint): {first}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or not a maskdepth checkpoint): {first}"
+        ) from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict)):
         raise CheckpointError(f"{path} is not a maskdepth checkpoint (no model weights and config inside)")
     fmt = int(state.get("format", 1))
     if fmt > FORMAT:

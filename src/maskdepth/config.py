@@ -14,9 +14,10 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 import yaml
 
@@ -253,7 +254,8 @@ def _set(obj: Any, key: str, value: Any, full_key: str | None = None) -> None:
             _set(current, rest, value, full_key)
             return
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{full_key}' is a section; set its keys, e.g. {full_key}.{next(iter(_fields(type(current))))}=...")
+            example = next(iter(_fields(type(current))))
+            raise ConfigError(f"config key '{full_key}' is a section; set its keys, e.g. {full_key}.{example}=...")
         for sub_key, sub_value in value.items():
             _set(current, str(sub_key), sub_value, f"{full_key}.{sub_key}")
         return
@@ -276,7 +278,8 @@ MAX_SIZE = 1024  # data.size above this is refused before any memory is allocate
 
 def _validate(cfg: Config) -> None:
     checks = [
-        (16 <= cfg.data.size <= MAX_SIZE, "data.size", f"must be in [16, {MAX_SIZE}] (the model is built for 64-192 px)"),
+        (16 <= cfg.data.size <= MAX_SIZE, "data.size",
+         f"must be in [16, {MAX_SIZE}] (the model is built for 64-192 px)"),
         (is_device_name(cfg.device), "device", "must be auto, cpu, cuda, cuda:N or mps"),
         (cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (len(cfg.data.fractions) == 3 and all(f >= 0 for f in cfg.data.fractions) and sum(cfg.data.fractions) > 0,

@@ -12,8 +12,7 @@ term's name to its unweighted value (a detached 0-d float32 tensor) for logging.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 SSIM_WINDOW = 11
 
 
-def _float32_region(device: torch.device) -> ContextManager[None]:
+def _float32_region(device: torch.device) -> AbstractContextManager[None]:
     """Disable autocast on `device` so the loss runs in float32 inside an autocast block."""
     if device.type in ("cpu", "cuda"):
         return torch.autocast(device_type=device.type, enabled=False)
@@ -112,9 +111,9 @@ def gradient_matching_loss(pred_depth: Tensor, true_depth: Tensor, scales: int =
     pred_depth, true_depth: [B,1,H,W]. At scale k = 0 .. scales-1 both are subsampled every
     2**k pixels (as MiDaS does) and the term is sum(|dx R| + |dy R|) / (number of valid pixels
     at that scale), forward differences counted only where both pixels are valid (true >
-    min_depth); the result is the mean over the scales (those at least 2 px on a side). Unlike the DenseDepth edge term this
-    compares gradients over 2, 4, 8 px too, so coarse structure (a floor's slope) counts as
-    much as fine edges. Returns a 0-d float32 tensor.
+    min_depth); the result is the mean over the scales (those at least 2 px on a side). Unlike
+    the DenseDepth edge term this compares gradients over 2, 4, 8 px too, so coarse structure (a
+    floor's slope) counts as much as fine edges. Returns a 0-d float32 tensor.
     """
     total, used = pred_depth.new_zeros(()), 0
     for k in range(scales):

@@ -181,7 +181,7 @@ class StopRequest:
         self._log = log
         self._previous: Any = None
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGINT)
             if previous is not signal.SIG_IGN:

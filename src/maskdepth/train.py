@@ -386,8 +386,8 @@ def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
             f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
             f"val {row.get('val_loss', float('nan')):.4f}  iou {row.get('val_iou', float('nan')):.3f}  "
             f"dice {row.get('val_dice', float('nan')):.3f}  rmse {row.get('val_rmse', float('nan')):.4f}  "
-            f"d1 {row.get('val_delta1', float('nan')):.3f} (ms {row.get('val_delta1_ms', float('nan')):.3f})  lr {row['lr']:.2e}  {row['seconds']:.0f}s"
-            f"{'  *best' if improved else ''}")
+            f"d1 {row.get('val_delta1', float('nan')):.3f} (ms {row.get('val_delta1_ms', float('nan')):.3f})  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s{'  *best' if improved else ''}")
 
 
 __all__ = ["CSV_COLUMNS", "EpochHook", "Parts", "build", "fit", "lr_at", "lr_factor", "train_one_epoch"]

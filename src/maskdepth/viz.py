@@ -268,7 +268,7 @@ def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str
     fig = Figure(figsize=(12, 6.4), dpi=_DPI, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3)
-    for ax, (name, curves, y_axis) in zip(axes.flat, _CURVE_PANELS):
+    for ax, (name, curves, y_axis) in zip(axes.flat, _CURVE_PANELS, strict=True):
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.tick_params(labelsize=8)

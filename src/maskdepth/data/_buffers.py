@@ -22,7 +22,8 @@ import ctypes
 import math
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
@@ -50,7 +51,8 @@ class Probed:
 
     def fail(self, reason: str) -> None:
         self.value = None
-        warnings.warn(f"maskdepth: {self.what} does not work here ({reason}); {self.instead}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"maskdepth: {self.what} does not work here ({reason}); {self.instead}", RuntimeWarning,
+                      stacklevel=3)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)

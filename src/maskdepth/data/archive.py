@@ -33,7 +33,7 @@ import struct
 import weakref
 import zlib
 from array import array
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -226,7 +226,7 @@ class ZipArchive:
 
     def names(self) -> Iterable[str]:
         """Every entry name, in index order."""
-        for folder, base in zip(self._folders, self._basenames):
+        for folder, base in zip(self._folders, self._basenames, strict=True):
             for b in base:
                 yield folder + b.decode("utf-8")
 
@@ -316,7 +316,9 @@ class ZipArchive:
                     "(a damaged archive or a zip bomb)"
                 )
         elif method == 0xFFFF:
-            raise DataError(f"{self.path}: {self.name(index)}: entry is encrypted; re-create the zip without a password")
+            raise DataError(
+                f"{self.path}: {self.name(index)}: entry is encrypted; re-create the zip without a password"
+            )
         elif method != STORED:
             raise DataError(
                 f"{self.path}: {self.name(index)}: compression method {method} is not supported; "
@@ -429,28 +431,30 @@ def _parse_central_directory(cd: memoryview, count: int, path: str) -> tuple[dic
     starts = _walk_central_directory(cd, count, path)
     cdv = np.frombuffer(cd, dtype=np.uint8)
     try:
-
-        def field(offset: int, width: int) -> np.ndarray:
-            kind = np.uint16 if width == 2 else np.uint32
-            out = cdv[starts + offset].astype(kind)
-            for k in range(1, width):
-                out |= cdv[starts + offset + k].astype(kind) << kind(8 * k)
-            return out
-
-        if len(starts) and not np.all(field(0, 4) == _CENTRAL_SIG):
+        if len(starts) and not np.all(_header_field(cdv, starts, 0, 4) == _CENTRAL_SIG):
             raise DataError(f"{path}: corrupt central directory (bad entry signature)")
-        flags = field(8, 2)
-        folders = _group_names(cd, cdv, starts, field(28, 2).astype(np.int64), (flags & 0x800) != 0)
-        method, crc = field(10, 2), field(16, 4)
-        csize, usize, offset = field(20, 4), field(24, 4), field(42, 4)
+        flags, method, name_len = (_header_field(cdv, starts, at, 2) for at in (8, 10, 28))
+        crc, csize, usize, offset = (_header_field(cdv, starts, at, 4) for at in (16, 20, 24, 42))
+        folders = _group_names(cd, cdv, starts, name_len.astype(np.int64), (flags & 0x800) != 0)
         need64 = np.flatnonzero((csize == 0xFFFFFFFF) | (usize == 0xFFFFFFFF) | (offset == 0xFFFFFFFF))
         if len(need64):
             csize, usize, offset = csize.astype(np.int64), usize.astype(np.int64), offset.astype(np.int64)
         for i in need64:
-            usize[i], csize[i], offset[i] = _zip64_extra(cd, int(starts[i]), int(usize[i]), int(csize[i]), int(offset[i]), path)
+            usize[i], csize[i], offset[i] = _zip64_extra(
+                cd, int(starts[i]), int(usize[i]), int(csize[i]), int(offset[i]), path
+            )
     finally:
-        del cdv
+        del cdv  # a live view of `cd` (kept by a traceback, say) would make the caller's cd.release() fail
     return folders, (flags, method, crc, csize, usize, offset)
+
+
+def _header_field(cdv: np.ndarray, starts: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """The little-endian 2- or 4-byte field at `offset` of every central header starting at `starts`."""
+    kind = np.uint16 if width == 2 else np.uint32
+    out = cdv[starts + offset].astype(kind)
+    for k in range(1, width):
+        out |= cdv[starts + offset + k].astype(kind) << kind(8 * k)
+    return out
 
 
 def _walk_central_directory(cd: memoryview, count: int, path: str) -> np.ndarray:

@@ -8,9 +8,10 @@ BackgroundMattingV2's paired transforms do; the colour changes touch only bg and
 - flip: mirror left-right with probability 1/2. Valid for depth: a mirrored scene is a scene.
 - crop (0 = off): cut a square of side f * size, f uniform in [1 - crop, 1], at a uniformly
   random place, and resize it back to size (bilinear for the images and depth; the mask is
-  resampled bilinearly too and thresholded at 1/2, so its edge stays where the image's is). A crop is what a longer focal length would have seen: depth values (camera z) stay as
-  they are, while the horizon, the floor's slope in the image and the objects' sizes move, so the
-  network cannot learn depth as a fixed function of the pixel row.
+  resampled bilinearly too and thresholded at 1/2, so its edge stays where the image's is). A
+  crop is what a longer focal length would have seen: depth values (camera z) stay as they are,
+  while the horizon, the floor's slope in the image and the objects' sizes move, so the network
+  cannot learn depth as a fixed function of the pixel row.
 - photometric (0 = off, strength p): one shared draw per sample of brightness, contrast,
   saturation in [1 - p, 1 + p] and a colour cast (per-channel gains in [1 - p/4, 1 + p/4]) on
   both images, then separate small changes per image (brightness in [1 - p/5, 1 + p/5] and

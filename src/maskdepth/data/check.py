@@ -11,14 +11,14 @@ fg_bg listed in two rows, empty masks).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from maskdepth.data.archive import describe_duplicates
 from maskdepth.data.images import ImageError, decode_depth, decode_mask, decode_rgb
-from maskdepth.data.manifest import INFO_NAME, MANIFEST_NAME, ROLES, IMAGE_EXTENSIONS, Manifest, load_manifest
+from maskdepth.data.manifest import IMAGE_EXTENSIONS, INFO_NAME, MANIFEST_NAME, ROLES, Manifest, load_manifest
 from maskdepth.errors import DataError
 
 FG_BG, BG, MASK, DEPTH = range(4)
@@ -46,7 +46,7 @@ class _Moments:
             self.squares[c] += counts @ np.square(levels)
         self.pixels += image.shape[0] * image.shape[1]
 
-    def average(self, other: "_Moments") -> "_Moments":
+    def average(self, other: _Moments) -> _Moments:
         """Both weighted equally, as in training where each sample is one bg and one fg_bg
         (a background's pixels count once per sample that uses it, if backgrounds are used evenly)."""
         out = _Moments(len(self.total))
@@ -149,7 +149,9 @@ def check_data(paths: Sequence[str | os.PathLike] | str | os.PathLike, *, size: 
     return report
 
 
-def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool, report: CheckReport) -> None:
+def _check_one(
+    manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool, report: CheckReport
+) -> None:
     from tqdm import tqdm
 
     report.problems.extend(manifest.missing)
@@ -231,7 +233,8 @@ class _Checker:
             self.depth_zero += image.size - valid.size
             self.depth_pixels += image.size
             self.depth.add(valid)
-            self.depth_min, self.depth_max = min(self.depth_min, float(valid.min())), max(self.depth_max, float(valid.max()))
+            self.depth_min = min(self.depth_min, float(valid.min()))
+            self.depth_max = max(self.depth_max, float(valid.max()))
 
     def summary(self) -> dict:
         out: dict = {}
@@ -261,8 +264,12 @@ def _note_pairing(manifest: Manifest, path: str, report: CheckReport) -> None:
         unique, counts = np.unique(keys, return_counts=True)
         if (counts > 1).any():
             repeated = unique[counts > 1][:_LISTED_NOTES]
-            names = [f"{manifest.archives[int(k >> 32)].path}: {manifest.archives[int(k >> 32)].name(int(k & 0xFFFFFFFF))}" for k in repeated]
-            report.notes.append(f"{path}: {int((counts > 1).sum())} {ROLES[role]} entries appear in several samples, e.g. {'; '.join(names)}")
+            names = []
+            for k in repeated:
+                archive = manifest.archives[int(k >> 32)]
+                names.append(f"{archive.path}: {archive.name(int(k & 0xFFFFFFFF))}")
+            report.notes.append(f"{path}: {int((counts > 1).sum())} {ROLES[role]} entries appear in several samples, "
+                                f"e.g. {'; '.join(names)}")
     for number, archive in enumerate(manifest.archives):
         used = np.zeros(len(archive), dtype=bool)
         for role in range(len(ROLES)):

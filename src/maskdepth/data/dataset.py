@@ -47,7 +47,8 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,7 +124,9 @@ class MaskDepthDataset(Dataset):
                 squares += np.square(x).sum(1)
                 pixels += x.shape[1]
         if not pixels:
-            raise DataError(f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} could be read")
+            raise DataError(
+                f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} could be read"
+            )
         mean = total / pixels
         std = np.sqrt(np.maximum(squares / pixels - mean**2, 0))
         return {
@@ -387,7 +390,8 @@ def open_dataset(
     _report_missing(manifest, skip_bad)
     rows, splits = split_rows(manifest, split, split_mode, fractions, split_seed)
     if len(rows) == 0:
-        raise DataError(f"{manifest.source}: split {split!r} has no samples (fractions {list(fractions)}); choose other fractions")
+        raise DataError(f"{manifest.source}: split {split!r} has no samples (fractions {list(fractions)}); "
+                        "choose other fractions")
     return MaskDepthDataset(manifest, rows, size=int(size), split=split, splits=splits, skip_bad=skip_bad, uint8=uint8,
                             tuned_memory=tuned_memory)
 

@@ -88,7 +88,7 @@ def _load_jpeg_decoder():
         torch.frombuffer(b"\0", dtype=torch.uint8)
     unchanged = ImageReadMode.UNCHANGED  # channels as stored
 
-    def decode(data: bytes) -> "torch.Tensor":
+    def decode(data: bytes) -> torch.Tensor:
         return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), unchanged)
 
     return decode
@@ -120,7 +120,8 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
         elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
         elif marker in _JPEG_SOF:
-            return ((data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6], data[pos + 9], data[pos + 4])
+            width, height = (data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6]
+            return (width, height, data[pos + 9], data[pos + 4])
         elif marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
         else:
@@ -430,7 +431,7 @@ def decode_depth(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, 
     return depth, stored
 
 
-def read_image_file(path: str | os.PathLike) -> "torch.Tensor":
+def read_image_file(path: str | os.PathLike) -> torch.Tensor:
     """An image file (any format PIL reads; EXIF rotation applied) as float32 [3, H, W] in [0, 1].
 
     Raises:

@@ -24,8 +24,8 @@ import csv
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from maskdepth.data.manifest import ARCHIVE_COLUMNS, MANIFEST_NAME, ROLES, build_manifest
 from maskdepth.errors import DataError
@@ -111,7 +111,8 @@ def find_kinds(folder: str | os.PathLike[str]) -> dict[str, Path]:
         if kind is not None:
             claims[kind].append(path.name)
             found[kind] = path
-    seen = ", ".join(f"{p.name} ({next((k for k, v in claims.items() if p.name in v), 'no kind')})" for p in zips) or "no zips"
+    kinds = [next((k for k, v in claims.items() if p.name in v), "no kind") for p in zips]
+    seen = ", ".join(f"{p.name} ({kind})" for p, kind in zip(zips, kinds, strict=True)) or "no zips"
     doubles = [f"{kind}: {' and '.join(names)}" for kind, names in claims.items() if len(names) > 1]
     if doubles:
         raise DataError(f"{folder}: more than one zip of a kind ({'; '.join(doubles)}); keep one of each of bg, "

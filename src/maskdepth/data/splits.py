@@ -9,7 +9,7 @@ older solutions did; it warns, because the same scenes then appear in training a
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,7 +23,9 @@ SPLIT_MODES = ("bg", "random")
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
-        raise ConfigError(f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}")
+        raise ConfigError(
+            f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}"
+        )
     return values  # type: ignore[return-value]
 
 

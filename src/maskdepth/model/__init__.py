@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from maskdepth.model.backbones import OwnEncoder, TorchvisionEncoder
-    from maskdepth.model.pretrained import load_pretrained
     from maskdepth.model.common import BasicBlock, InputSizeError, PairNet, nearest_valid_sizes
     from maskdepth.model.maskdepthnet import CONTEXTS, MaskDepthNet, PyramidPooling
+    from maskdepth.model.pretrained import load_pretrained
     from maskdepth.model.seed import SEED_ACTIVATIONS, SeedNet
 
 MODEL_NAMES = ("maskdepth", "seed")

@@ -157,7 +157,7 @@ class PyramidPooling(nn.Module):
         size = x.shape[-2:]
         pooled = [
             F.interpolate(branch(F.adaptive_avg_pool2d(x, k)), size=size, mode="bilinear", align_corners=False)
-            for k, branch in zip(self.bins, self.branches)
+            for k, branch in zip(self.bins, self.branches, strict=True)
         ]
         return F.relu(x + self.fuse(torch.cat([x, *pooled], dim=1)))
 
@@ -180,7 +180,7 @@ class UNetDecoder(nn.Module):
 
     def forward(self, skips: Sequence[Tensor]) -> Tensor:
         x = skips[-1]
-        for level, skip in zip(self.levels, reversed(skips[:-1])):
+        for level, skip in zip(self.levels, reversed(skips[:-1]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = level(torch.cat([x, skip], dim=1))
         return x

@@ -70,9 +70,10 @@ import os
 import time
 import zipfile
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -527,7 +528,9 @@ def _open_temp(out: Path, overwrite: bool):
         except FileExistsError:
             continue
         except OSError as exc:
-            raise DataError(f"cannot write to {parent} ({exc.strerror}); choose a writable path for {out.name}") from exc
+            raise DataError(
+                f"cannot write to {parent} ({exc.strerror}); choose a writable path for {out.name}"
+            ) from exc
         return tmp, os.fdopen(fd, "wb")
     raise DataError(f"cannot create a temp file for {out} in {parent}; remove stale .{out.name}.*.tmp files")
 
@@ -737,7 +740,8 @@ def _dataset_info(job: _Job, num_bg, num_fg, count, bg_stats, fg_stats, coverage
         "depth_divisor": 255 if ext == "jpg" else 65535,
         "depth_far_m": FAR_M,
         "depth_min": round(DEPTH_MIN, 6),
-        "mask_encoding": "1-bit grayscale PNG (0 / 255 when read as 8-bit gray), 255 = object (its visible pixels with alpha >= 0.5), 0 = background",
+        "mask_encoding": "1-bit grayscale PNG (0 / 255 when read as 8-bit gray), "
+        "255 = object (its visible pixels with alpha >= 0.5), 0 = background",
         "mean": mean,
         "std": std,
         "fg_bg_mean": fg_mean,

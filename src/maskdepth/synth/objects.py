@@ -218,8 +218,8 @@ def _bird(rng) -> tuple[list[Part], float, float]:
     parts.append(Part(_ellipse(0.05, by + 0.05, 0.13, leg_top * 0.3), belly))
     hy = by - leg_top * 0.45
     parts.append(Part(_ellipse(0.1, hy, 0.09, 0.09), body))
-    parts.append(Part(np.array([[0.17, hy - 0.02], [0.32, hy + 0.01], [0.17, hy + 0.03]]), _color(rng, (0.07, 0.14),
-                                                                                                    (0.7, 1), (0.7, 1))))
+    beak = np.array([[0.17, hy - 0.02], [0.32, hy + 0.01], [0.17, hy + 0.03]])
+    parts.append(Part(beak, _color(rng, (0.07, 0.14), (0.7, 1), (0.7, 1))))
     parts.append(Part(_ellipse(0.13, hy - 0.02, 0.015, 0.015), np.zeros(3, np.float32)))
     parts.append(Part(np.array([[-0.2, by], [-0.38, by + 0.12], [-0.15, by + 0.15]]), body * 0.7))
     return parts, rng.uniform(0.3, 1.3), 0.2
@@ -401,12 +401,14 @@ def _cabinet(rng) -> tuple[list[Part], float, float]:
     style = rng.integers(0, 3)
     parts = [Part(_rect(-w, 0.0, w, 0.99, 0.01), c, *_pattern(rng, ("plain", "plain", "noise")))]
     if style == 0:  # wardrobe: two doors and handles
-        parts += [Part(_rect(-w + 0.02, 0.02, -0.005, 0.95), c * 0.92), Part(_rect(0.005, 0.02, w - 0.02, 0.95), c * 0.92),
+        parts += [Part(_rect(-w + 0.02, 0.02, -0.005, 0.95), c * 0.92),
+                  Part(_rect(0.005, 0.02, w - 0.02, 0.95), c * 0.92),
                   Part(_rect(-0.04, 0.45, -0.025, 0.55), c * 0.4), Part(_rect(0.025, 0.45, 0.04, 0.55), c * 0.4)]
     elif style == 1:  # fridge: freezer on top
         parts += [Part(_rect(-w + 0.02, 0.02, w - 0.02, 0.33, 0.01), c * 0.95),
                   Part(_rect(-w + 0.02, 0.35, w - 0.02, 0.97, 0.01), c * 0.95),
-                  Part(_rect(w - 0.08, 0.1, w - 0.06, 0.28), c * 0.45), Part(_rect(w - 0.08, 0.4, w - 0.06, 0.6), c * 0.45)]
+                  Part(_rect(w - 0.08, 0.1, w - 0.06, 0.28), c * 0.45),
+                  Part(_rect(w - 0.08, 0.4, w - 0.06, 0.6), c * 0.45)]
     else:  # shelf with books
         for y in np.linspace(0.05, 0.8, 4):
             parts.append(Part(_rect(-w + 0.03, y, w - 0.03, y + 0.17), c * 0.35))
