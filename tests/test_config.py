@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from maskdepth.cli import main
-from maskdepth.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from maskdepth.config import Config, config_from_dict, config_to_dict, diff_configs, load_config, save_config
 from maskdepth.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 
 
 @pytest.mark.parametrize("name", ["quick.yaml", "full192.yaml", "seed.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
-    # docs/architecture.md: every config has these keys
-    for key in ("run_dir", "seed", "resume"):
-        assert getattr(cfg, key) is not None
     assert cfg.data.path and cfg.data.size in (64, 192)
     assert cfg.model.name in ("maskdepth", "seed")
 
@@ -157,3 +157,52 @@ def test_seed_activation_reaches_the_seed_model_only() -> None:
     older = config_to_dict(cfg)
     del older["model"]["seed_activation"]
     assert diff_configs(config_from_dict(older), cfg) == []
+
+
+
+def documented_config(text: str) -> tuple[set[str], set[str], list[str]]:
+    """From the Configs part of usage.md: the top-level keys and the sections that its table of
+    sections names, and each row of the per-section tables as `section.key=default` overrides."""
+    part = text.split("\n## Configs\n", 1)[1].split("\n## ", 1)[0]
+    top: set[str] = set()
+    sections: set[str] = set()
+    overrides: list[str] = []
+    section = table = None
+    for line in part.splitlines():
+        if heading := re.match(r"### `(\w+)`", line):
+            section = heading.group(1)
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            table = None
+        elif table is None:  # a table's header row
+            table = cells[0]
+        elif set(cells[0]) <= set("-|"):
+            continue
+        elif table == "section" and cells[0] == "top level":
+            top = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cells[1])))  # not the values in brackets
+        elif table == "section":
+            sections.add(cells[0].strip("`"))
+        elif table == "key":
+            keys = re.findall(r"`(\w+)`", cells[0])
+            default = re.sub(r" \(.*\)$", "", cells[1])  # "null (32)": the network's own default in brackets
+            values = [default] if len(keys) == 1 else [v.strip() for v in default.split(",")]
+            assert len(values) == len(keys), f"usage.md: {cells[0]}: {len(keys)} keys, {len(values)} defaults"
+            overrides += [f"{section}.{key}={value}" for key, value in zip(keys, values, strict=True)]
+    return top, sections, overrides
+
+
+def test_every_config_key_is_documented_in_usage_with_its_default() -> None:
+    """A key added to config.py needs a row in docs/usage.md, a renamed or removed one takes its row
+    along, and a changed default changes the documented one."""
+    top, sections, overrides = documented_config(USAGE.read_text())
+    cfg = Config()
+    nested = {f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    assert sections == nested
+    assert top == {f.name for f in dataclasses.fields(cfg)} - nested
+    in_code = {f"{s}.{f.name}" for s in nested for f in dataclasses.fields(getattr(cfg, s))}
+    in_docs = [o.partition("=")[0] for o in overrides]
+    assert sorted(in_docs) == sorted(in_code), (
+        f"only in usage.md: {set(in_docs) - in_code}; only in config.py: {in_code - set(in_docs)}"
+    )
+    differ = diff_configs(cfg, load_config(None, overrides))
+    assert not differ, f"(key, config.py's default, usage.md's): {differ}"
