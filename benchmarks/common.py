@@ -53,7 +53,7 @@ def meta(benchmark: str, argv: list[str], **extra: Any) -> dict[str, Any]:
         "command": shlex.join(["python", "-m", f"benchmarks.{benchmark}", *argv]),
         "machine": machine(),
         "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         **extra,

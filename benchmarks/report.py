@@ -1,9 +1,9 @@
-"""python scripts/benchmark.py [--out docs/results.md] [--budget-64 240] [--budget-192 1500] [--smoke]
+"""python -m benchmarks.report [--out docs/results/report.json] [--budget-64 240] [--budget-192 1500] [--smoke]
 
-Writes docs/results.md and its pictures (docs/results/*.png): how good and how fast MaskDepthNet
-is, against the seed baseline and the classical alternatives. Every figure in the report is
-measured by this one invocation; the report names the date, the machine, the command and every
-budget it used.
+How good and how fast MaskDepthNet is, against the seed baseline and the classical alternatives:
+writes the figures to docs/results/report.json and the pictures beside it (docs/results/*.png);
+`python benchmarks/render.py` turns them into sections 1-3 of docs/results.md. Every figure comes
+from this one invocation; the data file names its date, machine, command and budgets.
 
 1. Quality on unseen scenes. A training archive (make-data, seed 0) and a separate test archive
    (seed 1: backgrounds and objects never seen in training) at 64 px, and again at 192 px.
@@ -16,34 +16,28 @@ budget it used.
    channels, Otsu threshold per image, 3x3 opening then closing; 5x5 above 96 px) and a
    mean-depth predictor (the per-pixel mean depth of the training split).
 2. Training speed: img/s of a training step (losses + optimiser step, random inputs) and of
-   inference for both models at 64/128/192 px (scripts/bench_model.py), and the data pipeline
-   against its decode limit (scripts/bench_data.py).
-3. Scaling: index time and memory of 4k/40k/400k-sample archives (bench_data's synthetic
+   inference for both models at 64/128/192 px (benchmarks/model.py), and the data pipeline
+   against its decode limit (benchmarks/data.py, in a fresh process).
+3. Scaling: index time and memory of 4k/40k/400k-sample archives (benchmarks/data.py's synthetic
    central directory), step time vs resolution, a training epoch of a small archive vs
-   DataLoader workers 0/1/2 (`bench_data.bench_epoch_workers`).
+   DataLoader workers 0/1/2 (`benchmarks.data.bench_epoch_workers`).
 4. Pictures: predictions of both models on the same unseen samples; learning curves.
-5. GPU: rendered from docs/results/gpu.json when `bash scripts/bench_gpu.sh` has written it on a
-   CUDA machine; otherwise the section says it has not been measured. `--gpu-only` re-renders
-   just that section of an existing report.
 
 `--budget-64` / `--budget-192` are seconds of training steps per model (default 240 and 1500:
 the 192 px section then fits a CPU hour for both models with evaluation). `--smoke` runs every
 section at 32 px with tiny archives and budgets of seconds (what tests/test_benchmark.py runs).
-
-This file only plans, calls and renders: the measurements are library functions or other
-scripts (bench_model.py, bench_data.py), the report helpers live in scripts/mdreport.py.
+A section that fails is recorded under `errors` in the data file; the others are kept.
+GPU figures: `bash benchmarks/gpu.sh` writes docs/results/gpu.json on a CUDA machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import io
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -56,11 +50,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
-from mdreport import (REPO, SCRIPTS, dict_table, fmt, load_script, log,  # noqa: E402
-                      marked_block, replace_block, save_png, shown, table)
+from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, save_png, write_results
+from benchmarks.data import bench_epoch_workers, bench_index
+from benchmarks.model import bench_one, speedups
 
-GPU_BEGIN, GPU_END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 MODELS = ("maskdepth", "seed")
 LABELS = {"maskdepth": "MaskDepthNet", "seed": "seed baseline"}
 CONFIGS = {"maskdepth": REPO / "configs" / "quick.yaml", "seed": REPO / "configs" / "seed.yaml"}
@@ -222,175 +215,123 @@ def evaluate_unseen(result: dict[str, Any], scale: Scale, data: dict[str, Any]) 
     return figures
 
 
-def quality_section(scale: Scale, data: dict[str, Any], trained: dict[str, dict[str, Any]],
-                    baselines: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    header = ["method", "IoU", "Dice", "RMSE", "abs_rel", "δ1", "training s", "parameters"]
-    rows = []
+def quality_figures(scale: Scale, data: dict[str, Any], trained: dict[str, dict[str, Any]],
+                    baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Section 1's rows for one size: every method on the unseen archive, the training runs, the
+    targets (MaskDepthNet beats the seed on IoU and RMSE and background subtraction on IoU)."""
+    methods = []
     for name in MODELS:
         r, m = trained[name], trained[name]["unseen"]
-        rows.append([f"{LABELS[name]} ({name})", fmt(m["iou"]), fmt(m["dice"]), fmt(m["rmse"], 4), fmt(m["abs_rel"]),
-                     fmt(m["delta1"]), f"{r['epoch_s']:.0f}", fmt(r["params"])])
+        methods.append({"method": f"{LABELS[name]} ({name})", "model": name, **_metrics(m),
+                        "training_s": round(r["epoch_s"]), "params": r["params"]})
     b, d = baselines["bgsub"]["metrics"], baselines["mean_depth"]["metrics"]
-    rows.append([f"background subtraction (Otsu, {baselines['bgsub']['kernel']}x{baselines['bgsub']['kernel']} "
-                 "open/close)", fmt(b["iou"]), fmt(b["dice"]), "–", "–", "–", "0", "0"])
-    rows.append(["mean depth of the training split", "–", "–", fmt(d["rmse"], 4), fmt(d["abs_rel"]), fmt(d["delta1"]),
-                 f"{baselines['mean_depth']['seconds']:.1f}", "0"])
+    k = baselines["bgsub"]["kernel"]
+    methods.append({"method": f"background subtraction (Otsu, {k}x{k} open/close)", "model": "bgsub",
+                    "iou": rounded(b["iou"], 3), "dice": rounded(b["dice"], 3), "training_s": 0, "params": 0})
+    methods.append({"method": "mean depth of the training split", "model": "mean_depth",
+                    **{key: v for key, v in _metrics(d).items() if key not in ("iou", "dice")},
+                    "training_s": rounded(baselines["mean_depth"]["seconds"], 1), "params": 0})
+    runs = [{"model": n, "label": LABELS[n], "budget_s": scale.budget_s, "batch": scale.batch,
+             "steps": trained[n]["steps"], "planned_steps": trained[n]["planned_steps"], "epochs": trained[n]["epochs"],
+             "images": trained[n]["images"], "fit_wall_s": rounded(trained[n]["wall_s"], 1),
+             "epoch_s": rounded(trained[n]["epoch_s"], 1), "eval_s": rounded(trained[n]["unseen"]["eval_s"], 1),
+             "overrides": trained[n]["overrides"]} for n in MODELS]
     md, seed = trained["maskdepth"]["unseen"], trained["seed"]["unseen"]
-    targets = {
-        "iou_vs_seed": md["iou"] > seed["iou"], "rmse_vs_seed": md["rmse"] < seed["rmse"],
-        "iou_vs_bgsub": md["iou"] > b["iou"],
-    }
-    tr, te = data["train"], data["test"]
-    runs = [table(
-        ["model", "budget s", "steps (planned)", "epochs", "images seen", "fit wall s", "sum of epoch s",
-         "test eval s"],
-        [[LABELS[n], f"{scale.budget_s:g}", f"{trained[n]['steps']} ({trained[n]['planned_steps']})",
-          str(trained[n]["epochs"]), fmt(trained[n]["images"]), f"{trained[n]['wall_s']:.0f}",
-          f"{trained[n]['epoch_s']:.0f}", f"{trained[n]['unseen']['eval_s']:.0f}"] for n in MODELS])]
-    text = f"""### {scale.size} px
-
-Training archive: `make-data --size {scale.size} --num-bg {tr['num_bg']} --num-fg {tr['num_fg']} --per-pair {tr['per_pair']} --seed 0` ({tr['count']:,} samples; {trained['maskdepth']['n_train']:,} train samples on {trained['maskdepth']['n_train_bg']} backgrounds, the rest validation for the curves).
-Unseen test archive: `make-data --size {scale.size} --num-bg {te['num_bg']} --num-fg {te['num_fg']} --per-pair {te['per_pair']} --seed 1` ({te['count']:,} samples, all evaluated: split `all`).
-Both networks: batch {scale.batch}, the lr and schedule of their config, CPU fp32, the last checkpoint.
-
-{table(header, rows)}
-
-"training s" is the sum of the per-epoch seconds in the run's metrics.csv (training steps plus the
-per-epoch validation); the step budget itself is below.
-
-{runs[0]}
-
-Targets (unseen archive): MaskDepthNet beats the seed baseline on IoU: **{_yes(targets['iou_vs_seed'])}**
-({md['iou']:.3f} vs {seed['iou']:.3f}); on RMSE: **{_yes(targets['rmse_vs_seed'])}** ({md['rmse']:.4f} vs
-{seed['rmse']:.4f}); beats background subtraction on IoU: **{_yes(targets['iou_vs_bgsub'])}** ({md['iou']:.3f} vs
-{b['iou']:.3f}).
-"""
-    return text, targets
+    targets = {"px": scale.size, "iou_vs_seed": md["iou"] > seed["iou"], "rmse_vs_seed": md["rmse"] < seed["rmse"],
+               "iou_vs_bgsub": md["iou"] > b["iou"], "iou": rounded(md["iou"], 3), "seed_iou": rounded(seed["iou"], 3),
+               "rmse": rounded(md["rmse"], 4), "seed_rmse": rounded(seed["rmse"], 4), "bgsub_iou": rounded(b["iou"], 3)}
+    return {"size": scale.size, "batch": scale.batch, "budget_s": scale.budget_s, "methods": methods, "runs": runs,
+            "targets": targets}
 
 
-def _yes(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def _metrics(m: dict[str, float]) -> dict[str, float | None]:
+    return {"iou": rounded(m.get("iou"), 3), "dice": rounded(m.get("dice"), 3), "rmse": rounded(m.get("rmse"), 4),
+            "abs_rel": rounded(m.get("abs_rel"), 3), "delta1": rounded(m.get("delta1"), 3)}
+
+
+def archive_rows(scale: Scale, data: dict[str, Any], trained: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The two archives of one size: how make-data made them, how many samples, how they are used."""
+    t = trained["maskdepth"]
+    rows = []
+    for role, label in (("train", "training"), ("test", "unseen test")):
+        a = data[role]
+        row = {"px": scale.size, "role": label, "seed": a["seed"], "num_bg": a["num_bg"], "num_fg": a["num_fg"],
+               "per_pair": a["per_pair"], "samples": a["count"]}
+        if role == "train":
+            row.update(train_samples=t["n_train"], train_backgrounds=t["n_train_bg"],
+                       evaluated=f"train {FRACTIONS[0]:.0%}, val {FRACTIONS[1]:.0%} (curves)")
+        else:
+            row["evaluated"] = "all"
+        rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
 # 2. speed
 
 
-def speed_section(plan: Plan) -> tuple[list[Any], dict[tuple[str, int], float]]:
-    bench_model = load_script("bench_model")
+def speed_section(plan: Plan) -> list[Any]:
     args = argparse.Namespace(amp=False, channels_last=False, compile=False, warmup=plan.speed_warmup,
                               steps=plan.speed_steps)
     results = []
     for size in plan.speed_sizes:
         for name in MODELS:
-            r = bench_model.bench_one(name, size, plan.speed_batch[size], args, torch.device("cpu"))
-            log(f"bench_model {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, infer {r.infer_ips:.1f} img/s")
+            r = bench_one(name, size, plan.speed_batch[size], args, torch.device("cpu"))
+            log(f"bench_one {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, infer {r.infer_ips:.1f} img/s")
             results.append(r)
-    return results, {(r.model, r.size): r.train_ips for r in results}
+    return results
 
 
-def speed_text(results: list[Any], plan: Plan) -> str:
-    rows = []
-    for r in results:
-        rows.append([str(r.size), str(r.batch), LABELS[r.model], fmt(r.params), f"{r.gflops:.2f}",
-                     f"{r.train_ips:.1f}", f"{r.infer_ips:.1f}", f"{1000 * r.batch / r.train_ips:.0f}"])
-    ratios = []
-    for size in plan.speed_sizes:
-        by = {r.model: r for r in results if r.size == size}
-        ratios.append(f"{size} px: training x{by['maskdepth'].train_ips / by['seed'].train_ips:.2f}, "
-                      f"inference x{by['maskdepth'].infer_ips / by['seed'].infer_ips:.2f}")
-    return (table(["px", "batch", "model", "parameters", "GFLOP/img (fwd)", "train img/s", "infer img/s",
-                    "ms / train step"], rows)
-            + f"\n\nMaskDepthNet over the seed baseline: {'; '.join(ratios)}.\n"
-            + f"(`bench_model.bench_one`: CPU fp32, {plan.speed_warmup} warm-up + {plan.speed_steps} timed steps per cell, random inputs, "
-              "DiceBCELoss + DepthLoss + Adam step; these rates also set the step counts of section 1.)\n")
+def speed_rows(results: list[Any], plan: Plan) -> dict[str, Any]:
+    """The speed table, MaskDepthNet over the seed per size, and the step time per image against
+    the resolution (relative to the smallest size)."""
+    base = {r.model: r for r in results if r.size == plan.speed_sizes[0]}
+    resolution = [{"size": r.size, "model": r.model, "label": LABELS[r.model], "ms_per_image": rounded(1000 / r.train_ips, 1),
+                   "vs_smallest": rounded(base[r.model].train_ips / r.train_ips, 2),
+                   "pixels_vs_smallest": rounded((r.size / plan.speed_sizes[0]) ** 2, 2)} for r in results]
+    return {"speed": [{**r.row(), "label": LABELS[r.model]} for r in results],
+            "speedup": speedups(results, "maskdepth", "seed"), "resolution": resolution,
+            "speed_settings": {"device": "cpu", "dtype": "float32", "warmup": plan.speed_warmup,
+                               "steps": plan.speed_steps, "inputs": "random",
+                               "step": "DiceBCELoss + DepthLoss + Adam step"}}
 
 
-def data_section(plan: Plan, archive: Path, work: Path) -> tuple[str, list[dict] | None]:
-    """bench_data's throughput table, measured in a fresh process: this one has trained models by
-    now, and its heap and threads slowed every data pipeline, the naive one too, by ~25%."""
+def data_pipeline(plan: Plan, archive: Path, work: Path) -> dict[str, Any]:
+    """benchmarks/data.py's throughput rows, measured in a fresh process: this one has trained
+    models by now, and its heap and threads slowed every data pipeline, the naive one too, by ~25%."""
     args = (["--sizes", *map(str, plan.data_sizes), "--workers", *map(str, plan.data_workers),
              "--repeats", str(plan.data_repeats), "--index-samples"])
-    command = f"python scripts/bench_data.py --data {archive.name} {' '.join(args)}"
-    out = work / "bench_data.json"
-    try:
-        done = subprocess.run([sys.executable, str(SCRIPTS / "bench_data.py"), "--data", str(archive), *args,
-                               "--json", str(out)], capture_output=True, text=True, timeout=3600)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
-        rows = json.loads(out.read_text())["throughput"]
-    except Exception as exc:  # another script: report, don't fail the whole report
-        log(f"bench_data throughput failed: {exc!r}")
-        return f"Pending: `{command}` failed in this run ({type(exc).__name__}: {exc}).\n", None
-    for r in rows:
-        r["ours / limit"] = r["ours"] / r["limit"]
-        r["ours / strict"] = r["ours"] / r["limit_strict"]
-        r["ours / naive"] = r["ours"] / r["naive"]
-    columns = [("size", "px", 0), ("workers", "workers", 0), ("limit", "decode limit /s", 0),
-               ("limit_strict", "strict limit /s", 0), ("ours", "ours /s", 0), ("naive", "naive /s", 0),
-               ("ours / limit", "ours / limit", 2), ("ours / strict", "ours / strict", 2),
-               ("ours / naive", "ours / naive", 1), ("ours_uint8", "ours uint8 /s", 0)]
-    table = dict_table([{k: r[k] for k, _, _ in columns} for r in rows], columns)
-    return (f"Samples/s on `{archive.name}` (the {_archive_size(archive)} px training archive of section 1), "
-            f"DataLoader batch 32, one torch thread per process, measured by `{command}` in a fresh process "
-            f"(best of {plan.data_repeats} rounds after a warm-up; the one-process cells in interleaved rounds). "
-            f"limit: one process decoding the same fg_bg + mask + depth bytes at full resolution in tight loops, "
-            f"nothing else, by the faster of PIL and torchvision per image kind; strict: also counting maskdepth's "
-            f"own PNG reader; ours: `open_dataset(in_memory=True)` (float32 batches); ours uint8: "
-            f"`open_dataset(uint8=True)`, the batches training uses; naive: extracted files + PIL + torchvision "
-            f"transforms. With workers the figures are wall-clock samples/s of the whole loader; 0 workers: per CPU "
-            f"second of the process.\n\n{table}\n", rows)
-
-
-def _archive_size(path: Path) -> str:
-    return "".join(ch for ch in path.stem if ch.isdigit())
+    out = work / "data.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.data", "--data", str(archive), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=3600, env=module_env())
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    rows = json.loads(out.read_text())["throughput"]
+    keep = ("size", "workers", "limit", "limit_strict", "ours", "naive", "ours_uint8")
+    return {"command": shlex.join(["python", "-m", "benchmarks.data", "--data", archive.name, *args]),
+            "archive": archive.name, "batch": 32, "repeats": plan.data_repeats,
+            "rows": [{**{k: rounded(r[k], 0) if k not in ("size", "workers") else r[k] for k in keep},
+                      "ours_per_limit": rounded(r["ours"] / r["limit"], 2),
+                      "ours_per_strict": rounded(r["ours"] / r["limit_strict"], 2),
+                      "ours_per_naive": rounded(r["ours"] / r["naive"], 2)} for r in rows]}
 
 
 # --------------------------------------------------------------------------------------------
 # 3. scaling
 
 
-def index_section(plan: Plan, work: Path) -> str:
-    command = f"python scripts/bench_data.py --skip-throughput --index-samples {' '.join(map(str, plan.index_counts))}"
-    try:
-        bench_data = load_script("bench_data")
-        rows = bench_data.bench_index(plan.index_counts, work)
-    except Exception as exc:
-        log(f"bench_data index failed: {exc!r}")
-        return f"Pending: `bench_data.bench_index` failed in this run ({type(exc).__name__}: {exc}); run `{command}`.\n"
-    table = dict_table(rows, [("samples", "samples", 0), ("entries", "zip entries", 0), ("index_s", "index s", 2),
-                               ("open_s", "open s", 2), ("index_mb", "index MB", 1), ("manifest_mb", "manifest MB", 1),
-                               ("anon_after_open_mb", "private MB after open", 0), ("peak_rss_mb", "peak RSS MB", 0),
-                               ("pickle_mb", "pickle MB", 1), ("zip_mb", "zip MB", 0), ("write_s", "zip written s", 2),
-                               ("missing", "missing", 0)])
-    return ("Indexing a large archive (`bench_data.bench_index`): a zip with the original's naming, 3 empty "
-            "entries per sample plus 100 backgrounds and a manifest.csv, indexed in a fresh process each; open = "
-            "central directory + manifest resolution (what `open_dataset` does). RSS relative to the fresh "
-            f"process.\n\n{table}\n")
+def index_rows(plan: Plan, work: Path) -> list[dict[str, Any]]:
+    """`benchmarks.data.bench_index` on archives of `plan.index_counts` samples (empty entries)."""
+    digits = {"index_s": 3, "open_s": 3, "write_s": 3}
+    return [{k: rounded(v, digits.get(k, 1)) if isinstance(v, float) else v for k, v in r.items()}
+            for r in bench_index(plan.index_counts, work)]
 
 
-def resolution_text(results: list[Any], plan: Plan) -> str:
-    base = {r.model: r for r in results if r.size == plan.speed_sizes[0]}
-    rows = []
-    for r in results:
-        ms_img = 1000 / r.train_ips
-        pixels = (r.size / plan.speed_sizes[0]) ** 2
-        rows.append([str(r.size), LABELS[r.model], f"{ms_img:.1f}", f"x{ms_img * base[r.model].train_ips / 1000:.1f}",
-                     f"x{pixels:.0f}"])
-    return ("Training-step time per image against resolution (from the speed table): the cost grows with the "
-            "pixel count.\n\n" + table(["px", "model", "ms / image", "vs smallest", "pixels vs smallest"], rows) + "\n")
-
-
-def epoch_workers_section(plan: Plan, archive: Path, size: int, batch: int) -> str:
-    """A MaskDepthNet training epoch on the first `epoch_samples` samples with 0/1/2 loader workers
-    (`bench_data.bench_epoch_workers`)."""
-    rows = load_script("bench_data").bench_epoch_workers(archive, size, batch, plan.epoch_samples, plan.epoch_workers)
-    cells = [[str(r["workers"]), f"{r['loader_s']:.2f}", f"{r['epoch_s']:.2f}", f"{r['img_s']:.1f}"] for r in rows]
-    return (f"One epoch over {plan.epoch_samples} samples of `{archive.name}` at {size} px, batch {batch}, MaskDepthNet "
-            f"with AdamW, uint8 batches as training loads them (`open_dataset(uint8=True)`, made float by `to_float`), "
-            f"DataLoader workers started inside the timing (no persistent workers); 'loader only' "
-            f"iterates the same loader without the model.\n\n"
-            + table(["workers", "loader only s", "training epoch s", "img/s"], cells) + "\n")
+def epoch_workers(plan: Plan, archive: Path, size: int, batch: int) -> dict[str, Any]:
+    """A MaskDepthNet training epoch on the first `epoch_samples` samples with 0/1/2 loader workers."""
+    rows = bench_epoch_workers(archive, size, batch, plan.epoch_samples, plan.epoch_workers)
+    return {"archive": archive.name, "size": size, "batch": batch, "samples": plan.epoch_samples,
+            "rows": [{k: rounded(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,61 +413,35 @@ def learning_curves(path: Path, runs: dict[int, dict[str, dict[str, Any]]]) -> P
 
 
 # --------------------------------------------------------------------------------------------
-# 5. GPU
-
-
-def gpu_section(gpu_json: Path) -> str:
-    if not gpu_json.is_file():
-        return (f"{GPU_BEGIN}\nNot measured yet: no CUDA device was available for this run. On a CUDA machine run "
-                f"`bash scripts/bench_gpu.sh` (writes `{shown(gpu_json)}`), then "
-                f"`python scripts/benchmark.py --gpu-only` to render it here.\n{GPU_END}\n")
-    g = json.loads(gpu_json.read_text())
-    rows = [[str(r["size"]), str(r["batch"]), LABELS.get(r["model"], r["model"]), "on" if r["compile"] else "off",
-             fmt(r.get("train_ips"), 0), fmt(r.get("infer_ips"), 0), fmt(r.get("peak_mem_mb"), 0), r.get("error", "")]
-            for r in g["bench_model"]]
-    t = g.get("train")
-    train = "The short training run did not finish." if not t else (
-        f"Short {t.get('size', 192)} px training run (`maskdepth.train.fit`, configs/full192.yaml, data pipeline with "
-        f"{t['num_workers']} workers, batch {t['batch']}, {t['samples']:,}-sample make-data archive made in "
-        f"{t['make_data_s']:.0f} s): epoch {t['epoch']} trained {t['steps']} steps in {t['epoch_s']:.1f} s incl. "
-        f"validation = **{t['img_s']:.0f} img/s**; a 400k-sample epoch would take about "
-        f"**{t['epoch_400k_min']:.1f} min**; peak GPU memory {fmt(t.get('peak_mem_mb'), 0)} MB.")
-    return (f"{GPU_BEGIN}\nMeasured {g['date']} on **{g['gpu']}** (torch {g['torch']}, CUDA {g['cuda']}) by "
-            f"`{g['command']}`; rendered from `{shown(gpu_json)}`.\n\n"
-            + table(["px", "batch", "model", "compile", "train img/s", "infer img/s", "peak MB", "note"], rows)
-            + f"\n\nbench_model with AMP bf16 and channels_last. {train}\n{GPU_END}\n")
-
-
-# --------------------------------------------------------------------------------------------
-# the report
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}; {os.cpu_count()} CPUs seen, torch threads: {torch.get_num_threads()}; torch {torch.__version__}; "
-            f"Python {platform.python_version()}; device cpu")
+# the run
 
 
 def measure(plan: Plan, work: Path, images: Path) -> dict[str, Any]:
-    """Every measurement of the report, section by section, in the order the timings list them."""
+    """Every measurement, section by section, in the order the timings list them: the figures of
+    docs/results/report.json (without its meta)."""
     timings: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    figures: dict[str, Any] = {}
 
-    def timed(label: str, func: Callable[[], Any]) -> Any:
+    def timed(label: str, key: str, func: Callable[[], Any]) -> Any:
+        """func()'s result, stored under `key`, or its error under errors[key]: one broken section
+        must not lose the rest of the run."""
         t = time.perf_counter()
-        value = func()
+        try:
+            figures[key] = func()
+        except Exception as exc:
+            log(f"{label} failed: {exc!r}")
+            errors[key] = f"{type(exc).__name__}: {exc}"
         timings[label] = time.perf_counter() - t
-        return value
+        return figures.get(key)
 
-    log("speed: bench_model")
-    speed, train_ips = timed("speed (bench_model)", lambda: speed_section(plan))
-    quality, runs, targets, archives = [], {}, {}, {}
+    log("speed: bench_one")
+    t = time.perf_counter()
+    speed = speed_section(plan)  # the step counts of section 1 depend on it: no guard
+    timings["speed (bench_model)"] = time.perf_counter() - t
+    figures.update(speed_rows(speed, plan))
+    train_ips = {(r.model, r.size): r.train_ips for r in speed}
+    runs, archives, quality = {}, {}, {}
     for scale in plan.scales:
         t = time.perf_counter()
         data = archives[scale.size] = make_archives(scale, work)
@@ -537,153 +452,58 @@ def measure(plan: Plan, work: Path, images: Path) -> dict[str, Any]:
             trained[name]["unseen"] = evaluate_unseen(trained[name], scale, data)
             log(f"{name} {scale.size}px unseen: " + ", ".join(f"{k} {trained[name]['unseen'][k]:.4f}"
                                                               for k in ("iou", "rmse", "delta1")))
-        text, targets[scale.size] = quality_section(scale, data, trained, evaluate_baselines(scale, data))
-        quality.append(text)
+        quality[str(scale.size)] = quality_figures(scale, data, trained, evaluate_baselines(scale, data))
         timings[f"quality {scale.size} px"] = time.perf_counter() - t
+    figures["archives"] = [row for s in plan.scales for row in archive_rows(s, archives[s.size], runs[s.size])]
+    figures["summary"] = [{"px": int(px), "model": m["model"], "label": LABELS[m["model"]], "iou": m["iou"],
+                           "rmse": m["rmse"], "delta1": m["delta1"], "training_s": m["training_s"]}
+                          for px, q in quality.items() for m in q["methods"] if m["model"] in MODELS]
+    figures["targets"] = [q.pop("targets") for q in quality.values()]
+    figures["quality"] = quality
     first = plan.scales[0]
     first_data = archives[first.size]
     log("pictures")
-    pictures = _guarded("pictures", lambda: (
-        comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
-                        plan.grid_rows),
-        learning_curves(images / "curves.png", runs)))
-    log("data pipeline: bench_data")
+    timed("pictures", "pictures", lambda: [
+        shown_png(comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
+                                  plan.grid_rows)),
+        shown_png(learning_curves(images / "curves.png", runs))])
+    log("data pipeline: benchmarks.data")
     last_train = archives[max(archives)]["train"]["path"]
-    data_text, _ = timed("data pipeline (bench_data)", lambda: data_section(plan, last_train, work))
+    timed("data pipeline (bench_data)", "data_pipeline", lambda: data_pipeline(plan, last_train, work))
     log("index scaling")
-    index_text = timed("index scaling (bench_data)", lambda: index_section(plan, work))
+    timed("index scaling (bench_data)", "index", lambda: index_rows(plan, work))
     log("epoch vs workers")
-    epoch_text = timed("epoch vs workers", lambda: _guarded("epoch vs workers", lambda: epoch_workers_section(
-        plan, first_data["train"]["path"], first.size, 16)))
-    make_rows = [[f"{d[role]['count']:,}", str(_archive_size(d[role]["path"])), str(d[role]["seed"]),
-                  f"{d[role]['seconds']:.1f}", f"{d[role]['count'] / d[role]['seconds']:.0f}"]
-                 for d in archives.values() for role in ("train", "test")]
-    return dict(speed=speed, quality=quality, runs=runs, targets=targets, pictures=pictures, data_text=data_text,
-                index_text=index_text, epoch_text=epoch_text, make_rows=make_rows, timings=timings)
+    timed("epoch vs workers", "epoch_workers", lambda: epoch_workers(plan, first_data["train"]["path"], first.size, 16))
+    figures["make_data"] = [{"samples": d[role]["count"], "px": size, "seed": d[role]["seed"],
+                             "seconds": rounded(d[role]["seconds"], 2),
+                             "samples_per_s": rounded(d[role]["count"] / d[role]["seconds"], 1)}
+                            for size, d in archives.items() for role in ("train", "test")]
+    figures["timings"] = [{"section": k, "seconds": rounded(v, 1)} for k, v in timings.items()]
+    if errors:
+        figures["errors"] = errors
+    return figures
 
 
-def summary_text(runs: dict[int, dict[str, dict[str, Any]]], targets: dict[int, dict[str, bool]]) -> str:
-    """The summary table of every (size, model) on the unseen archive, and the targets met or not."""
-    rows = [[f"{size}", LABELS[name], fmt(m["iou"]), fmt(m["rmse"], 4), fmt(m["delta1"]),
-             f"{trained[name]['epoch_s']:.0f}"]
-            for size, trained in sorted(runs.items()) for name in MODELS for m in [trained[name]["unseen"]]]
-    met = all(all(t.values()) for t in targets.values())
-    target_lines = "\n".join(
-        f"- {key} px: MaskDepthNet > seed on IoU: {_yes(t['iou_vs_seed'])}; MaskDepthNet < seed on RMSE: "
-        f"{_yes(t['rmse_vs_seed'])}; MaskDepthNet > background subtraction on IoU: {_yes(t['iou_vs_bgsub'])}"
-        for key, t in sorted(targets.items()))
-    return (table(["px", "model", "IoU (unseen)", "RMSE (unseen)", "δ1 (unseen)", "training s"], rows)
-            + f"\n\nTargets: {'all met' if met else 'not all met'}.\n{target_lines}")
-
-
-def render(args: argparse.Namespace, plan: Plan, m: dict[str, Any], out: Path, header: dict[str, Any]) -> str:
-    """The report's markdown from `measure`'s figures; `header`: date, total (s), load_start, load_end."""
-    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in args.argv)
-    budgets = "; ".join(f"{s.size} px: {s.budget_s:g} s of training steps per model, batch {s.batch}"
-                        for s in plan.scales)
-    load_start, load_end, total = header["load_start"], header["load_end"], header["total"]
-    busy = max(load_start[0], load_end[0]) > (os.cpu_count() or 1) + 0.5
-    pictures, first = m["pictures"], plan.scales[0]
-    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731 - links relative to the report
-    timing_rows = [[k, f"{v:.0f}"] for k, v in m["timings"].items()] + [["total", f"{total:.0f}"]]
-    return f"""# Results: how good and how fast
-
-Generated by `{command}` on {header['date']}{' (SMOKE settings: tiny data, seconds of training; figures mean nothing)' if plan.smoke else ''}.
-Nothing below is typed by hand; rerunning the command regenerates this page and its pictures.
-
-- Machine: {_machine()}.
-- Load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (the machine has {os.cpu_count()} CPUs{'; other jobs shared it, so timings are noisy' if busy else ''}).
-- Budgets: {budgets}. The whole report took {total / 60:.1f} min.
-- All quality figures are on a separate archive generated with another seed (unseen backgrounds and
-  objects); nothing was tuned on it.
-
-## Summary
-
-{summary_text(m['runs'], m['targets'])}
-
-## 1. Quality on unseen scenes
-
-Metrics as in design.md (per image, then averaged over images): IoU/Dice of the mask at 0.5, depth
-RMSE, abs_rel and δ1 = share of pixels with max(t/p, p/t) < 1.25.
-
-{chr(10).join(m['quality'])}
-## 2. Training speed
-
-### Model step
-
-{speed_text(m['speed'], plan)}
-### Data pipeline
-
-{m['data_text']}
-Archive generation in this run (`make_dataset`, {os.cpu_count()} processes):
-
-{table(["samples", "px", "seed", "seconds", "samples/s"], m['make_rows'])}
-
-## 3. Scaling
-
-### Index time and memory vs archive size
-
-{m['index_text']}
-### Step time vs resolution
-
-{resolution_text(m['speed'], plan)}
-### Epoch time vs DataLoader workers
-
-{m['epoch_text']}
-## 4. Pictures
-
-Predictions of both networks on the same unseen samples ({first.size} px, after the same training budget):
-
-{pictures if isinstance(pictures, str) else f"![comparison]({rel(pictures[0])})"}
-
-Learning curves (validation split of the training archive: held-out backgrounds of the same generator seed):
-
-{pictures if isinstance(pictures, str) else f"![curves]({rel(pictures[1])})"}
-
-## 5. GPU
-
-{gpu_section(Path(args.gpu_json))}
-## Time spent by this run
-
-{table(["section", "seconds"], timing_rows)}
-"""
-
-
-def carry_blocks(old: str, report: str) -> str:
-    """`report` with the blocks that other scripts own in the old page appended unchanged:
-    scripts/bench_quality.py's and scripts/full_size_job.py's, between their markers."""
-    for owner in ("quality", "fullsize"):
-        begin, end = f"<!-- {owner}:begin -->", f"<!-- {owner}:end -->"
-        kept = marked_block(old, begin, end)
-        if kept is not None:
-            report += "\n" + begin + kept + end + "\n"
-    return report
+def shown_png(path: Path) -> str:
+    return os.path.relpath(path, RESULTS.parent)
 
 
 def run(args: argparse.Namespace) -> Path:
-    """Measure everything in a temporary folder under --work, write the report to --out."""
+    """Measure everything in a temporary folder under --work, write the figures to --out."""
     out = Path(args.out)
     plan = make_plan(args)
     started, load_start = time.perf_counter(), os.getloadavg()
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    run_meta = meta("report", args.argv, device="cpu", smoke=plan.smoke,
+                    budgets={str(s.size): {"budget_s": s.budget_s, "batch": s.batch} for s in plan.scales})
     with tempfile.TemporaryDirectory(prefix="maskdepth_bench_", dir=args.work) as tmp:
-        figures = measure(plan, Path(tmp), out.parent / out.stem)  # docs/results.md -> docs/results/
+        figures = measure(plan, Path(tmp), Path(args.pictures))
     total = time.perf_counter() - started
-    header = dict(date=date, total=total, load_start=load_start, load_end=os.getloadavg())
-    report = render(args, plan, figures, out, header)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(carry_blocks(out.read_text() if out.is_file() else "", report))
-    log(f"wrote {out} in {total / 60:.1f} min")
+    figures["timings"].append({"section": "total", "seconds": rounded(total, 1)})
+    run_meta.update(load_start=rounded(load_start[0], 2), load_end=rounded(os.getloadavg()[0], 2),
+                    total_min=rounded(total / 60, 1))
+    write_results(out, run_meta, figures)
+    log(f"done in {total / 60:.1f} min")
     return out
-
-
-def _guarded(what: str, func: Callable[[], Any]) -> Any:
-    """func(), or a line saying it failed: one broken section must not lose the rest of the report."""
-    try:
-        return func()
-    except Exception as exc:
-        log(f"{what} failed: {exc!r}")
-        return f"Failed in this run: {type(exc).__name__}: {exc}\n"
 
 
 def _nearest_rate(rates: dict[tuple[str, int], float], name: str, size: int) -> float:
@@ -693,31 +513,18 @@ def _nearest_rate(rates: dict[tuple[str, int], float], name: str, size: int) -> 
     return rates[(name, near)] * (near / size) ** 2
 
 
-def update_gpu(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    try:
-        text = replace_block(out.read_text(), GPU_BEGIN, GPU_END, gpu_section(Path(args.gpu_json)))
-    except ValueError:
-        raise SystemExit(f"{out} has no GPU section markers; run the whole benchmark") from None
-    out.write_text(text)
-    log(f"updated the GPU section of {out}")
-    return out
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "docs" / "results.md"), help="the report (pictures go to <stem>/)")
+    parser.add_argument("--out", default=str(RESULTS / "report.json"), help="the data file (default %(default)s)")
+    parser.add_argument("--pictures", default=str(RESULTS), help="folder of the pictures (default %(default)s)")
     parser.add_argument("--budget-64", type=float, default=None, help="seconds of training steps per model at 64 px (default 240)")
     parser.add_argument("--budget-192", type=float, default=None,
                         help="seconds of training steps per model at 192 px (default 1500: the section fits a CPU hour)")
-    parser.add_argument("--gpu-json", default=str(REPO / "docs" / "results" / "gpu.json"),
-                        help="figures written by scripts/bench_gpu.sh (rendered when the file exists)")
-    parser.add_argument("--gpu-only", action="store_true", help="only re-render the GPU section of an existing --out")
     parser.add_argument("--work", default=None, help="folder for the temporary archives and runs (default: system temp)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, for the test: every section in seconds")
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's exact command
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the data file's exact command
     if not args.smoke:
         args.budget_64 = 240.0 if args.budget_64 is None else args.budget_64
         args.budget_192 = 1500.0 if args.budget_192 is None else args.budget_192
@@ -728,8 +535,6 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.gpu_only:
-        return update_gpu(args)
     return run(args)
 
 
