@@ -129,8 +129,9 @@ def run_step(name: str, cmd: list[str], log_dir: Path) -> Step:
             mem = [_memory_kb(p) for p in tree]
             cost = time.perf_counter() - t_sample
             step.processes = max(step.processes, sum(1 for m in mem if m[0]))
-            for attr, i in (("tree_rss_mb", 0), ("tree_pss_mb", 1), ("tree_anon_mb", 2)):
-                setattr(step, attr, max(getattr(step, attr), sum(m[i] for m in mem) / 1024))
+            rss, pss, anon = (sum(m[i] for m in mem) / 1024 for i in range(3))
+            step.tree_rss_mb, step.tree_pss_mb = max(step.tree_rss_mb, rss), max(step.tree_pss_mb, pss)
+            step.tree_anon_mb = max(step.tree_anon_mb, anon)
             time.sleep(max(SAMPLE_S, cost / SAMPLER_SHARE))
     proc.returncode = step.status = os.waitstatus_to_exitcode(status)
     step.wall_s = time.perf_counter() - t0
