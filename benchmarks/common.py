@@ -71,23 +71,26 @@ def write_results(path: Path, run_meta: dict[str, Any], figures: dict[str, Any])
     return path
 
 
+def _plain(value: Any, depth: int = 1) -> bool:
+    """A value, or (once nested) a list of values, that fits on a row's line."""
+    return not isinstance(value, (dict, list)) or (depth > 0 and isinstance(value, list)
+                                                   and all(_plain(v, 0) for v in value))
+
+
 def to_json(value: Any, indent: str = "") -> str:
     """JSON with one line per row: a dict or list of plain values stays on one line (if short), so
     that a rerun's diff shows which rows changed."""
     flat = json.dumps(value, ensure_ascii=False, default=str)
-    def scalar(v: Any, depth: int = 1) -> bool:
-        return not isinstance(v, (dict, list)) or (depth > 0 and isinstance(v, list) and all(scalar(x, 0) for x in v))
-
-    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    if all(scalar(v) for v in values) and len(flat) <= 300:
-        return flat + ("" if indent else "\n")
+    end = "" if indent else "\n"
+    if not isinstance(value, (dict, list)):
+        return flat + end
+    if all(_plain(v) for v in (value.values() if isinstance(value, dict) else value)) and len(flat) <= 300:
+        return flat + end
     inner = indent + " "
     if isinstance(value, dict):
         items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {to_json(v, inner)}" for k, v in value.items()]
-        text = "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    else:
-        text = "[\n" + ",\n".join(inner + to_json(v, inner) for v in value) + "\n" + indent + "]"
-    return text + ("" if indent else "\n")
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}" + end
+    return "[\n" + ",\n".join(inner + to_json(v, inner) for v in value) + "\n" + indent + "]" + end
 
 
 def rounded(value: float | None, digits: int) -> float | None:

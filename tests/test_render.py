@@ -111,3 +111,13 @@ def test_every_table_in_docs_results_md_is_known():
 def test_lookup(path, expected):
     data = {"a": [0, {"b": 3}], "rows": {"p": {"x": 1}, "q": {"x": 2}}}
     assert render.lookup(data, path) == expected
+
+
+def test_data_files_keep_one_row_a_line_and_read_back_the_same():
+    from benchmarks.common import to_json
+
+    data = {"meta": {"command": "python -m benchmarks.x " + "--flag " * 60, "machine": {"cpus": 2}},
+            "rows": [{"a": 1, "b": [1, 2], "c": None}, {"a": 2.5, "b": [], "c": "–"}], "empty": {}, "n": 3}
+    text = to_json(data)
+    assert json.loads(text) == data and text.endswith("}\n")
+    assert '  {"a": 1, "b": [1, 2], "c": null},\n' in text
