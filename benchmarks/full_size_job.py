@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, meta, module_env, rounded, write_results
+
 SAMPLE_S = 0.2  # the shortest interval between two samples of the tree's memory
 SAMPLER_SHARE = 0.1  # at most this share of one core for sampling (smaps_rollup walks the page tables:
                      # ~15 ms per GB mapped, so a 6 GB archive in 3 processes costs ~0.3 s a sample)
@@ -203,8 +204,8 @@ def child_twice(data: str, size: int, in_memory: bool, workers: int, batch_size:
         rss.append(_status_mb("VmRSS"))
         del ds
         gc.collect()
-    return {"seconds": time.perf_counter() - t0, "rss_before_mb": rss[0], "rss_after_1_mb": rss[1], "rss_after_2_mb": rss[2],
-            "main_peak_mb": _status_mb("VmHWM")}
+    return {"seconds": time.perf_counter() - t0, "rss_before_mb": rss[0], "rss_after_1_mb": rss[1],
+            "rss_after_2_mb": rss[2], "main_peak_mb": _status_mb("VmHWM")}
 
 
 def child_loader(data: str, size: int, in_memory: bool, workers: int, batch_size: int, samples: int) -> dict:
@@ -227,11 +228,13 @@ def _python(*args: object) -> list[str]:
 
 def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str]]]:
     """(name, command) of every step, in order."""
-    me = lambda *a: _python("-m", "benchmarks.full_size_job", "--child", *a, "--data", data, "--size", args.size)  # noqa: E731
+    def me(*a: object) -> list[str]:
+        return _python("-m", "benchmarks.full_size_job", "--child", *a, "--data", data, "--size", args.size)
+
     steps = []
     if not (args.reuse and data.exists()):
-        steps.append(("make-data", _python("-m", "maskdepth", "make-data", data, "--size", args.size,
-                                           "--num-bg", args.num_bg, "--num-fg", args.num_fg, "--per-pair", args.per_pair,
+        steps.append(("make-data", _python("-m", "maskdepth", "make-data", data, "--size", args.size, "--num-bg",
+                                           args.num_bg, "--num-fg", args.num_fg, "--per-pair", args.per_pair,
                                            "--workers", args.workers, "--seed", 0, "--overwrite", "--quiet")))
     steps.append(("check-data", _python("-m", "maskdepth", "check-data", data, "--quiet")))
     loader = ("--loader-workers", args.loader_workers, "--batch-size", args.batch_size)
@@ -258,8 +261,9 @@ def console(steps: list[Step]) -> str:
              f"{'tree anon':>9} {'procs':>5} {'load':>5} {'status':>6}"]
     for s in steps:
         work = "" if s.work_s is None else f"{s.work_s:.2f}"
-        lines.append(f"{s.name:<14} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {work:>8} {s.self_peak_mb:>8.0f} {s.tree_rss_mb:>9.0f} "
-                     f"{s.tree_pss_mb:>9.0f} {s.tree_anon_mb:>9.0f} {s.processes:>5} {s.load:>5.1f} {s.status:>6}")
+        lines.append(f"{s.name:<14} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {work:>8} {s.self_peak_mb:>8.0f} "
+                     f"{s.tree_rss_mb:>9.0f} {s.tree_pss_mb:>9.0f} {s.tree_anon_mb:>9.0f} {s.processes:>5} "
+                     f"{s.load:>5.1f} {s.status:>6}")
     return "\n".join(lines)
 
 
@@ -272,9 +276,9 @@ COLAB = {"ram_gb": 12.7, "archive_gb": 6.0}
 
 def step_row(step: Step) -> dict[str, Any]:
     """A step's measurements as the data file keeps them (its own report apart: `reported`)."""
-    return {"name": step.name, "status": step.status, "wall_s": rounded(step.wall_s, 1), "cpu_s": rounded(step.cpu_s, 1),
-            "work_s": rounded(step.work_s, 2), **{k: rounded(getattr(step, k), 0) for k in
-                                                  ("self_peak_mb", "tree_rss_mb", "tree_pss_mb", "tree_anon_mb")},
+    memory = {k: rounded(getattr(step, k), 0) for k in ("self_peak_mb", "tree_rss_mb", "tree_pss_mb", "tree_anon_mb")}
+    return {"name": step.name, "status": step.status, "wall_s": rounded(step.wall_s, 1),
+            "cpu_s": rounded(step.cpu_s, 1), "work_s": rounded(step.work_s, 2), **memory,
             "processes": step.processes, "load": rounded(step.load, 2)}
 
 
@@ -295,14 +299,16 @@ def estimates(steps: list[Step], info: dict) -> list[dict[str, Any]]:
             {"figure": f"make-data, {workers} processes: wall min", "readme": README["make_data_min"],
              "measured": rounded(md.wall_s / 60, 1)},
             {"figure": "make-data: CPU min", "measured": rounded(md.cpu_s / 60, 1)},
-            {"figure": f"make-data: min on {workers} idle cores (CPU min / {workers})", "readme": README["make_data_min"],
-             "measured": rounded(md.cpu_s / 60 / workers, 1)},
+            {"figure": f"make-data: min on {workers} idle cores (CPU min / {workers})",
+             "readme": README["make_data_min"], "measured": rounded(md.cpu_s / 60 / workers, 1)},
             {"figure": "make-data: largest process MB", "readme": README["make_data_main_mb"],
              "measured": rounded(md.self_peak_mb, 0)},
-            {"figure": f"make-data: tree MB (PSS; README: main + {workers} x {README['make_data_worker_mb']} per worker)",
+            {"figure": f"make-data: tree MB (PSS; README: main + {workers} x "
+                       f"{README['make_data_worker_mb']} per worker)",
              "readme": README["make_data_main_mb"] + workers * README["make_data_worker_mb"],
              "measured": rounded(md.tree_pss_mb, 0)}]
-    rows.append({"figure": "archive GB", "readme": README["archive_gb"], "measured": rounded(info["archive_bytes"] / 1e9, 2)})
+    rows.append({"figure": "archive GB", "readme": README["archive_gb"],
+                 "measured": rounded(info["archive_bytes"] / 1e9, 2)})
     for mode in ("mmap", "memory"):
         if f"open {mode}" in by:
             r = by[f"open {mode}"].result
@@ -313,8 +319,9 @@ def estimates(steps: list[Step], info: dict) -> list[dict[str, Any]]:
         rows.append({"figure": "index MB", "readme": README["index_mb"], "measured": rounded(opened["index_mb"], 0)})
     for mode in ("memory", "mmap"):
         if f"loader {mode}" in by:
-            rows.append({"figure": f"loader, {a.get('loader_workers', 2)} workers, uint8, {a.get('size', 192)} px, batch "
-                                   f"{a.get('batch_size', 32)}, {mode}: samples/s", "readme": README["loader_per_s"],
+            rows.append({"figure": f"loader, {a.get('loader_workers', 2)} workers, uint8, {a.get('size', 192)} px, "
+                                   f"batch {a.get('batch_size', 32)}, {mode}: samples/s",
+                         "readme": README["loader_per_s"],
                          "measured": rounded(by[f"loader {mode}"].result["samples_per_s"], 0)})
     return rows
 
@@ -354,8 +361,9 @@ def run_job(args: argparse.Namespace, argv: list[str]) -> tuple[list[Step], dict
     out_dir = Path(args.out_dir)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     data = out_dir / f"synth{args.size}.zip"
-    info = {"machine_before": machine(), "archive": str(data), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "args": vars(args), "command": shlex.join(["python", "-m", "benchmarks.full_size_job", *argv])}
+    info = {"machine_before": machine(), "archive": str(data),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
+            "command": shlex.join(["python", "-m", "benchmarks.full_size_job", *argv])}
     steps = []
     for name, cmd in plan(args, data):
         load = os.getloadavg()[0]
@@ -368,14 +376,16 @@ def run_job(args: argparse.Namespace, argv: list[str]) -> tuple[list[Step], dict
     info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     info["archive_bytes"] = data.stat().st_size if data.exists() else 0
     info["disk_bytes"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    (out_dir / "full_size_job.json").write_text(json.dumps({**info, "steps": [asdict(s) for s in steps]}, indent=1, default=str))
+    record = {**info, "steps": [asdict(s) for s in steps]}
+    (out_dir / "full_size_job.json").write_text(json.dumps(record, indent=1, default=str))
     return steps, info
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default="/work/bigdata/full_size_job", help="the archive, the logs, the raw record")
+    parser.add_argument("--out-dir", default="/work/bigdata/full_size_job",
+                        help="the archive, the logs, the raw record")
     parser.add_argument("--reuse", action="store_true", help="skip make-data if the archive exists")
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--num-bg", type=int, default=1000)
@@ -387,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", nargs="+", metavar="STEP", help="run only these steps: make-data check-data "
                         "open-memory open-mmap twice-memory twice-mmap loader-memory loader-mmap (default: all)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "full_size_job.json", help="the data file (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "full_size_job.json",
+                        help="the data file (default %(default)s)")
     parser.add_argument("--from-json", nargs="+", metavar="JSON", help="write --out from earlier runs' raw records "
-                        "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier one), run nothing")
+                        "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier "
+                        "one), run nothing")
     parser.add_argument("--command", help="the command to name in the data file (default: the one that ran)")
     parser.add_argument("--child", choices=["open", "twice", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)

@@ -68,7 +68,8 @@ def bench_steps(device: torch.device, sizes: list[int], batches: dict[int, int],
                 if compile_:
                     torch.compiler.reset()  # compiled graphs of one model must not pile up
                 print(f"  {name:9s} {size:3d}px batch {batches[size]:3d} compile={compile_!s:5s} "
-                      f"train {row.get('train_ips', float('nan')):8.0f} img/s  infer {row.get('infer_ips', float('nan')):8.0f} img/s"
+                      f"train {row.get('train_ips', float('nan')):8.0f} img/s  "
+                      f"infer {row.get('infer_ips', float('nan')):8.0f} img/s"
                       f"  peak {row['peak_mem_mb'] or 0:7.0f} MB {row.get('error', '')}", flush=True)
                 rows.append(row)
     return rows
@@ -123,12 +124,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu.json", help="the data file (default %(default)s)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 192])
-    parser.add_argument("--steps", type=int, default=20, help="timed bench_model steps; also max steps per training epoch")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed bench_model steps; also max steps per training epoch")
     parser.add_argument("--samples", type=int, default=1600, help="samples of the 192 px make-data archive")
     parser.add_argument("--batch", type=int, default=64, help="batch of the training run")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers of the training run")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="DataLoader workers of the training run")
     parser.add_argument("--train-size", type=int, default=192)
-    parser.add_argument("--compile", choices=["both", "off", "on"], default="both", help="torch.compile settings to measure")
+    parser.add_argument("--compile", choices=["both", "off", "on"], default="both",
+                        help="torch.compile settings to measure")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":

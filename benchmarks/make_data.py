@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 192])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="0 = all cores")
     parser.add_argument("--samples", type=int, default=320, help="samples per configuration")
-    parser.add_argument("--out", type=Path, default=RESULTS / "make_data.json", help="the data file (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "make_data.json",
+                        help="the data file (default %(default)s)")
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in args.sizes:
         for workers in args.workers:
-            out = subprocess.run([sys.executable, "-m", "benchmarks.make_data", "--child", str(size), str(workers),
-                                  str(args.samples)], check=True, capture_output=True, text=True, env=module_env()).stdout
+            child = ["--child", str(size), str(workers), str(args.samples)]
+            out = subprocess.run([sys.executable, "-m", "benchmarks.make_data", *child], check=True,
+                                 capture_output=True, text=True, env=module_env()).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results.append(r)
             print(f"{r['size']:>5} {r['workers']:>7} {r['samples_per_s']:>10.0f} {r['sampling_per_s']:>11.0f} "
@@ -106,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"estimate, full {count:,}-sample {r['size']} px run with {r['workers']} workers: "
               f"{seconds / 60:.0f} min, {r['bytes_per_sample'] * count / 1e9:.1f} GB archive, main process "
               f"~{main_mb:.0f} MB + {r['workers']} workers x ~{r['worker_rss_mb']:.0f} MB peak RSS")
-        estimate.append({"samples": count, "size": r["size"], "workers": r["workers"], "minutes": rounded(seconds / 60, 1),
+        estimate.append({"samples": count, "size": r["size"], "workers": r["workers"],
+                         "minutes": rounded(seconds / 60, 1),
                          "archive_gb": rounded(r["bytes_per_sample"] * count / 1e9, 2), "main_mb": rounded(main_mb, 0),
-                         "worker_mb": rounded(r["worker_rss_mb"], 0), "rendered_scenes_mb_bound": rounded(backdrops_mb, 0)})
+                         "worker_mb": rounded(r["worker_rss_mb"], 0),
+                         "rendered_scenes_mb_bound": rounded(backdrops_mb, 0)})
     rates = [{"size": r["size"], "workers": r["workers"], "count": r["count"], "seconds": rounded(r["seconds"], 2),
               "samples_per_s": rounded(r["samples_per_s"], 1), "sampling_per_s": rounded(r["sampling_per_s"], 1),
               "prepare_s_per_item": rounded(r["prepare_seconds"] / r["prepare_items"] * r["workers"], 3),

@@ -1,4 +1,5 @@
-"""python -m benchmarks.model [--sizes 64 128 192] [--models maskdepth seed resnet18 ...] [--device auto] [--out docs/results/model.json]
+"""python -m benchmarks.model [--sizes 64 128 192] [--models maskdepth seed resnet18 ...] [--device auto]
+       [--out docs/results/model.json]
 
 Training-step and inference throughput (images/s, and ms per training step) with parameters and
 forward GFLOPs of MaskDepthNet, the seed network and MaskDepthNet on each torchvision encoder
@@ -38,11 +39,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import RESULTS, meta, rounded, write_results
 from maskdepth.config import load_config
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.model import ENCODERS, build_model, count_parameters
-
-from benchmarks.common import RESULTS, meta, rounded, write_results
 
 CONFIGS = {"maskdepth": "quick.yaml", "seed": "seed.yaml", **{e: "quick.yaml" for e in ENCODERS[1:]}}
 MODELS = ["maskdepth", "seed", *ENCODERS[1:]]
@@ -64,7 +64,8 @@ class Result:
     def row(self) -> dict[str, Any]:
         """The figures as a data file keeps them."""
         return {**asdict(self), "gflops": rounded(self.gflops, 3), "train_ips": rounded(self.train_ips, 1),
-                "infer_ips": rounded(self.infer_ips, 1), "train_ms_per_step": rounded(1000 * self.batch / self.train_ips, 1)}
+                "infer_ips": rounded(self.infer_ips, 1),
+                "train_ms_per_step": rounded(1000 * self.batch / self.train_ips, 1)}
 
 
 def _sync(device: torch.device) -> None:
@@ -170,7 +171,8 @@ def format_table(results: list[Result], models: list[str]) -> str:
     ]
     for r in results:
         lines.append(
-            f"{r.size:>5} {r.batch:>5} {r.model:<15} {r.params:>11,} {r.gflops:>10.3f} {1000 * r.batch / r.train_ips:>13.1f} "
+            f"{r.size:>5} {r.batch:>5} {r.model:<15} {r.params:>11,} {r.gflops:>10.3f} "
+            f"{1000 * r.batch / r.train_ips:>13.1f} "
             f"{r.train_ips:>12.1f} {r.infer_ips:>12.1f}"
         )
     if len(models) >= 2:
@@ -181,7 +183,8 @@ def format_table(results: list[Result], models: list[str]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS,
                         help="networks to measure (default: all); the first is compared to the second")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 192])
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
                 print(f"  {name} {size}px: skipped (stride 32)")
                 continue
             result = bench_one(name, size, batch, args, device)
-            print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, infer {result.infer_ips:.1f} img/s",
+            print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, "
+                  f"infer {result.infer_ips:.1f} img/s",
                   flush=True)
             results.append(result)
     print()

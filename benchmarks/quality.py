@@ -64,7 +64,8 @@ ABLATION: list[tuple[str, str, list[str]]] = [  # (name, archive, overrides on t
     ("EMA 0.995 alone", "s15", ["train.ema=0.995"]),
     ("weight decay 0.05 alone", "s15", ["train.weight_decay=0.05"]),
     ("dropout 0.1 at the bottleneck", "s15", ["model.dropout=0.1"]),
-    ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15", ["model.blocks=3", "model.base_channels=24"]),
+    ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15",
+     ["model.blocks=3", "model.base_channels=24"]),
 ]
 TRAIN_SUBSET = 640
 
@@ -169,8 +170,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from maskdepth.config import load_config
     from maskdepth.data import open_dataset
-    from maskdepth.model import count_parameters
     from maskdepth.evaluate import evaluate
+    from maskdepth.model import count_parameters
     from maskdepth.train import fit
 
     torch.set_num_threads(spec["threads"])
@@ -294,6 +295,9 @@ def error_by_depth(run_dir: Path, unseen: Path, size: int) -> list[dict[str, flo
     return rows
 
 
+SPLIT_LABELS = {"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}
+
+
 def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path) -> Path:
     import matplotlib
 
@@ -307,7 +311,7 @@ def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], pa
                                   (row[1], "delta1", "depth δ1 (higher is better)")):
             for split, style in (("train", "-"), ("val", "--"), ("unseen", "-")):
                 ax.plot(steps, [p[f"{split}_{metric}"] for p in run["curve"]], style, marker="o", ms=3,
-                        label={"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}[split])
+                        label=SPLIT_LABELS[split])
             ax.axhline(base[f"mean_depth_{run['archive_name']}"][metric], color="gray", ls=":",
                        label="mean-depth predictor (unseen)")
             ax.set_title(f"{run['name']}: {label}", fontsize=9)
@@ -336,7 +340,8 @@ def _gap(point: dict[str, Any]) -> float:
 
 def _point(point: dict[str, Any]) -> dict[str, Any]:
     """One epoch's figures as the data file keeps them, with the gap."""
-    return {**{k: rounded(v, 4) if isinstance(v, float) else v for k, v in point.items()}, "gap": rounded(_gap(point), 4)}
+    figures = {k: rounded(v, 4) if isinstance(v, float) else v for k, v in point.items()}
+    return {**figures, "gap": rounded(_gap(point), 4)}
 
 
 def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -346,8 +351,10 @@ def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for run in runs:
         p = _last(run)
         rows.append({"change": run["name"], "archive": run["archive_name"],
-                     **{k: rounded(p[k], 4) for k in ("unseen_delta1", "unseen_rmse", "unseen_iou", "val_rmse", "train_rmse")},
-                     "gap_val_train": rounded(p["val_rmse"] - p["train_rmse"], 4), "gap_unseen_train": rounded(_gap(p), 4),
+                     **{k: rounded(p[k], 4) for k in ("unseen_delta1", "unseen_rmse", "unseen_iou", "val_rmse",
+                                                      "train_rmse")},
+                     "gap_val_train": rounded(p["val_rmse"] - p["train_rmse"], 4),
+                     "gap_unseen_train": rounded(_gap(p), 4),
                      "step_time_rel": rounded(run["step_s"] / ref["step_s"], 3), "step_s": rounded(run["step_s"], 4),
                      "params": run["params"], "epochs": run["epochs"], "steps": p["steps"],
                      "overrides": run["overrides"][len(OLD_DEFAULT):]})
@@ -394,7 +401,8 @@ def target_rows(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -
 
 
 def figures(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation: list[dict[str, Any]],
-            budget: list[dict[str, Any]], base: dict[str, dict[str, float]], pictures: dict[str, Path]) -> dict[str, Any]:
+            budget: list[dict[str, Any]], base: dict[str, dict[str, float]],
+            pictures: dict[str, Path]) -> dict[str, Any]:
     """Everything docs/results/quality.json holds besides its meta."""
     settings = {"minutes": args.minutes, "threads": args.threads, "ablation_threads": 1,
                 "ablation_epochs": args.ablation_epochs, "batch": args.batch, "jobs": args.jobs,
@@ -416,7 +424,8 @@ def figures(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation
 def reuse_note(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """How many runs came from earlier invocations (--reuse), and their run time."""
     reused = [r for r in runs if r.get("reused")]
-    return {"runs_reused": f"{len(reused)} of {len(runs)}", "run_hours_in_all": rounded(sum(r["wall_s"] for r in runs) / 3600, 2)}
+    return {"runs_reused": f"{len(reused)} of {len(runs)}",
+            "run_hours_in_all": rounded(sum(r["wall_s"] for r in runs) / 3600, 2)}
 
 
 def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> list[dict[str, Any]]:
@@ -438,8 +447,8 @@ def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> 
             spec_path.write_text(json.dumps(spec))
             env = dict(module_env(), OMP_NUM_THREADS=str(spec["threads"]))
             log_file = open(work / f"log_{spec['key']}.txt", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", "--one", str(spec_path)], stdout=log_file,
-                                    stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", "--one", str(spec_path)],
+                                    stdout=log_file, stderr=subprocess.STDOUT, env=env)
             running.append((i, proc, spec_path))
             _log(f"started {spec['name']} ({spec['archive_name']})")
         time.sleep(2)
@@ -496,8 +505,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     budget_specs = []
     if args.only != "ablation":
         for name in ("diverse", "s15"):
-            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
-                                     archive_name=name, archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
+            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}",
+                                     name=f"configs/quick.yaml on {name}", archive_name=name,
+                                     archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
                                      overrides=[], minutes=args.minutes))
     results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)
     budget, ablation = results[: len(budget_specs)], results[len(budget_specs):]
@@ -512,8 +522,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         pictures["curves"] = curves_png(budget, base, pictures_dir / "quality_curves.png")
         for run in budget:
             run["bands"] = error_by_depth(Path(run["run_dir"]), archives["unseen"], size)
+            png = pictures_dir / f"quality_unseen_{run['archive_name']}.png"
             pictures[run["archive_name"]] = unseen_grid(
-                Path(run["run_dir"]), archives["unseen"], size, pictures_dir / f"quality_unseen_{run['archive_name']}.png",
+                Path(run["run_dir"]), archives["unseen"], size, png,
                 title=f"unseen scenes, {run['name']}, after {_last(run)['steps']} steps")
     run_meta = meta("quality", argv, device="cpu", smoke=args.smoke,
                     minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),

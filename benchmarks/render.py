@@ -10,8 +10,9 @@ A person writes that page; this script only regenerates the text between a pair 
 here the table `budget` of docs/results/quality.json, as TABLES below lays it out. Everything
 outside the markers is kept byte for byte. `NAME.meta` shows any data file's provenance (date,
 command, machine, torch version). A data file that does not exist yet gives one line, at the first
-of its tables (the others stay empty) and on stderr, naming the command that writes it. `--check` writes nothing and exits
-1 when a page differs from what its data gives (tests/test_render.py runs it on docs/results.md).
+of its tables (the others stay empty) and on stderr, naming the command that writes it. `--check`
+writes nothing and exits 1 when a page differs from what its data gives (tests/test_render.py runs
+it on docs/results.md).
 
 Only the standard library: it runs without torch, also as `python -m benchmarks.render`.
 """
@@ -134,12 +135,14 @@ TABLES: dict[str, Spec] = {
     "quality.ablation": ("ablation", [
         ("change (alone, vs the old default)", "{change}"), ("archive", "{archive}"),
         ("unseen δ1", "{unseen_delta1:.3f}"), ("unseen RMSE", "{unseen_rmse:.3f}"), ("unseen IoU", "{unseen_iou:.3f}"),
-        ("val RMSE", "{val_rmse:.3f}"), ("train RMSE", "{train_rmse:.3f}"), ("gap val − train", "{gap_val_train:.3f}"),
+        ("val RMSE", "{val_rmse:.3f}"), ("train RMSE", "{train_rmse:.3f}"),
+        ("gap val − train", "{gap_val_train:.3f}"),
         ("gap unseen − train", "{gap_unseen_train:.3f}"), ("step time", "{step_time_rel:.2f}x"),
         ("parameters", "{params:,}")], False),
     # benchmarks/full_size_job.py
     "full_size_job.run": ("run", [
-        ("archive", "`{archive}`"), ("archive GB", "{archive_gb:.2f}"), ("on disk in the job's folder, GB", "{disk_gb:.2f}"),
+        ("archive", "`{archive}`"), ("archive GB", "{archive_gb:.2f}"),
+        ("on disk in the job's folder, GB", "{disk_gb:.2f}"),
         ("cores (nproc)", "{nproc}"), ("RAM GB", "{ram_gb:.1f}"), ("available at the start, GB", "{available_gb:.1f}"),
         ("load average at the start (1 / 5 / 15 min)", "{load_1:.1f} / {load_5:.1f} / {load_15:.1f}"),
         ("load average at the end (1 min)", "{load_end:.1f}"), ("minutes in all", "{total_min:.0f}")], True),
@@ -189,8 +192,9 @@ TABLES: dict[str, Spec] = {
     # benchmarks/make_data.py
     "make_data.rates": ("rates", [
         ("px", "{size}"), ("processes", "{workers}"), ("samples/s", "{samples_per_s:,.0f}"),
-        ("sampling phase samples/s", "{sampling_per_s:,.0f}"), ("prepare s per scene or object", "{prepare_s_per_item:.2f}"),
-        ("kB per sample", "{kb_per_sample:.1f}"), ("main MB", "{main_rss_mb:,.0f}"), ("worker MB", "{worker_rss_mb:,.0f}")],
+        ("sampling phase samples/s", "{sampling_per_s:,.0f}"),
+        ("prepare s per scene or object", "{prepare_s_per_item:.2f}"), ("kB per sample", "{kb_per_sample:.1f}"),
+        ("main MB", "{main_rss_mb:,.0f}"), ("worker MB", "{worker_rss_mb:,.0f}")],
         False),
     "make_data.estimate": ("estimate", [
         ("samples", "{samples:,}"), ("px", "{size}"), ("processes", "{workers}"), ("minutes", "{minutes:.0f}"),

@@ -43,9 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         tiny = dict(num_bg=4, num_fg=3, per_pair=1)
         return Plan(
             scales=[Scale(32, args.budget_64 or 0.5, 8, 2, tiny, dict(num_bg=2, num_fg=2, per_pair=1))],
-            speed_sizes=[32], speed_batch={32: 4}, speed_steps=1, speed_warmup=0, data_sizes=[32], data_workers=[0], data_repeats=1,
+            speed_sizes=[32], speed_batch={32: 4}, speed_steps=1, speed_warmup=0, data_sizes=[32], data_workers=[0],
+            data_repeats=1,
             index_counts=[400, 4000], epoch_workers=[0], epoch_samples=8, grid_rows=2, smoke=True,
         )
     # 20 backgrounds: 19 train + 1 validation (for the curves); the test archive is separate.
@@ -277,7 +279,8 @@ def speed_section(plan: Plan) -> list[Any]:
     for size in plan.speed_sizes:
         for name in MODELS:
             r = bench_one(name, size, plan.speed_batch[size], args, torch.device("cpu"))
-            log(f"bench_one {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, infer {r.infer_ips:.1f} img/s")
+            log(f"bench_one {name} {size}px batch {r.batch}: train {r.train_ips:.1f} img/s, "
+                f"infer {r.infer_ips:.1f} img/s")
             results.append(r)
     return results
 
@@ -286,7 +289,8 @@ def speed_rows(results: list[Any], plan: Plan) -> dict[str, Any]:
     """The speed table, MaskDepthNet over the seed per size, and the step time per image against
     the resolution (relative to the smallest size)."""
     base = {r.model: r for r in results if r.size == plan.speed_sizes[0]}
-    resolution = [{"size": r.size, "model": r.model, "label": LABELS[r.model], "ms_per_image": rounded(1000 / r.train_ips, 1),
+    resolution = [{"size": r.size, "model": r.model, "label": LABELS[r.model],
+                   "ms_per_image": rounded(1000 / r.train_ips, 1),
                    "vs_smallest": rounded(base[r.model].train_ips / r.train_ips, 2),
                    "pixels_vs_smallest": rounded((r.size / plan.speed_sizes[0]) ** 2, 2)} for r in results]
     return {"speed": [{**r.row(), "label": LABELS[r.model]} for r in results],
@@ -514,13 +518,16 @@ def _nearest_rate(rates: dict[tuple[str, int], float], name: str, size: int) -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(RESULTS / "report.json"), help="the data file (default %(default)s)")
     parser.add_argument("--pictures", default=str(RESULTS), help="folder of the pictures (default %(default)s)")
-    parser.add_argument("--budget-64", type=float, default=None, help="seconds of training steps per model at 64 px (default 240)")
+    parser.add_argument("--budget-64", type=float, default=None,
+                        help="seconds of training steps per model at 64 px (default 240)")
     parser.add_argument("--budget-192", type=float, default=None,
-                        help="seconds of training steps per model at 192 px (default 1500: the section fits a CPU hour)")
-    parser.add_argument("--work", default=None, help="folder for the temporary archives and runs (default: system temp)")
+                        help="seconds of training steps per model at 192 px (default 1500: fits a CPU hour)")
+    parser.add_argument("--work", default=None,
+                        help="folder for the temporary archives and runs (default: system temp)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, for the test: every section in seconds")
     args = parser.parse_args(argv)

@@ -25,7 +25,8 @@ def _render_all(prefix: str, data: dict, skip: tuple[str, ...] = ()) -> dict[str
 
 
 def _meta_ok(meta: dict, benchmark: str, argv_start: str) -> None:
-    assert meta["benchmark"] == benchmark and meta["command"].startswith(f"python -m benchmarks.{benchmark} {argv_start}")
+    assert meta["benchmark"] == benchmark
+    assert meta["command"].startswith(f"python -m benchmarks.{benchmark} {argv_start}")
     assert meta["torch"] == torch.__version__ and meta["date"] and meta["machine"]["cpus"]
 
 
@@ -59,7 +60,8 @@ def test_smoke_report_writes_every_section_with_finite_numbers(tmp_path):
     # every table of report.json renders (the per-size ones name 64 and 192 px; the smoke run is 32 px)
     tables = _render_all("report", data, skip=("_64", "_192"))
     assert "| 32 | MaskDepthNet |" in tables["report.summary"]
-    assert "–" not in tables["report.data_pipeline"] and "`python -m benchmarks.report --smoke" in tables["report.meta"]
+    assert "–" not in tables["report.data_pipeline"]
+    assert "`python -m benchmarks.report --smoke" in tables["report.meta"]
     assert render.render_table("report.runs_64", {"quality": {"64": data["quality"]["32"]}})
 
 

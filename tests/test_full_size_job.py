@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_process_group
 
 from benchmarks import full_size_job as job
 from benchmarks import render
-from conftest import run_process_group
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["make-data", "check-data", "open memory", "open mmap", "twice memory", "twice mmap", "loader memory", "loader mmap"]
+STEPS = ["make-data", "check-data", "open memory", "open mmap", "twice memory", "twice mmap", "loader memory",
+         "loader mmap"]
 
 
 def test_run_step_sees_the_peak_of_a_grandchild(tmp_path):
@@ -73,7 +74,8 @@ def test_the_job_scaled_down_writes_its_figures(tmp_path):
     assert figures["estimates"][0]["figure"].startswith("make-data") and "archive GB" in [
         e["figure"] for e in figures["estimates"]]
     tables = {name: render.render_table(name, figures) for name in render.TABLES if name.startswith("full_size_job.")}
-    assert "| make-data |" in tables["full_size_job.steps"] and "| open mmap | 16 | 54 |" in tables["full_size_job.open"]
+    assert "| make-data |" in tables["full_size_job.steps"]
+    assert "| open mmap | 16 | 54 |" in tables["full_size_job.open"]
 
     again = tmp_path / "again.json"
     script = [sys.executable, "-m", "benchmarks.full_size_job", "--from-json", str(tmp_path / "full_size_job.json"),

@@ -29,7 +29,8 @@ def _results(tmp_path: Path, **files: dict) -> Path:
 def _tiny_report() -> dict:
     return {"meta": {"date": "2026-01-01 00:00 UTC", "command": "python -m benchmarks.report --smoke", "torch": "2.x",
                      "machine": {"cpu": "test", "cpus": 2}},
-            "speedup": [{"size": 64, "train_x": 5.3712, "infer_x": 5.0}, {"size": 192, "train_x": 7.77, "infer_x": None}]}
+            "speedup": [{"size": 64, "train_x": 5.3712, "infer_x": 5.0},
+                        {"size": 192, "train_x": 7.77, "infer_x": None}]}
 
 
 def test_a_table_from_a_tiny_data_file(tmp_path):
