@@ -20,7 +20,7 @@ endif
 DEMO ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-fast clean-demo
+.PHONY: install demo test test-fast results clean-demo
 
 ifneq ($(strip $(VENV)),)
 $(PY):
@@ -42,6 +42,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+# the tables of docs/results.md from the benchmarks' data files (docs/results/*.json); standard library only
+results:
+	$(PYTHON) benchmarks/render.py
 
 clean-demo:
 	rm -rf $(DEMO)
