@@ -10,7 +10,8 @@ A person writes that page; this script only regenerates the text between a pair 
 here the table `budget` of docs/results/quality.json, as TABLES below lays it out. Everything
 outside the markers is kept byte for byte. `NAME.meta` shows any data file's provenance (date,
 command, machine, torch version). A data file that does not exist yet gives one line, at the first
-of its tables (the others stay empty) and on stderr, naming the command that writes it. `--check`
+of its tables (the others stay empty) and on stderr, naming the command that writes it; a table
+whose rows the file lacks (a section that failed: its `errors`) one line too. `--check`
 writes nothing and exits 1 when a page differs from what its data gives (tests/test_render.py runs
 it on docs/results.md).
 
@@ -217,6 +218,11 @@ class RenderError(Exception):
     """A table that cannot be rendered: unknown name, or a data file without the rows it needs."""
 
 
+class NoRows(Exception):
+    """A data file without the rows a table needs (a section of the benchmark failed, or an older
+    file): the table shows one line instead, with the failure the benchmark recorded, if any."""
+
+
 class _Blank(Exception):
     """A cell field that is missing, None or not finite: the cell shows an en dash."""
 
@@ -288,7 +294,7 @@ def render_table(name: str, data: dict[str, Any]) -> str:
     """The markdown table `name` (a key of TABLES, or FILE.meta) from its data file's contents."""
     if name.endswith(".meta"):
         if "meta" not in data:
-            raise RenderError(f"{name}: the data file has no 'meta'")
+            raise NoRows("no 'meta'")
         return _meta_table(data["meta"])
     if name not in TABLES:
         raise RenderError(f"unknown table {name!r}; known: {', '.join(sorted(TABLES))} and FILE.meta")
@@ -297,8 +303,9 @@ def render_table(name: str, data: dict[str, Any]) -> str:
     for path in [paths] if isinstance(paths, str) else paths:
         try:
             found = lookup(data, path)
-        except KeyError as exc:
-            raise RenderError(f"{name}: no {path!r} in the data file (missing key {exc})") from None
+        except KeyError:
+            error = data.get("errors", {}).get(path.split(".", 1)[0])
+            raise NoRows(f"no {path!r}" + (f": {error}" if error else "")) from None
         rows += found if isinstance(found, list) else [found]
     # a column that no row has a figure for is left out (a benchmark's output may lack a measurement)
     columns = [(h, t) for h, t in columns if not rows or all(any(f in r for r in rows) for f in _fields(t))]
@@ -314,7 +321,7 @@ def missing_line(stem: str, results: Path) -> str:
 
 def render_text(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
     """`text` with every marked table regenerated from the data files in `results`, and the lines
-    that stand in for missing data files."""
+    that stand in for missing data files or rows."""
     cache: dict[str, Any] = {}
     missing: list[str] = []
 
@@ -331,9 +338,13 @@ def render_text(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
             line = missing_line(stem, results)
             if line in missing:
                 return match[1] + match[4]
-            missing.append(line)
-            return match[1] + line + "\n" + match[4]
-        return match[1] + render_table(name, cache[stem]) + "\n" + match[4]
+        else:
+            try:
+                return match[1] + render_table(name, cache[stem]) + "\n" + match[4]
+            except NoRows as exc:
+                line = f"Not measured: {_shown(results / (stem + '.json'))} has {exc}."
+        missing.append(line)
+        return match[1] + line + "\n" + match[4]
 
     return MARKER.sub(body, text), missing
 

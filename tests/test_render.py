@@ -85,16 +85,25 @@ def test_rows_from_several_paths_and_a_column_no_row_has_is_left_out(tmp_path):
     assert table.splitlines()[2:] == ["| net | a | 0.600 | 10 | – |", "| mean depth | – | 0.400 | – | 0 |"]
 
 
-def test_an_unknown_table_or_missing_rows_stop_with_one_line(tmp_path, capsys):
+def test_an_unknown_table_stops_with_one_line(tmp_path, capsys):
     results = _results(tmp_path, report=_tiny_report())
     page = tmp_path / "page.md"
     page.write_text("<!-- table:report.nonsense -->\n<!-- /table -->\n")
     assert render.main([str(page), "--results", str(results)]) == 2
     assert "unknown table 'report.nonsense'" in capsys.readouterr().err
-    page.write_text("<!-- table:report.summary -->\n<!-- /table -->\n")
-    assert render.main([str(page), "--results", str(results)]) == 2
-    assert "report.summary: no 'summary' in the data file" in capsys.readouterr().err
-    assert page.read_text() == "<!-- table:report.summary -->\n<!-- /table -->\n"
+    assert page.read_text() == "<!-- table:report.nonsense -->\n<!-- /table -->\n"
+
+
+def test_a_section_the_data_file_lacks_gives_one_line_with_its_error(tmp_path, capsys):
+    data = {**_tiny_report(), "errors": {"data_pipeline": "RuntimeError: boom"}}
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table:report.data_pipeline -->\n<!-- /table -->\n"
+                    "<!-- table:report.speedup -->\n<!-- /table -->\n")
+    assert render.main([str(page), "--results", str(_results(tmp_path, report=data))]) == 0
+    line = f"Not measured: {tmp_path / 'results' / 'report.json'} has no 'data_pipeline.rows': RuntimeError: boom."
+    assert page.read_text() == (f"<!-- table:report.data_pipeline -->\n{line}\n<!-- /table -->\n"
+                                f"<!-- table:report.speedup -->\n{SPEEDUP}\n<!-- /table -->\n")
+    assert capsys.readouterr().err.strip() == line
 
 
 def test_docs_results_md_is_what_its_data_files_give():
