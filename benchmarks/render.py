@@ -284,6 +284,8 @@ def _meta_table(meta: dict[str, Any]) -> str:
             return "; ".join(f"{k.replace('_', ' ')} {show(k, v)}" for k, v in value.items())
         if isinstance(value, list):
             return ", ".join(show(key, v) for v in value)
+        if value is None:
+            return "–"
         return f"`{value}`" if key == "command" else str(value)
 
     return markdown_table(["run", ""], [[key.replace("_", " "), show(key, value).replace("|", "\\|")]
