@@ -15,7 +15,7 @@ from maskdepth.cli import main
 from maskdepth.config import config_to_dict, load_config
 from maskdepth.data import open_dataset
 from maskdepth.errors import CheckpointError, ConfigError, DataError
-from maskdepth.inference import evaluate_checkpoint, format_metrics, load_model, pair_inputs, predict_pairs
+from maskdepth.inference import evaluate_checkpoint, format_metrics, load_model, predict_pairs
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS, depth_metrics, mask_metrics
 from maskdepth.model import build_model
 
@@ -171,33 +171,6 @@ def test_predict_at_training_size_is_the_model_output(checkpoint: Path, tmp_path
     np.testing.assert_array_equal(np.asarray(Image.open(written[0])), expected_mask)
     depth16 = np.asarray(Image.open(written[1])).astype(np.float64) / 65535
     np.testing.assert_allclose(depth16, pred_depth[0, 0].numpy(), atol=1e-4)
-
-
-def test_pairing_rules(tmp_path: Path) -> None:
-    for folder in ("bgs", "fgs", "other"):
-        (tmp_path / folder).mkdir()
-    for name in ("a", "b"):
-        _png(tmp_path / "bgs" / f"{name}.png", 8, 8)
-        _png(tmp_path / "fgs" / f"{name}.jpg", 8, 8)
-    _png(tmp_path / "other" / "bg_1.png", 8, 8)
-    _png(tmp_path / "other" / "bg_2.png", 8, 8)
-    (tmp_path / "fgs" / "notes.txt").write_text("ignored: not an image")
-
-    by_folder = pair_inputs(tmp_path / "bgs", tmp_path / "fgs")
-    assert [(b.name, f.name) for b, f in by_folder] == [("a.png", "a.jpg"), ("b.png", "b.jpg")]
-    by_order = pair_inputs(str(tmp_path / "other" / "bg_*.png"), str(tmp_path / "fgs" / "*.jpg"))
-    assert [(b.name, f.name) for b, f in by_order] == [("bg_1.png", "a.jpg"), ("bg_2.png", "b.jpg")]
-    shared = pair_inputs(tmp_path / "bgs" / "a.png", tmp_path / "fgs")
-    assert [(b.name, f.name) for b, f in shared] == [("a.png", "a.jpg"), ("a.png", "b.jpg")]
-
-    with pytest.raises(DataError, match="b only in --fg-bg.*bg_1, bg_2 only in --bg"):
-        pair_inputs(tmp_path / "other", tmp_path / "fgs")
-    with pytest.raises(DataError, match="nope.png: no such file"):
-        pair_inputs(tmp_path / "nope.png", tmp_path / "fgs" / "a.jpg")
-    with pytest.raises(DataError, match=r"\*.gif: no file matches"):
-        pair_inputs(str(tmp_path / "bgs" / "*.gif"), str(tmp_path / "fgs" / "*.jpg"))
-    with pytest.raises(DataError, match="2 vs 1 files"):
-        pair_inputs(str(tmp_path / "bgs" / "*.png"), str(tmp_path / "fgs" / "a.*"))
 
 
 def test_predict_errors_name_the_files(checkpoint: Path, tmp_path: Path) -> None:

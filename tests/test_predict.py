@@ -13,8 +13,9 @@ from PIL import Image
 
 from maskdepth.cli import main
 from maskdepth.errors import ConfigError, DataError
-from maskdepth.inference import Predictor, predict_pairs, read_pairs_csv
+from maskdepth.inference import Predictor, predict_pairs
 from maskdepth.model import build_model
+from maskdepth.pairs import read_pairs_csv
 from maskdepth.video import side_by_side
 
 from test_inference import _png, _write_checkpoint

@@ -1,5 +1,5 @@
-"""Classical baselines that the networks must beat, and their scoring (scripts/benchmark.py and
-scripts/bench_quality.py report them).
+"""Classical baselines that the networks must beat, and their scoring: a learned model is worth
+its cost only by its margin over these (the benchmarks report both; figures in docs/results.md).
 
     mask = background_subtraction(bg, fg_bg, kernel=opening_kernel(size))   # [B,1,H,W] in {0,1}
     mean = mean_depth(sample["depth"] for sample in train_set)             # [1,H,W] in (0,1]
@@ -16,7 +16,7 @@ callers hand it tensors or an iterable of batches.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch

@@ -20,8 +20,9 @@ import argparse
 import errno
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from maskdepth import __version__
 from maskdepth.errors import MaskDepthError
@@ -105,7 +106,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from maskdepth.errors import ConfigError
 
-    sources = [flag for flag, value in (("--fg-bg", args.fg_bg), ("--pairs", args.pairs), ("--video", args.video)) if value]
+    given = (("--fg-bg", args.fg_bg), ("--pairs", args.pairs), ("--video", args.video))
+    sources = [flag for flag, value in given if value]
     if len(sources) != 1:
         raise ConfigError(f"give one of --fg-bg, --pairs or --video, got {' and '.join(sources) or 'none'}")
     if args.pairs is None and args.bg is None:
@@ -117,7 +119,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from maskdepth.video import predict_video
 
         out = args.out or str(Path(args.video).with_name(Path(args.video).stem + "_pred.mp4"))
-        path, count = predict_video(args.checkpoint, bg=args.bg, video=args.video, out=out, frames=args.frames, **common)
+        path, count = predict_video(args.checkpoint, bg=args.bg, video=args.video, out=out, frames=args.frames,
+                                    **common)
         print(f"wrote {path} ({count} frames: input | mask | depth)" + (f" and {args.frames}/" if args.frames else ""))
         return 0
     from maskdepth.inference import predict_pairs
@@ -167,7 +170,8 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--per-pair", type=int, default=2, help="placements per bg x fg x flip (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same arguments give a byte-identical archive")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="jpg like the original, or png with 16-bit depth")
+    p.add_argument("--format", choices=["jpg", "png"], default="jpg",
+                   help="jpg like the original, or png with 16-bit depth")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_make_data)
@@ -179,7 +183,8 @@ def _add_data_commands(sub: Any) -> None:
         "Exit status 0 if clean, 1 if problems were found (each one named).",
     )
     p.add_argument("data", nargs="+", metavar="DATA", help="a zip with its manifest, or a manifest.csv")
-    p.add_argument("--size", type=int, default=None, help="expected image side (default: from dataset.json or the first image)")
+    p.add_argument("--size", type=int, default=None,
+                   help="expected image side (default: from dataset.json or the first image)")
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_check_data)
@@ -208,6 +213,11 @@ def _add_data_commands(sub: Any) -> None:
 
 def _add_model_commands(sub: Any) -> None:
     """train, evaluate, predict, export."""
+    for add in (_add_train, _add_evaluate, _add_predict, _add_export):
+        add(sub)
+
+
+def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train from a YAML config, resuming the run if it has a checkpoint",
@@ -218,6 +228,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
         help="full metric set of a checkpoint on a split",
@@ -231,6 +243,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.num_workers=2")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="predict mask and depth for image pairs, folders or a video",
@@ -258,6 +272,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to ONNX or TorchScript",

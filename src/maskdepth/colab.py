@@ -20,12 +20,15 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
-from maskdepth.data.localcopy import copy_once, dataset_files, prepare_dataset  # re-exported for the notebook
+# dataset_files and prepare_dataset are re-exported for the notebook
+from maskdepth.data.localcopy import copy_once, dataset_files, prepare_dataset  # noqa: F401
 from maskdepth.errors import DataError
 from maskdepth.history import TABLE_COLUMNS  # metrics.csv columns `metrics_table` shows unless asked
+
 
 def synthetic_once(
     folder: str | os.PathLike[str],
@@ -141,7 +144,7 @@ def metrics_table(metrics_csv: str | os.PathLike[str], columns: Sequence[str] | 
         raise DataError(f"{path} has no column {', '.join(missing)}; it has {', '.join(header)}")
     cells = [list(columns)] + [[_short(row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
 
 def _short(text: str | None) -> str:
@@ -213,7 +216,8 @@ def show_grid(run_dir: str | os.PathLike[str], epoch: int | None = None) -> None
         raise DataError(f"{Path(run_dir, 'samples')} has no epoch_NNN.png yet; one is written at the end of each epoch")
     epoch = max(grids) if epoch is None else int(epoch)
     if epoch not in grids:
-        raise DataError(f"no sample grid for epoch {epoch} in {Path(run_dir, 'samples')}; epochs there: {_epochs(grids)}")
+        raise DataError(f"no sample grid for epoch {epoch} in {Path(run_dir, 'samples')}; "
+                        f"epochs there: {_epochs(grids)}")
     print(f"epoch {epoch} (grids of epochs {_epochs(grids)})")
     show_image(grids[epoch])
 
@@ -302,13 +306,14 @@ def show_images(paths: Sequence[str | os.PathLike[str]], *, height: float = 2.6)
     titles = [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
     fig = Figure(figsize=(height * len(paths), height + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
-    for ax, path, title in zip(fig.subplots(1, len(paths), squeeze=False)[0], paths, titles):
+    for ax, path, title in zip(fig.subplots(1, len(paths), squeeze=False)[0], paths, titles, strict=True):
         with PILImage.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I"):
                 pixels = np.asarray(im, dtype=np.float32) / 65535.0
             else:
                 pixels = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
-        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1 if pixels.dtype != np.uint8 else 255)
+        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0,
+                  vmax=1 if pixels.dtype != np.uint8 else 255)
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
     buffer = io.BytesIO()
@@ -363,7 +368,8 @@ def machine_report(local_dir: str | os.PathLike[str], drive_dir: str | os.PathLi
         lines.append("!" * 88)
     mem = _meminfo()
     if mem:
-        lines.append(f"RAM: {_gb(mem.get('MemTotal', 0))}, {_gb(mem.get('MemAvailable', mem.get('MemFree', 0)))} available")
+        available = mem.get("MemAvailable", mem.get("MemFree", 0))
+        lines.append(f"RAM: {_gb(mem.get('MemTotal', 0))}, {_gb(available)} available")
     for label, folder in (("local disk", local_dir), ("Drive", drive_dir)):
         if folder is None:
             continue
@@ -428,7 +434,8 @@ class LiveView:
 
         paths = (self.run_dir / "samples" / f"epoch_{epoch:03d}.png", self.run_dir / "curves.png")
         parts = [_scaled(path, self.width) for path in paths if path.is_file()]
-        canvas = PILImage.new("RGB", (max((p.width for p in parts), default=1), sum(p.height for p in parts) or 1), "white")
+        width = max((p.width for p in parts), default=1)
+        canvas = PILImage.new("RGB", (width, sum(p.height for p in parts) or 1), "white")
         y = 0
         for part in parts:
             canvas.paste(part, (0, y))

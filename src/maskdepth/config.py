@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import yaml
 
 from maskdepth.errors import ConfigError
 from maskdepth.fileio import write_atomic
+from maskdepth.runtime import is_device_name
 
 
 def _choice(default: str, *choices: str) -> Any:
@@ -251,13 +251,12 @@ def _set(obj: Any, key: str, value: Any, full_key: str | None = None) -> None:
 
 
 MAX_SIZE = 1024  # data.size above this is refused before any memory is allocated (activations grow as size^2)
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _validate(cfg: Config) -> None:
     checks = [
         (16 <= cfg.data.size <= MAX_SIZE, "data.size", f"must be in [16, {MAX_SIZE}] (the model is built for 64-192 px)"),
-        (_DEVICE.fullmatch(cfg.device) is not None, "device", "must be auto, cpu, cuda, cuda:N or mps"),
+        (is_device_name(cfg.device), "device", "must be auto, cpu, cuda, cuda:N or mps"),
         (cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (len(cfg.data.fractions) == 3 and all(f >= 0 for f in cfg.data.fractions) and sum(cfg.data.fractions) > 0,
          "data.fractions", "must be three non-negative numbers (train, val, test)"),

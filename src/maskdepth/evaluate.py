@@ -50,7 +50,7 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Mask and depth metrics over `loader`, every image weighted equally (design.md).
+    """Mask and depth metrics over `loader`, every image weighted equally (definitions: docs/metrics.md).
 
     Returns iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3, and `count` (images);
     with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics

@@ -75,21 +75,25 @@ def _export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], out: Path, e
     if exporter == "auto":
         exporter = "legacy" if _legacy_onnx_available() else "dynamo"
     if exporter == "dynamo" and "dynamo" not in inspect.signature(torch.onnx.export).parameters:
-        raise ConfigError(f"the dynamo ONNX exporter needs torch >= 2.5 (this is {torch.__version__}); use --exporter legacy")
-    missing = [m for m in ("onnx", "onnxscript")[: 2 if exporter == "dynamo" else 1] if importlib.util.find_spec(m) is None]
+        raise ConfigError(f"the dynamo ONNX exporter needs torch >= 2.5 (this is {torch.__version__}); "
+                          "use --exporter legacy")
+    needed = ("onnx", "onnxscript") if exporter == "dynamo" else ("onnx",)
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise MaskDepthError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)} "
                              "(or pip install 'maskdepth[export]')")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; parity is tested instead
         if exporter == "legacy":
-            kwargs: dict[str, Any] = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+            has_switch = "dynamo" in inspect.signature(torch.onnx.export).parameters
+            kwargs: dict[str, Any] = {"dynamo": False} if has_switch else {}
             axes = {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(module, example, str(out), opset_version=OPSET, do_constant_folding=True,
                               dynamic_axes={n: axes for n in ("bg", "fg_bg", "mask", "depth")}, **names, **kwargs)
         else:
             batch = torch.export.Dim("batch", min=1, max=1024)
-            height, width = torch.export.Dim("h", min=1, max=4096 // stride), torch.export.Dim("w", min=1, max=4096 // stride)
+            height = torch.export.Dim("h", min=1, max=4096 // stride)
+            width = torch.export.Dim("w", min=1, max=4096 // stride)
             shape = {0: batch, 2: stride * height, 3: stride * width}
             program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes={"bg": shape, "fg_bg": shape},
                                         **names)
@@ -141,7 +145,8 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
         tmp.unlink(missing_ok=True)
     sidecar = out.with_name(out.name + ".json")
     write_atomic(sidecar, json.dumps({
-        "format": fmt, "exported_by": how, "checkpoint": str(checkpoint), "epoch": ck.train.epoch, "step": ck.train.step,
+        "format": fmt, "exported_by": how, "checkpoint": str(checkpoint),
+        "epoch": ck.train.epoch, "step": ck.train.step,
         "val_metrics": _metrics(ck.train.history, ck.train.epoch), "model": cfg.model.name,
         "inputs": {"bg": "float32 [B,3,H,W] RGB in [0, 1]", "fg_bg": "float32 [B,3,H,W] RGB in [0, 1]"},
         "outputs": {"mask": "float32 [B,1,H,W] foreground probability in [0, 1]",

@@ -11,20 +11,21 @@
 
 A checkpoint carries its config (architecture, data path, image size, split settings) and the
 model's input normalisation, so evaluation and prediction need nothing else; `data=` and
-`key=value` overrides replace parts of that config.
+`key=value` overrides replace parts of that config. Which files make a (bg, fg_bg) pair is
+settled by `maskdepth.pairs` before a checkpoint is loaded; `Predictor` is the one batched,
+resized, autocast forward pass that images (here) and video (`maskdepth.video`) share.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import io
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,14 +35,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
-from maskdepth.config import _DEVICE, Config, config_from_dict
+from maskdepth.config import Config, config_from_dict
 from maskdepth.errors import CheckpointError, ConfigError, DataError
-from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.fileio import write_atomic
-from maskdepth.runtime import amp_dtype, autocast, resolve_device
+from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
+from maskdepth.pairs import collect_pairs
+from maskdepth.runtime import amp_dtype, autocast, is_device_name, resolve_device
 from maskdepth.viz import colorize_depth
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 REGIONS = ("inside", "outside")  # depth metrics restricted to the true mask / its complement
 
 
@@ -116,36 +117,14 @@ def evaluate_checkpoint(
         "outside": {the depth metrics over pixels outside it}.
     Every image weighs the same; an image without foreground is skipped by the "inside" means.
     """
-    from maskdepth.data import collate, open_dataset
     from maskdepth.evaluate import evaluate
 
-    overrides = list(overrides)
-    if data is not None:
-        overrides.append(f"data.path={data}")
+    overrides = [*overrides, *([f"data.path={data}"] if data is not None else [])]
     model, cfg, ck = _load(checkpoint, "cpu", overrides)
     device = resolve_device(cfg.device)
     model.to(device)
-    if not cfg.data.path:
-        raise ConfigError(f"checkpoint {checkpoint} records no data.path; pass --data PATH")
-    if not Path(cfg.data.path).exists():
-        source = "--data" if data is not None else "the checkpoint's data.path"
-        raise DataError(f"dataset {cfg.data.path} ({source}) not found; pass --data PATH to evaluate on another copy")
-
-    split_args = cfg.data.dataset_options()
-    dataset = open_dataset(cfg.data.path, cfg.data.size, split, uint8=True, **split_args)  # floats on the device
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size or cfg.train.batch_size, shuffle=False, collate_fn=collate,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-    )
+    dataset, loader = _split_loader(cfg, checkpoint, data, split, batch_size, device)
     figures = evaluate(model, loader, device, regions=True, progress=True)
-
-    # The split is recomputed from the config; a different dataset (--data) or split setting can
-    # put training backgrounds into it, which the backgrounds recorded in training reveal.
-    recorded = ck.splits
-    matches = None
-    if recorded:
-        compared = ("train", "val", "test") if split == "all" else (split,)
-        matches = all(sorted(dataset.splits.get(k, [])) == sorted(recorded.get(k, [])) for k in compared)
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "epoch": ck.train.epoch,
@@ -155,7 +134,7 @@ def evaluate_checkpoint(
         "size": cfg.data.size,
         "model": cfg.model.name,
         "count": int(figures.get("count", len(dataset))),
-        "split_matches_training": matches,
+        "split_matches_training": _split_matches(ck.splits, dataset.splits, split),
         "metrics": {k: _finite_or_none(figures.get(k)) for k in MASK_KEYS + DEPTH_KEYS},
     }
     for region in REGIONS:
@@ -163,6 +142,43 @@ def evaluate_checkpoint(
     if out is not None:
         write_atomic(out, (json.dumps(results, indent=2) + "\n").encode())
     return results
+
+
+def _split_loader(
+    cfg: Config,
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None,
+    split: str,
+    batch_size: int | None,
+    device: torch.device,
+) -> tuple[Any, torch.utils.data.DataLoader]:
+    """(dataset, loader) of one split of the config's dataset; one-line errors when there is none."""
+    from maskdepth.data import collate, open_dataset
+
+    if not cfg.data.path:
+        raise ConfigError(f"checkpoint {checkpoint} records no data.path; pass --data PATH")
+    if not Path(cfg.data.path).exists():
+        source = "--data" if data is not None else "the checkpoint's data.path"
+        raise DataError(f"dataset {cfg.data.path} ({source}) not found; pass --data PATH to evaluate on another copy")
+    split_args = cfg.data.dataset_options()
+    dataset = open_dataset(cfg.data.path, cfg.data.size, split, uint8=True, **split_args)  # floats on the device
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size or cfg.train.batch_size, shuffle=False, collate_fn=collate,
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+    )
+    return dataset, loader
+
+
+def _split_matches(recorded: dict[str, list[Any]] | None, current: dict[str, list[Any]], split: str) -> bool | None:
+    """Whether `split` holds the backgrounds training recorded for it (None if it recorded none).
+
+    The split is recomputed from the config; a different dataset (--data) or split setting can
+    put training backgrounds into it, which the backgrounds recorded in training reveal.
+    """
+    if not recorded:
+        return None
+    compared = ("train", "val", "test") if split == "all" else (split,)
+    return all(sorted(current.get(k, [])) == sorted(recorded.get(k, [])) for k in compared)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -215,10 +231,9 @@ def predict_pairs(
 ) -> list[Path]:
     """Predict mask and depth for (bg, fg_bg) pairs and write them next to each other in `out`.
 
-    The pairs come either from `bg` and `fg_bg` (see `pair_inputs`: two files; two folders
-    paired by file stem; two globs; or one bg file shared by a folder/glob of composites) or from
-    `pairs`, a CSV file with `bg` and `fg_bg` columns (see `read_pairs_csv`). For each pair, named
-    after the fg_bg stem:
+    The pairs come either from `bg` and `fg_bg` (two files; two folders paired by file stem; two
+    globs; or one bg file shared by a folder/glob of composites) or from `pairs`, a CSV file with
+    `bg` and `fg_bg` columns: see `maskdepth.pairs`. For each pair, named after the fg_bg stem:
         <name>_mask.png         8-bit grayscale, 0 / 255 (probability >= 0.5), at the input's size
         <name>_depth.png        16-bit grayscale, round(depth * 65535), at the input's size
                                 (read back: depth = png / 65535, in [0, 1], larger = farther)
@@ -237,31 +252,33 @@ def predict_pairs(
             fg_bg of different sizes.
         ConfigError: both or neither of `pairs` and (`bg`, `fg_bg`), a bad device or batch size.
     """
+    pair_list = collect_pairs(bg=bg, fg_bg=fg_bg, pairs=pairs)
+    predictor = Predictor.load(checkpoint, device=device, amp=amp)
+    check_batch_size(batch_size)
+    written: list[Path] = []
+    with tqdm(total=len(pair_list), desc="predict", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(pair_list), batch_size):
+            batch = pair_list[start:start + batch_size]
+            written += _predict_batch(predictor, batch, Path(out))
+            bar.update(len(batch))
+    return written
+
+
+def _predict_batch(predictor: Predictor, batch: list[tuple[Path, Path]], out: Path) -> list[Path]:
+    """Read one batch of pairs, predict it, and write the four images of each pair."""
     from maskdepth.data import read_image_file
 
-    if pairs is not None and (bg is not None or fg_bg is not None):
-        raise ConfigError("give either --pairs CSV or --bg/--fg-bg, not both")
-    if pairs is None and (bg is None or fg_bg is None):
-        raise ConfigError("give --bg and --fg-bg (or --pairs CSV)")
-    pair_list = read_pairs_csv(pairs) if pairs is not None else pair_inputs(bg, fg_bg)
-    predictor = Predictor.load(checkpoint, device=device, amp=amp)
-    out = Path(out)
+    images = [(read_image_file(b), read_image_file(f)) for b, f in batch]
+    for (bg_path, fg_bg_path), (bg_img, fg_bg_img) in zip(batch, images, strict=True):
+        if bg_img.shape != fg_bg_img.shape:
+            raise DataError(f"{bg_path} is {_wh(bg_img)} but {fg_bg_path} is {_wh(fg_bg_img)}; "
+                            "a bg and its fg_bg must have the same size")
+    masks, depths = predictor([b for b, _ in images], [f for _, f in images])
     written: list[Path] = []
-    bar = tqdm(total=len(pair_list), desc="predict", unit="pair", disable=not progress)
-    for start in range(0, len(pair_list), _positive(batch_size, "batch size")):
-        batch = pair_list[start:start + batch_size]
-        images = [(read_image_file(b), read_image_file(f)) for b, f in batch]
-        for (bg_path, fg_bg_path), (bg_img, fg_bg_img) in zip(batch, images):
-            if bg_img.shape != fg_bg_img.shape:
-                raise DataError(f"{bg_path} is {_wh(bg_img)} but {fg_bg_path} is {_wh(fg_bg_img)}; "
-                                "a bg and its fg_bg must have the same size")
-        masks, depths = predictor([b for b, _ in images], [f for _, f in images])
-        for (_, fg_bg_path), (_, fg_bg_img), mask, depth in zip(batch, images, masks, depths):
-            name = Path(fg_bg_path).stem
-            written += write_mask_depth(out, name, mask, depth, color=True)
-            written.append(_write_png(out / f"{name}_overlay.png", _overlay(fg_bg_img, mask)))
-        bar.update(len(batch))
-    bar.close()
+    for (_, fg_bg_path), (_, fg_bg_img), mask, depth in zip(batch, images, masks, depths, strict=True):
+        name = Path(fg_bg_path).stem
+        written += write_mask_depth(out, name, mask, depth, color=True)
+        written.append(_write_png(out / f"{name}_overlay.png", _overlay(fg_bg_img, mask)))
     return written
 
 
@@ -284,7 +301,7 @@ class Predictor:
     def load(cls, checkpoint: str | os.PathLike[str], device: str = "auto", amp: str = "auto") -> Predictor:
         """The checkpoint's model on `device` (auto | cpu | cuda | cuda:N | mps) with `amp`
         (auto | fp32 | bf16 | fp16); ConfigError for a device or precision that is not there."""
-        if _DEVICE.fullmatch(str(device)) is None:
+        if not is_device_name(device):
             raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
         if amp not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"--amp must be auto, fp32, bf16 or fp16; got {amp!r}")
@@ -295,7 +312,9 @@ class Predictor:
         dtype, _ = amp_dtype(amp, run_device)
         return cls(model.to(run_device), cfg.data.size, run_device, dtype)
 
-    def __call__(self, bgs: Sequence[torch.Tensor], fg_bgs: Sequence[torch.Tensor]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def __call__(
+        self, bgs: Sequence[torch.Tensor], fg_bgs: Sequence[torch.Tensor]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Predict a batch.
 
         Args:
@@ -305,8 +324,8 @@ class Predictor:
             (masks: bool [H, W] each, depths: float32 [H, W] in [0, 1] each), at each input's size.
         """
         square = (self.size, self.size)
-        x_bg = torch.cat([_resize(b[None], square) for b in bgs]).to(self.device)
-        x_fg_bg = torch.cat([_resize(f[None], square) for f in fg_bgs]).to(self.device)
+        x_bg = torch.cat([resize_bilinear(b[None], square) for b in bgs]).to(self.device)
+        x_fg_bg = torch.cat([resize_bilinear(f[None], square) for f in fg_bgs]).to(self.device)
         with torch.no_grad(), autocast(self.device, self.dtype):
             pred_logits, pred_depth = self.model(x_bg, x_fg_bg)
         # Resized back on CUDA; elsewhere on the CPU (MPS lacks antialiased interpolation in some torch versions).
@@ -316,8 +335,8 @@ class Predictor:
         masks, depths = [], []
         for i, image in enumerate(fg_bgs):
             height, width = image.shape[-2:]
-            masks.append((_resize(pred_prob[i:i + 1], (height, width))[0, 0] >= 0.5).cpu().numpy())
-            depth = _resize(pred_depth[i:i + 1], (height, width))[0, 0].clamp(0.0, 1.0)
+            masks.append((resize_bilinear(pred_prob[i:i + 1], (height, width))[0, 0] >= 0.5).cpu().numpy())
+            depth = resize_bilinear(pred_depth[i:i + 1], (height, width))[0, 0].clamp(0.0, 1.0)
             depths.append(depth.cpu().numpy())
         return masks, depths
 
@@ -334,122 +353,21 @@ def write_mask_depth(out: Path, name: str, mask: np.ndarray, depth: np.ndarray, 
     return written
 
 
-def read_pairs_csv(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
-    """The (bg, fg_bg) pairs of a CSV file with a header row and (at least) `bg` and `fg_bg`
-    columns, one pair per row, e.g. written by hand:
-
-        bg,fg_bg
-        street.jpg,street_with_dog.jpg
-        /data/room.png,shots/room_cat.png
-
-    Relative paths are relative to the CSV's folder. DataError (one line) for a missing or empty
-    file, missing columns, files that are not there (all of them named), or fg_bg names that
-    repeat (outputs are named after them).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--pairs {path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    if not {"bg", "fg_bg"} <= set(columns):
-        raise DataError(f"--pairs {path}: needs a header row with bg and fg_bg columns, found {','.join(columns) or 'none'}")
-    rows = [row for row in rows if row.get("bg") or row.get("fg_bg")]  # blank lines
-    if not rows:
-        raise DataError(f"--pairs {path}: no pairs (only a header row)")
-    pairs = [(path.parent / row["bg"], path.parent / row["fg_bg"]) for row in rows]
-    missing = [f"{p} (line {i + 2})" for i, pair in enumerate(pairs) for p in pair if not p.is_file()]
-    if missing:
-        raise DataError(f"--pairs {path}: {len(missing)} file(s) not found: {_listing(missing)}")
-    _check_unique_names(pairs, f"--pairs {path}")
-    return pairs
-
-
-def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
-    """The (bg, fg_bg) file pairs that `predict_pairs` documents; DataError naming what does not pair."""
-    bg_files, bg_kind = _expand(bg, "--bg")
-    fg_files, fg_kind = _expand(fg_bg, "--fg-bg")
-    if bg_kind == "file" and fg_kind != "file":
-        pairs = [(bg_files[0], f) for f in fg_files]  # one background shared by many composites
-    elif bg_kind == "file" or fg_kind == "file":
-        if bg_kind != fg_kind:
-            raise DataError(f"--bg {bg} is a {bg_kind} but --fg-bg {fg_bg} is a {fg_kind}; give two files, "
-                            "two folders, two globs, or one bg file with a folder/glob of composites")
-        pairs = [(bg_files[0], fg_files[0])]
-    else:
-        by_name_bg, by_name_fg = _by_stem(bg_files, "--bg"), _by_stem(fg_files, "--fg-bg")
-        if set(by_name_bg) == set(by_name_fg):
-            pairs = [(by_name_bg[s], by_name_fg[s]) for s in sorted(by_name_fg)]
-        elif bg_kind == fg_kind == "glob" and len(bg_files) == len(fg_files):
-            pairs = list(zip(bg_files, fg_files))  # globs with different names: documented sorted order
-        else:
-            only_bg = sorted(set(by_name_bg) - set(by_name_fg))
-            only_fg = sorted(set(by_name_fg) - set(by_name_bg))
-            raise DataError(
-                f"--bg {bg} and --fg-bg {fg_bg} do not pair by name: "
-                f"{_listing(only_fg)} only in --fg-bg, {_listing(only_bg)} only in --bg"
-                + (f" ({len(bg_files)} vs {len(fg_files)} files, so not by order either)" if bg_kind == "glob" else "")
-            )
-    _check_unique_names(pairs, f"--fg-bg {fg_bg}")
-    return pairs
-
-
-def _check_unique_names(pairs: list[tuple[Path, Path]], source: str) -> None:
-    stems = [fg.stem for _, fg in pairs]
-    if len(set(stems)) != len(stems):
-        dup = sorted({s for s in stems if stems.count(s) > 1})
-        raise DataError(f"{source}: several composites are named {_listing(dup)}; "
-                        "outputs are named after the fg_bg file, so names must be unique")
-
-
-def _expand(spec: str | os.PathLike[str], flag: str) -> tuple[list[Path], str]:
-    """(files, "file" | "folder" | "glob") of one command-line argument."""
-    text = str(spec)
-    path = Path(text)
-    if path.is_file():
-        return [path], "file"
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{flag} {text}: the folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files, "folder"
-    if glob.has_magic(text):
-        files = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
-        if not files:
-            raise DataError(f"{flag} {text}: no file matches this pattern")
-        return files, "glob"
-    raise DataError(f"{flag} {text}: no such file or folder")
-
-
-def _by_stem(files: list[Path], flag: str) -> dict[str, Path]:
-    result: dict[str, Path] = {}
-    for f in files:
-        if f.stem in result:
-            raise DataError(f"{flag}: {result[f.stem]} and {f} have the same name; cannot tell which to pair")
-        result[f.stem] = f
-    return result
-
-
-def _listing(names: list[str], limit: int = 5) -> str:
-    if not names:
-        return "nothing"
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _positive(value: int, what: str) -> int:
-    if value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value}")
-    return value
+def check_batch_size(batch_size: int) -> int:
+    """`batch_size`, or ConfigError: the library functions take it from callers other than the CLI's parser."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
+    return batch_size
 
 
 def _wh(image: torch.Tensor) -> str:
+    """An image's size as people write it, width x height."""
     return f"{image.shape[-1]}x{image.shape[-2]}"
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of [B, C, H, W]; antialiased when shrinking so small inputs see no aliasing."""
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [B, C, H, W] to `size` (H, W), antialiased so that a large input shrunk
+    to the training size shows no aliasing; the one resize of inputs and outputs, for images and video."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -467,6 +385,7 @@ def _overlay(fg_bg: torch.Tensor, mask: np.ndarray) -> Image.Image:
 
 
 def _write_png(path: Path, image: Image.Image) -> Path:
+    """Encode in memory and write atomically: an interrupted run leaves no truncated PNG behind."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return write_atomic(path, buffer.getvalue())

@@ -164,3 +164,11 @@ class StopRequest:
 def ignore_interrupts(worker_id: int = 0) -> None:
     """worker_init_fn for DataLoader workers: SIGINT is for the main process to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def is_device_name(name: str | torch.device) -> bool:
+    """Whether `name` spells a device this package takes (auto | cpu | cuda | cuda:N | mps), present
+    or not: config validation and `maskdepth predict` refuse a misspelling before `resolve_device`
+    asks the machine whether it has that device."""
+    text = str(name)
+    return text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdecimal())

@@ -19,10 +19,11 @@ an optional dependency; without it the command says so in one line.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from maskdepth.errors import ConfigError, DataError, MaskDepthError
 from maskdepth.fileio import atomic_open
-from maskdepth.inference import Predictor, _positive, _resize, write_mask_depth
+from maskdepth.inference import Predictor, check_batch_size, resize_bilinear, write_mask_depth
 from maskdepth.viz import colorize_depth
 
 # Output container by the suffix of --out; the codec is H.264 (libx264) where PyAV has it, else MPEG-4.
@@ -80,7 +81,7 @@ def predict_video(
     container = CONTAINERS.get(out.suffix.lower())
     if container is None:
         raise ConfigError(f"--out {out}: the output video must end in {', '.join(CONTAINERS)}")
-    _positive(batch_size, "batch size")
+    check_batch_size(batch_size)
     predictor = Predictor.load(checkpoint, device=device, amp=amp)
     bg_img = read_image_file(bg)
     count = 0
@@ -90,16 +91,14 @@ def predict_video(
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         with av.open(f, "w", format=container) as sink:
             writer = _add_stream(av, sink, rate, 3 * width + width % 2, height + height % 2)
-            bar = tqdm(total=stream.frames or None, desc="predict video", unit="frame", disable=not progress)
-            for batch in _batches(_decode(av, source, stream, video), batch_size):
-                masks, depths = predictor([bg_img] * len(batch), [torch.from_numpy(b).permute(2, 0, 1) / 255.0 for b in batch])
-                for rgb, mask, depth in zip(batch, masks, depths):
+            decoded = _decode(av, source, stream, video)
+            with tqdm(total=stream.frames or None, desc="predict video", unit="frame", disable=not progress) as bar:
+                for rgb, mask, depth in _predict_frames(predictor, bg_img, decoded, batch_size):
                     _encode(av, sink, writer, side_by_side(rgb, mask, depth), count)
                     if frames is not None:
                         write_mask_depth(Path(frames), f"frame_{count:06d}", mask, depth, color=False)
                     count += 1
-                bar.update(len(batch))
-            bar.close()
+                    bar.update(1)
             if count == 0:  # raised inside: nothing is written to `out`
                 raise DataError(f"--video {video}: no frames could be decoded")
             for packet in writer.encode():  # flush the encoder
@@ -144,7 +143,7 @@ def _fit_background(bg_img: torch.Tensor, height: int, width: int, bg: Any, vide
     if abs(w / h - width / height) > 0.01 * width / height:
         raise DataError(f"--bg {bg} is {w}x{h} but the frames of {video} are {width}x{height}; "
                         "the background must be the same view (same size or aspect ratio)")
-    return _resize(bg_img[None], (height, width))[0]
+    return resize_bilinear(bg_img[None], (height, width))[0]
 
 
 def _decode(av: Any, source: Any, stream: Any, video: Any) -> Iterator[np.ndarray]:
@@ -156,7 +155,18 @@ def _decode(av: Any, source: Any, stream: Any, video: Any) -> Iterator[np.ndarra
         raise DataError(f"--video {video}: decoding failed ({exc})") from None
 
 
+def _predict_frames(
+    predictor: Predictor, bg_img: torch.Tensor, decoded: Iterator[np.ndarray], batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(frame, mask, depth) per decoded frame, predicted `batch_size` frames per forward pass."""
+    for batch in _batches(decoded, batch_size):
+        frames_in = [torch.from_numpy(rgb).permute(2, 0, 1) / 255.0 for rgb in batch]  # [3, H, W] in [0, 1]
+        masks, depths = predictor([bg_img] * len(batch), frames_in)
+        yield from zip(batch, masks, depths, strict=True)
+
+
 def _batches(items: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    """Lists of `size` items (the last one shorter) from a stream whose length is not known ahead."""
     batch: list[np.ndarray] = []
     for item in items:
         batch.append(item)
@@ -178,6 +188,7 @@ def _add_stream(av: Any, sink: Any, rate: Fraction, width: int, height: int) -> 
 
 
 def _encode(av: Any, sink: Any, stream: Any, panel: np.ndarray, index: int) -> None:
+    """Encode one side-by-side panel as frame `index` and write its packets."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(panel), format="rgb24")
     frame.pts = index  # in stream.time_base = 1 / rate: frame `index` at index / rate seconds
     for packet in stream.encode(frame):
