@@ -95,7 +95,7 @@ def to_json(value: Any, indent: str = "") -> str:
 
 def rounded(value: float | None, digits: int) -> float | None:
     """A figure as a data file stores it: rounded to what it means (None stays None)."""
-    return None if value is None else round(float(value), digits)
+    return None if value is None else round(float(value), digits) + 0.0  # + 0.0: no -0.0
 
 
 def log(message: str, who: str = "") -> None:

@@ -39,6 +39,7 @@ WRITERS = {
     "report": "python -m benchmarks.report",
     "quality": "python -m benchmarks.quality",
     "data": "python -m benchmarks.data",
+    "data_ablations": "python -m benchmarks.data --ablate shared mallopt cd-parser --out docs/results/data_ablations.json",
     "model": "python -m benchmarks.model",
     "make_data": "python -m benchmarks.make_data",
     "full_size_job": "python -m benchmarks.full_size_job",
@@ -74,6 +75,12 @@ _INDEX = [("samples", "{samples:,}"), ("zip entries", "{entries:,}"), ("index s"
           ("pickle MB", "{pickle_mb:.1f}"), ("zip MB", "{zip_mb:,.0f}"), ("zip written s", "{write_s:.2f}"),
           ("missing", "{missing:,}")]
 _TARGET = "{%s:met|NOT met} ({%s:.%df} vs {%s:.%df})"
+_ABLATION = [("piece", "{piece}"), ("batches", "{batches}"), ("workers", "{workers}"), ("run", "{run}"),
+             ("with /s", "{with:,.0f}"), ("without /s", "{without:,.0f}"), ("with / without", "{ratio:.2f}"),
+             ("with / without, range over runs", "{ratio_min:.2f}-{ratio_max:.2f}"), ("per", "{per} s")]
+_CD_PARSER = [("samples", "{samples:,}"), ("index", "{parser}"), ("index s", "{index_s:.2f}"),
+              ("index s, range over runs", "{index_s_min:g}-{index_s_max:g}"), ("index MB", "{index_mb:.0f}"),
+              ("private MB after open", "{private_mb:,.0f}"), ("peak RSS MB", "{peak_rss_mb:,.0f}")]
 
 TABLES: dict[str, Spec] = {
     # benchmarks/report.py
@@ -187,9 +194,11 @@ TABLES: dict[str, Spec] = {
         ("naive /CPU-s", "{naive_cpu:,.0f}"), ("ours uint8 /CPU-s", "{ours_uint8_cpu:,.0f}"),
         ("ours /s", "{ours:,.0f}"), ("ours uint8 /s", "{ours_uint8:,.0f}")], False),
     "data.index": ("index", _INDEX, False),
-    "data.ablations": ("ablations", [
-        ("piece", "{piece}"), ("workers", "{workers}"), ("with /s", "{with:,.0f}"), ("without /s", "{without:,.0f}"),
-        ("with / without", "{ratio:.2f}"), ("per", "{per} s")], False),
+    "data.ablations": ("ablations", _ABLATION, False),
+    "data.cd_parser": ("cd_parser", _CD_PARSER, False),
+    # benchmarks/data.py --ablate ..., the run that the data layer's docstrings cite
+    "data_ablations.ablations": ("ablations", _ABLATION, False),
+    "data_ablations.cd_parser": ("cd_parser", _CD_PARSER, False),
     # benchmarks/make_data.py
     "make_data.rates": ("rates", [
         ("px", "{size}"), ("processes", "{workers}"), ("samples/s", "{samples_per_s:,.0f}"),
