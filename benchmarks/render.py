@@ -39,7 +39,8 @@ WRITERS = {
     "report": "python -m benchmarks.report",
     "quality": "python -m benchmarks.quality",
     "data": "python -m benchmarks.data",
-    "data_ablations": "python -m benchmarks.data --ablate shared mallopt cd-parser --out docs/results/data_ablations.json",
+    "data_ablations": "python -m benchmarks.data --ablate shared mallopt cd-parser "
+                      "--out docs/results/data_ablations.json",
     "model": "python -m benchmarks.model",
     "make_data": "python -m benchmarks.make_data",
     "full_size_job": "python -m benchmarks.full_size_job",
