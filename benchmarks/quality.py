@@ -36,14 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, write_results
+from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, shown, write_results
 
 QUICK = REPO / "configs" / "quick.yaml"
 # The default before issue 12, for the ablation: configs/quick.yaml with every new option off.
@@ -417,7 +416,7 @@ def figures(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation
         "budget": budget_runs(budget), "baselines": baseline_rows(base),
         "targets": target_rows(budget, base) if budget else [],
         "ablation": ablation_rows(ablation) if ablation else [],
-        "pictures": {k: os.path.relpath(v, RESULTS.parent) for k, v in pictures.items()},
+        "pictures": {k: shown(v) for k, v in pictures.items()},
     }
 
 

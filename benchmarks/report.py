@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, save_png, write_results
+from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, save_png, shown, write_results
 from benchmarks.data import bench_epoch_workers, bench_index
 from benchmarks.model import bench_one, speedups
 
@@ -468,9 +468,9 @@ def measure(plan: Plan, work: Path, images: Path) -> dict[str, Any]:
     first_data = archives[first.size]
     log("pictures")
     timed("pictures", "pictures", lambda: [
-        shown_png(comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
-                                  plan.grid_rows)),
-        shown_png(learning_curves(images / "curves.png", runs))])
+        shown(comparison_grid(images / f"compare_{first.size}.png", runs[first.size], first_data, first.size,
+                              plan.grid_rows)),
+        shown(learning_curves(images / "curves.png", runs))])
     log("data pipeline: benchmarks.data")
     last_train = archives[max(archives)]["train"]["path"]
     timed("data pipeline (bench_data)", "data_pipeline", lambda: data_pipeline(plan, last_train, work))
@@ -486,10 +486,6 @@ def measure(plan: Plan, work: Path, images: Path) -> dict[str, Any]:
     if errors:
         figures["errors"] = errors
     return figures
-
-
-def shown_png(path: Path) -> str:
-    return os.path.relpath(path, RESULTS.parent)
 
 
 def run(args: argparse.Namespace) -> Path:
