@@ -51,14 +51,13 @@ workers hand each batch over in fresh shared memory, whose page faults cost ~1 m
 VM: at 192 px a float32 batch of 32 (37 MB) costs a worker ~33 ms on top of decoding it, which
 is why `uint8=True` (13 MB) roughly doubles what a worker delivers. A fresh 37 MB batch also
 costs ~10 ms of page faults in the main process: there the dataset has glibc keep freed batches
-for reuse. That setting is process-wide, so `naive`, timed in the same process, benefits from it
-too.
+for reuse (`open_dataset(tuned_memory=True)`, the default). That setting is process-wide, so
+`naive`, timed in the same process, benefits from it too.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
 import json
 import os
@@ -305,21 +304,9 @@ NO_SWITCH = {
 }
 
 
-def memory_switch() -> bool:
-    """Whether open_dataset has the public switch the shared and mallopt ablations need."""
-    from maskdepth.data import open_dataset
-
-    return "tuned_memory" in inspect.signature(open_dataset).parameters
-
-
 def left_out(pieces: list[str]) -> dict[str, str]:
     """The pieces asked for that this run cannot measure through a public switch, and why."""
-    out = {p: NO_SWITCH[p] for p in pieces if p in NO_SWITCH}
-    if {"shared", "mallopt"} & set(pieces) and not memory_switch():
-        for piece in {"shared", "mallopt"} & set(pieces):
-            out[piece] = ("needs open_dataset(tuned_memory=False), the public switch of the batch-memory tricks, "
-                          "which this version of maskdepth does not have yet")
-    return out
+    return {p: NO_SWITCH[p] for p in pieces if p in NO_SWITCH}
 
 
 def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
@@ -684,7 +671,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         pieces = [p for p in args.ablate if p != "cd-parser" and p not in skipped]
         data = args.data
         if data is None and (pieces or not args.skip_throughput):
-            from maskdepth.data.synthetic import make_dataset
+            from maskdepth.synth import make_dataset
 
             data = tmp / "bench192.zip"
             num_fg = max(1, args.samples // 40)

@@ -78,7 +78,7 @@ def bench_steps(device: torch.device, sizes: list[int], batches: dict[int, int],
 def bench_train(device: torch.device, work: Path, samples: int, steps: int, batch: int, workers: int,
                 size: int) -> dict[str, Any]:
     from maskdepth.config import load_config
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
     from maskdepth.train import fit
 
     data = work / f"bench{size}.zip"

@@ -32,7 +32,7 @@ FULL = dict(num_bg=1000, num_fg=100, per_pair=2)  # make-data's defaults: 400,00
 
 
 def _child(size: int, workers: int, samples: int) -> dict:
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     per_pair = 4
     num_fg = max(1, samples // (4 * 2 * per_pair))

@@ -87,7 +87,7 @@ def ensure_archive(path: Path, spec: dict[str, Any], workers: int) -> Path:
     """Make the archive unless `path` already holds one made with the same arguments."""
     import zipfile
 
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     if path.is_file():
         try:

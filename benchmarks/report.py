@@ -123,7 +123,7 @@ FRACTIONS = [0.95, 0.05, 0.0]  # train / val (curves) / test (unused: the unseen
 
 
 def make_archives(scale: Scale, work: Path) -> dict[str, Any]:
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     out = {}
     for role, seed, spec in (("train", 0, scale.train_data), ("test", 1, scale.test_data)):

@@ -29,7 +29,7 @@ def _one_torch_thread() -> None:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px archive: 5 backgrounds x 3 objects x 2 flips x 2 placements = 60 samples."""
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     out = tmp_path_factory.mktemp("data") / "tiny.zip"
     make_dataset(out, size=32, num_bg=5, num_fg=3, per_pair=2, seed=0, workers=1, progress=False)

@@ -78,6 +78,28 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_removed_data_augment_names_its_replacement_in_one_line(tmp_path: Path, capsys) -> None:
+    """data.augment (dataset-side flip + colour jitter) is gone: asking for it, in a file or an
+    override, fails with one line naming data.flip / data.crop / data.photometric; its old
+    default, which every config.yaml and checkpoint of older versions holds, still loads."""
+    path = tmp_path / "old.yaml"
+    path.write_text("data:\n  size: 32\n  augment: true\n")
+    for source, overrides in ((path, []), (None, ["data.augment=true"])):
+        with pytest.raises(ConfigError) as caught:
+            load_config(source, overrides)
+        message = str(caught.value)
+        assert "'data.augment' was removed" in message and "\n" not in message
+        assert all(key in message for key in ("data.flip", "data.crop", "data.photometric"))
+    assert str(path) in str(pytest.raises(ConfigError, load_config, path).value)
+    assert main(["train", str(path), f"run_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.flip" in err
+    saved = config_to_dict(Config())
+    saved["data"]["augment"] = False  # what older versions saved
+    assert config_from_dict(saved) == Config() == load_config(None, ["data.augment=false"])
+    assert "augment" not in config_to_dict(Config())["data"]
+
+
 def test_missing_and_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -1,4 +1,4 @@
-"""The dataset: item contract, background splits, augmentation, bad data, workers under fork and spawn."""
+"""The dataset: item contract, background splits, bad data, workers under fork and spawn, batch memory."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from data_helpers import jpeg_bytes, png_bytes, scene, write_dataset_zip
 from maskdepth.data import collate, open_dataset, read_image_file
-from maskdepth.data.dataset import IMAGE_KEYS, split_backgrounds
+from maskdepth.data.dataset import IMAGE_KEYS
+from maskdepth.data.splits import split_backgrounds
 from maskdepth.errors import ConfigError, DataError
 
 
@@ -121,27 +122,6 @@ def test_bad_arguments(data_zip):
         open_dataset(data_zip, size=32, split_mode="scene")
 
 
-def test_augmentation_is_paired_and_reproducible(data_zip):
-    plain = open_dataset(data_zip, size=32, split="all")
-    aug = open_dataset(data_zip, size=32, split="all", augment=True, augment_seed=3)
-    flips = 0
-    for i in range(len(aug)):
-        a, p = aug[i], plain[i]
-        flipped = torch.equal(a["mask"], p["mask"].flip(-1)) and not torch.equal(a["mask"], p["mask"])
-        flips += flipped
-        ref = {k: p[k].flip(-1) if flipped else p[k] for k in ("bg", "fg_bg", "mask", "depth")}
-        assert torch.equal(a["mask"], ref["mask"]) and torch.equal(a["depth"], ref["depth"])  # geometry only
-        assert not torch.equal(a["fg_bg"], ref["fg_bg"])  # colour jitter on the RGB images
-        # one colour change for both: where bg and fg_bg were equal they still are
-        same = (ref["bg"] == ref["fg_bg"]).all(0)
-        assert torch.equal(a["bg"][:, same], a["fg_bg"][:, same])
-        assert torch.equal(aug[i]["fg_bg"], a["fg_bg"])  # same epoch: same draw
-    assert 5 <= flips <= 25
-    first = aug[0]["fg_bg"]
-    aug.set_epoch(1)
-    assert not torch.equal(aug[0]["fg_bg"], first)
-
-
 def _all_items(ds, **loader_args):
     loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate, **loader_args)
     return [b for b in loader]
@@ -151,8 +131,7 @@ def _all_items(ds, **loader_args):
 def test_workers_give_the_same_samples(data_zip, context):
     if context not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {context} on this platform")
-    ds = open_dataset(data_zip, size=32, split="train", augment=True, in_memory=True)
-    ds.set_epoch(2)
+    ds = open_dataset(data_zip, size=32, split="train", in_memory=True)
     one_by_one = [ds[i] for i in range(len(ds))]
     got = _all_items(ds, num_workers=2, multiprocessing_context=context)
     assert len(got) == 6 and sum(len(b["name"]) for b in got) == len(ds) == 24
@@ -200,17 +179,29 @@ def test_batches_in_workers_are_shared_memory_without_copies(data_zip, uint8):
     assert [list(flags) for flags in loader] == [[True, True]]
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_uint8_batches_become_the_float_batches(data_zip, augment):
+def test_untuned_memory_gives_the_same_batches_in_plain_buffers(data_zip):
+    """tuned_memory=False (what a benchmark compares against): the same batches, handed on by
+    collate without a copy, but made as plain tensors inside a worker (DataLoader copies them
+    into shared memory when it sends them)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    tuned = open_dataset(data_zip, size=32, split="all", uint8=True)
+    plain = open_dataset(data_zip, size=32, split="all", uint8=True, tuned_memory=False)
+    loader = DataLoader(_CollateInWorker(plain), batch_size=None, num_workers=1, multiprocessing_context="fork")
+    assert [list(flags) for flags in loader] == [[True, False]]
+    expected, got = collate(tuned.__getitems__([0, 3, 5])), collate(plain.__getitems__([0, 3, 5]))
+    assert all(torch.equal(got[key], expected[key]) for key in IMAGE_KEYS)
+    pairs = zip(_all_items(tuned, num_workers=1), _all_items(plain, num_workers=1), strict=True)
+    assert all(torch.equal(a[key], b[key]) for a, b in pairs for key in IMAGE_KEYS)
+
+
+def test_uint8_batches_become_the_float_batches(data_zip):
     """uint8=True: bg / fg_bg uint8 0..255, mask uint8 {0, 1}, depth float32; to_float gives the
-    float dataset's batch bit for bit (with augmentation within half a gray level), in the main
-    process and from workers."""
+    float dataset's batch bit for bit, in the main process and from workers."""
     from maskdepth.data import to_float
 
-    floats = open_dataset(data_zip, size=24, split="all", augment=augment)
-    bytes_ = open_dataset(data_zip, size=24, split="all", augment=augment, uint8=True)
-    for ds in (floats, bytes_):
-        ds.set_epoch(1)
+    floats = open_dataset(data_zip, size=24, split="all")
+    bytes_ = open_dataset(data_zip, size=24, split="all", uint8=True)
     expected = collate(floats.__getitems__(list(range(8))))
     batches = [collate(bytes_.__getitems__(list(range(8)))), _all_items(bytes_, num_workers=1)[:2]]
     batches[1] = {key: torch.cat([b[key] for b in batches[1]]) for key in IMAGE_KEYS}
@@ -221,10 +212,7 @@ def test_uint8_batches_become_the_float_batches(data_zip, augment):
         assert batch["bg"].dtype == torch.uint8  # a new dict: the batch itself is unchanged
         for key in IMAGE_KEYS:
             assert converted[key].dtype == torch.float32
-            if augment and key in ("bg", "fg_bg"):
-                assert (converted[key] - expected[key]).abs().max() <= 0.5 / 255 + 1e-6, key
-            else:
-                assert torch.equal(converted[key], expected[key]), key
+            assert torch.equal(converted[key], expected[key]), key
     item = bytes_[3]
     assert item["fg_bg"].dtype == torch.uint8 and item["fg_bg"].shape == (3, 24, 24)
     assert to_float(expected) is not expected and to_float(expected)["bg"] is expected["bg"]  # floats pass
@@ -402,19 +390,19 @@ def test_jpeg_fast_path_matches_pil_and_falls_back(monkeypatch):
 _PAGE_FAULTS = """
 import ctypes, json, resource, sys, warnings
 import torch
-from maskdepth.data import dataset
+from maskdepth.data import _buffers
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 shapes = [(32, 3, 192, 192)] * 2 + [(32, 1, 192, 192)] * 2  # a float32 batch at 192 px: 37 MB, 9216 pages
 if sys.argv[1] == "broken":  # the probe fails: tuning off, one warning, batches still made
-    dataset._MALLOPT.probe = lambda: ctypes.CDLL(None).no_such_function
+    _buffers.MALLOPT.probe = lambda: ctypes.CDLL(None).no_such_function
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     if sys.argv[1] != "default":
         for _ in range(3):
-            dataset._reuse_freed_batch_memory(sum(4 * s[0] * s[1] * s[2] * s[3] for s in shapes))
+            _buffers.reuse_freed_batch_memory(sum(4 * s[0] * s[1] * s[2] * s[3] for s in shapes))
 # 1. 100 MB freed at the top of the heap (chunks below any mmap threshold), taken again: in a fresh
 # process glibc's default trims it at once (2 x its mmap threshold is at most 64 MB), so every page
 # faults again
@@ -477,12 +465,12 @@ def test_failed_shared_memory_probe_warns_once_and_batches_still_come(monkeypatc
     workers inherit the outcome), none per batch, and workers still deliver the same batches."""
     import warnings
 
-    from maskdepth.data import dataset
+    from maskdepth.data import _buffers
 
     def broken():
         raise AttributeError("'TypedStorage' object has no attribute '_new_shared'")
 
-    monkeypatch.setattr(dataset, "_NEW_SHARED", dataset._Probed("torch's _new_shared", broken, "copied when sent"))
+    monkeypatch.setattr(_buffers, "NEW_SHARED", _buffers.Probed("torch's _new_shared", broken, "copied when sent"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = open_dataset(tiny_data, size=32, split="all", uint8=True)
@@ -584,7 +572,7 @@ def test_damaged_pngs_go_to_pil_which_names_the_problem():
 
     mask = _blobs(np.random.default_rng(2), 24, 24)
     good = images.encode_mask_png(mask)
-    assert images._png_rows(good) is not None
+    assert images.png_rows(good) is not None
 
     def rebuild(rows: bytes, height: int = 24, bits: int = 1, crc_ok: bool = True) -> bytes:
         def chunk(kind: bytes, body: bytes) -> bytes:
@@ -596,7 +584,7 @@ def test_damaged_pngs_go_to_pil_which_names_the_problem():
     packed = np.zeros((24, 4), np.uint8)
     packed[:, 1:] = np.packbits(mask, axis=1)
     stream = zlib.compress(packed.tobytes())
-    assert images._png_rows(rebuild(stream)) is not None
+    assert images.png_rows(rebuild(stream)) is not None
     flipped = bytearray(good)
     flipped[60] ^= 0x40
     cases = {
@@ -609,7 +597,7 @@ def test_damaged_pngs_go_to_pil_which_names_the_problem():
         "4-bit": rebuild(stream, bits=4),
     }
     for name, data in cases.items():
-        assert images._png_rows(data) is None, name
+        assert images.png_rows(data) is None, name
         try:
             decoded, _ = images.decode_mask_binary(data, 24)
         except DataError as exc:
@@ -622,19 +610,19 @@ def test_damaged_pngs_go_to_pil_which_names_the_problem():
         damaged = bytearray(good)
         for pos in rng.integers(8, len(good), size=int(rng.integers(1, 4))):
             damaged[pos] = int(rng.integers(0, 256))
-        rows = images._png_rows(bytes(damaged[: int(rng.integers(len(good) - 8, len(good) + 1))]))
+        rows = images.png_rows(bytes(damaged[: int(rng.integers(len(good) - 8, len(good) + 1))]))
         assert rows is None or rows[0].shape == (24, 3)
 
 
 def test_unit_conversion_is_exact_at_the_ends_and_within_an_ulp():
-    from maskdepth.data.dataset import _to_unit
+    from maskdepth.data.dataset import to_unit
 
     values = np.arange(256, dtype=np.uint8).reshape(16, 16)
     out = np.empty((16, 16), np.float32)
-    _to_unit(values, out, 255.0)
+    to_unit(values, out, 255.0)
     quotient = values.astype(np.float64) / 255
     assert out[0, 0] == 0.0 and out[-1, -1] == 1.0 and out.max() == 1.0
     assert np.abs(out - quotient).max() <= np.spacing(np.float32(1.0))
     depth = np.linspace(0.1, 1.0, 256, dtype=np.float32).reshape(16, 16)
-    _to_unit(depth, out, 1.0)  # 16-bit and float maps arrive divided already
+    to_unit(depth, out, 1.0)  # 16-bit and float maps arrive divided already
     np.testing.assert_array_equal(out, depth)

@@ -65,7 +65,7 @@ def test_the_job_scaled_down_writes_its_figures(tmp_path):
     benchmarks/render.py makes of it, and the same data file again from the raw record (--from-json)."""
     rows, saved, figures = _run_job(tmp_path, "make-data", "open-mmap", "loader-memory")
     assert list(rows) == ["make-data", "open mmap", "loader memory"]
-    assert figures["open"][0]["samples"] == 16 and figures["open"][0]["entries"] == 54
+    assert figures["open"][0]["samples"] == 16 and figures["open"][0]["entries"] == 55
     assert figures["loader"][0]["samples"] > 0 and figures["loader"][0]["samples_per_s"] > 0
     loader = saved["steps"][-1]
     # The main process, and its worker when a sample caught it alive (a 16-sample pass can end between
@@ -75,7 +75,7 @@ def test_the_job_scaled_down_writes_its_figures(tmp_path):
         e["figure"] for e in figures["estimates"]]
     tables = {name: render.render_table(name, figures) for name in render.TABLES if name.startswith("full_size_job.")}
     assert "| make-data |" in tables["full_size_job.steps"]
-    assert "| open mmap | 16 | 54 |" in tables["full_size_job.open"]
+    assert "| open mmap | 16 | 55 |" in tables["full_size_job.open"]
 
     again = tmp_path / "again.json"
     script = [sys.executable, "-m", "benchmarks.full_size_job", "--from-json", str(tmp_path / "full_size_job.json"),
@@ -90,7 +90,7 @@ def test_the_job_scaled_down_writes_its_figures(tmp_path):
 def test_the_whole_job_scaled_down(tmp_path):
     rows, _, figures = _run_job(tmp_path)
     assert list(rows) == STEPS
-    assert [r["name"] for r in figures["open"]] == ["open memory", "open mmap"] and figures["open"][0]["entries"] == 54
+    assert [r["name"] for r in figures["open"]] == ["open memory", "open mmap"] and figures["open"][0]["entries"] == 55
     assert figures["twice"][1]["rss_after_2_mb"] > 0 and figures["loader"][1]["samples_per_s"] > 0
     assert [c["in_memory"] for c in figures["colab"]] == [True, False]
     # --reuse skips make-data and measures the rest again

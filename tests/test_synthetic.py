@@ -6,6 +6,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -15,10 +16,10 @@ import pytest
 from PIL import Image
 
 from maskdepth.cli import main
-from maskdepth.data import synthetic
-from maskdepth.data.images import _png_rows
-from maskdepth.data.synthetic import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.data.images import png_rows
 from maskdepth.errors import ConfigError, DataError
+from maskdepth.synth import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.synth import make as synthetic
 
 TINY = dict(size=32, num_bg=4, num_fg=3, per_pair=1, workers=1, progress=False)  # 24 samples
 
@@ -69,7 +70,7 @@ def test_layout_counts_and_manifest(tiny):
             assert entry.compress_type == zipfile.ZIP_STORED
             assert entry.date_time == (1980, 1, 1, 0, 0, 0)
     assert len(rows) == 4 * 3 * 2 * 1 == info["count"]
-    assert len(names) == len(set(names)) == 4 + 3 * len(rows) + 2
+    assert len(names) == len(set(names)) == 4 + 3 * len(rows) + 3  # + manifest.csv, scenes.csv, dataset.json
     assert sorted(n for n in names if n.startswith("bg/")) == [f"bg/bg00{i}.jpg" for i in range(4)]
     assert set(rows[0]) == set(MANIFEST_COLUMNS)
     assert {"fg_bg", "bg", "mask", "depth", "bg_id", "fg_id", "flip", "x", "y", "scale", "distance"} <= set(rows[0])
@@ -88,12 +89,64 @@ def test_dataset_json(tiny):
     with zipfile.ZipFile(tiny) as zf:
         info = json.loads(zf.read("dataset.json"))
     assert info["size"] == 32 and info["count"] == 24 and info["seed"] == 0
-    assert info["generator"] == "maskdepth.data.synthetic" and info["version"] == synthetic.GENERATOR_VERSION
+    assert info["generator"] == "maskdepth.synth" and info["version"] == synthetic.GENERATOR_VERSION
     assert info["image_format"] == "jpg" and info["depth_divisor"] == 255
     assert "larger = farther" in info["depth_encoding"] and "255" in info["depth_encoding"]
     for key in ("mean", "std", "fg_bg_mean", "fg_bg_std", "bg_mean", "bg_std"):
         assert len(info[key]) == 3 and all(0.0 < v < 1.0 for v in info[key])
     assert {"mean", "std", "min", "max", "p50"} <= set(info["mask_coverage"])
+
+
+def test_scene_table_has_one_sane_row_per_sample(tiny):
+    """scenes.csv: what made each scene, one row per sample in manifest order, consistent with the
+    manifest and with the pinhole camera (h_px = focal * H / z; the horizon above the image
+    centre by focal * tan(pitch)); the same camera for every sample of a background."""
+    from maskdepth.data import read_scene_table
+    from maskdepth.synth.make import SCENE_COLUMNS
+
+    with zipfile.ZipFile(tiny) as zf:
+        rows = _manifest(zf)
+        info = json.loads(zf.read("dataset.json"))
+    scenes = read_scene_table(tiny)
+    assert info["scene_table"] == "scenes.csv" and info["scene_columns"] == list(SCENE_COLUMNS)
+    assert len(scenes) == len(rows) == 24 and all(list(s) == list(SCENE_COLUMNS) for s in scenes)
+    cameras = {}
+    for scene, row in zip(scenes, rows, strict=True):
+        assert (scene["fg_bg"], scene["bg_id"], scene["fg_id"]) == (row["fg_bg"], row["bg_id"], row["fg_id"])
+        assert scene["scene_kind"] == row["bg_kind"] in ("room", "hall", "street", "yard")
+        assert scene["object_kind"] == row["fg_kind"] and isinstance(scene["object_foot_row"], int)
+        assert 0.8 <= scene["camera_height_m"] <= 1.8 and 6 < scene["camera_pitch_deg"] < 29
+        assert 48 <= scene["fov_deg"] <= 70
+        half = math.radians(scene["fov_deg"]) / 2
+        assert scene["focal_px"] == pytest.approx(16 / math.tan(half), abs=0.02)
+        pitch = math.radians(scene["camera_pitch_deg"])
+        assert scene["horizon_row"] == pytest.approx(16 - scene["focal_px"] * math.tan(pitch), abs=0.05)
+        assert scene["object_height_px"] == pytest.approx(
+            scene["focal_px"] * scene["object_height_m"] / scene["object_distance_m"], rel=0.01)
+        assert scene["object_height_px"] == pytest.approx(float(row["scale"]) * 32, abs=0.01)
+        assert scene["object_foot_row"] == int(row["y"]) and scene["object_coverage"] == float(row["coverage"])
+        assert scene["object_distance_m"] == float(row["distance"]) and 0 < scene["object_coverage"] <= 1
+        assert 0 < scene["median_depth_m"] <= scene["bg_median_depth_m"] <= 20  # the object only hides scene
+        camera = tuple(scene[k] for k in SCENE_COLUMNS[3:9] + ("bg_median_depth_m",))
+        assert cameras.setdefault(scene["bg_id"], camera) == camera
+
+
+def test_scene_table_is_no_training_input(tiny, tmp_path):
+    """The dataset and check-data accept an archive with scenes.csv silently; an archive without
+    one (the original layout, older make-data) has no table. (Training on it: every training test,
+    whose data conftest.py makes with make_dataset.)"""
+    from data_helpers import write_dataset_zip
+
+    from maskdepth.data import check_data, open_dataset, read_scene_table
+
+    report = check_data(tiny, progress=False)
+    assert report.ok and not any("scenes" in note for note in report.notes), report.format()
+    assert len(open_dataset(tiny, size=32, split="all")) == 24
+    plain = tmp_path / "plain.zip"
+    write_dataset_zip(plain, num_bg=2, per_bg=2)
+    assert read_scene_table(plain) is None
+    with pytest.raises(DataError, match="not found"):
+        read_scene_table(tmp_path / "nope.zip")
 
 
 def test_images_masks_and_depth_decode(tiny):
@@ -104,7 +157,7 @@ def test_images_masks_and_depth_decode(tiny):
             assert fg_bg.shape == (32, 32, 3) and fg_bg.dtype == np.uint8
             assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
             assert Image.open(io.BytesIO(zf.read(row["mask"]))).mode == "1"  # a 1-bit PNG
-            assert _png_rows(zf.read(row["mask"])) is not None  # that the dataset reads itself
+            assert png_rows(zf.read(row["mask"])) is not None  # that the dataset reads itself
             assert depth.shape == (32, 32) and depth.min() > 0
             assert float(row["coverage"]) == pytest.approx((mask == 255).mean(), abs=1e-4)
             assert (mask == 255).sum() >= 3
@@ -378,10 +431,9 @@ def test_cli_make_data(tiny, tmp_path, capsys):
 
 def test_every_background_layout_can_be_drawn():
     """Rooms narrower than two window widths once made make-data fail (at 1,000 backgrounds)."""
-    from maskdepth.data._scene import random_scene
-    from maskdepth.data.synthetic import _DOMAIN_BG, _rng
+    from maskdepth.synth import background_scene
 
-    kinds = {random_scene(_rng(0, _DOMAIN_BG, b)).kind for b in range(1500)}
+    kinds = {background_scene(b, seed=0).kind for b in range(1500)}
     assert kinds == {"room", "hall", "street", "yard"}
 
 
@@ -391,10 +443,10 @@ def test_aborted_archive_gets_no_central_directory():
     import gc
     import io
 
-    from maskdepth.data.synthetic import _Archive
+    from maskdepth.synth import ArchiveWriter
 
     buf = io.BytesIO()
-    archive = _Archive(buf)
+    archive = ArchiveWriter(buf)
     archive.write("bg/a.jpg", b"a" * 100)
     archive.write("bg/b.jpg", b"b" * 100)
     written = buf.getvalue()
@@ -403,7 +455,7 @@ def test_aborted_archive_gets_no_central_directory():
     gc.collect()
     assert buf.getvalue() == written and b"PK\x01\x02" not in written and b"PK\x05\x06" not in written
     whole = io.BytesIO()
-    complete = _Archive(whole)
+    complete = ArchiveWriter(whole)
     complete.write("bg/a.jpg", b"a" * 100)
     complete.close()
     assert b"PK\x05\x06" in whole.getvalue()  # a zip that is not aborted ends as usual

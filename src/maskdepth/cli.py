@@ -36,7 +36,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     summary = make_dataset(
         args.out,

@@ -39,7 +39,7 @@ def synthetic_once(
 ) -> Path:
     """A synthetic dataset zip in `folder`, generated only if neither it nor a cached copy exists.
 
-    `options` go to `maskdepth.data.synthetic.make_dataset` (size, num_bg, num_fg, per_pair,
+    `options` go to `maskdepth.synth.make_dataset` (size, num_bg, num_fg, per_pair,
     seed, workers, ...); the file name spells out the ones that change the data, e.g.
     `synthetic_64px_100bg_100fg_2pp_seed0.zip`, so other settings give another file. With
     `cache_dir` (a Drive folder) a newly generated archive is also copied there, and a later
@@ -47,7 +47,7 @@ def synthetic_once(
     """
     import inspect
 
-    from maskdepth.data.synthetic import make_dataset
+    from maskdepth.synth import make_dataset
 
     defaults = {k: p.default for k, p in inspect.signature(make_dataset).parameters.items()}
     o = {**defaults, **options}

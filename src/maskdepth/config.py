@@ -40,8 +40,7 @@ class DataConfig:
     split_mode: str = _choice("bg", "bg", "random")  # hold out whole backgrounds, or leak them
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test
     split_seed: int = 0
-    augment: bool = False  # paired flip + one colour jitter of bg and fg_bg, in the dataset (train split)
-    # Paired augmentation of training batches on the device (maskdepth.data.augment):
+    # Paired augmentation of training batches on the device (maskdepth.data.augment), the one path:
     flip: bool = False  # mirror bg, fg_bg, mask and depth together, p = 1/2
     crop: float = 0.0  # crop a square of side in [1 - crop, 1] x size and resize back (0: off)
     photometric: float = 0.0  # shared colour jitter of this strength, plus a small one per image (0: off)
@@ -217,9 +216,23 @@ def _unknown_key(key: str, section: str, valid: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}; valid keys {where}: {', '.join(valid)}")
 
 
+# Keys that older versions had -> (their old default, what replaced them). A config that sets one
+# to anything else fails with one line naming the replacement (ignoring it would leave a run
+# without what its config asks for); the old default asked for nothing, and every config.yaml and
+# checkpoint those versions saved holds it, so it is accepted and ignored.
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "data.augment": (False, "the batch augmentation on the device: data.flip, data.crop, data.photometric"),
+}
+
+
 def _set(obj: Any, key: str, value: Any, full_key: str | None = None) -> None:
     """Set dotted `key` on the dataclass tree `obj`, type-checked."""
     full_key = full_key or key
+    if full_key in REMOVED_KEYS:
+        old_default, replacement = REMOVED_KEYS[full_key]
+        if value is old_default:
+            return
+        raise ConfigError(f"config key '{full_key}' was removed; use {replacement} instead")
     head, _, rest = key.partition(".")
     fields = _fields(type(obj))
     section = full_key[: len(full_key) - len(key)].rstrip(".")

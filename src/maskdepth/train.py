@@ -189,8 +189,7 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
     checkpoint)."""
     world, device = world or Dist(), device or torch.device("cpu")
     options = cfg.data.dataset_options()
-    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", augment=cfg.data.augment,
-                             augment_seed=cfg.seed, uint8=True, **options)
+    train_set = open_dataset(cfg.data.path, cfg.data.size, "train", uint8=True, **options)
     val_set = open_dataset(cfg.data.path, cfg.data.size, "val", uint8=True, **options)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ConfigError(f"data.path={cfg.data.path}: the {'train' if len(train_set) == 0 else 'val'} split is empty; "
@@ -202,7 +201,7 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
     workers = cfg.data.num_workers
     loader_args = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
                        worker_init_fn=ignore_interrupts if workers > 0 else None,
-                       persistent_workers=workers > 0 and not cfg.data.augment)
+                       persistent_workers=workers > 0)
     # The loaders get their own generator so building one never consumes the global torch RNG.
     train_loader, val_loader = (torch.utils.data.DataLoader(s, batch_sampler=b, generator=torch.Generator().manual_seed(cfg.seed),
                                                             **loader_args)
@@ -328,7 +327,6 @@ def train_one_epoch(p: Parts, ts: TrainState, cfg: Config, world: Dist, device: 
     train.max_minutes ran out inside this epoch, which then ends early)."""
     p.net.train()
     p.train_batches.set_epoch(ts.epoch, ts.batch_in_epoch)
-    p.train_set.set_epoch(ts.epoch)  # the dataset-side augmentation draw depends on (seed, epoch, sample)
     sums = MetricAccumulator().load_state_dict(ts.sums)
     started, last_save = time.monotonic() - ts.epoch_seconds, time.monotonic()
     budget_s, out_of_time = 60.0 * cfg.train.max_minutes, False

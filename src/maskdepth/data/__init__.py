@@ -3,11 +3,13 @@
     from maskdepth.data import open_dataset, collate
     train = open_dataset("data.zip", size=64, split="train")
 
-Modules: `archive` (zip index and entry bytes), `manifest` (pairing, `build_manifest` for the
-original layout), `images` (decoding), `dataset` (`open_dataset`, `collate`, splits), `check`
-(`check_data`), `synthetic` (`make_dataset`), `localcopy` (`prepare_dataset`: a dataset on Drive copied
-and indexed on local disk once). The names below are imported on first use, so
-`import maskdepth.data.synthetic` does not pull in torch.
+Storage and the Dataset only: nothing here knows of training or of the generator
+(`maskdepth.synth`). Modules: `archive` (zip index and entry bytes), `manifest` (pairing,
+`build_manifest` for the original layout, `read_scene_table`), `images` (decoding), `splits`,
+`dataset` (`open_dataset`, `collate`), `augment` (the batch augmentation training applies on its
+device), `check` (`check_data`), `localcopy` (`prepare_dataset`: a dataset on Drive copied and
+indexed on local disk once). Names are imported on first use: `maskdepth.data.images` (what
+make-data needs) does not pull in torch.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ _EXPORTS = {
     "collate": "maskdepth.data.dataset",
     "to_float": "maskdepth.data.dataset",
     "MaskDepthDataset": "maskdepth.data.dataset",
-    "split_backgrounds": "maskdepth.data.dataset",
+    "split_backgrounds": "maskdepth.data.splits",
     "read_image_file": "maskdepth.data.images",
     "check_data": "maskdepth.data.check",
     "CheckReport": "maskdepth.data.check",
     "build_manifest": "maskdepth.data.manifest",
     "IndexReport": "maskdepth.data.manifest",
     "load_manifest": "maskdepth.data.manifest",
+    "read_scene_table": "maskdepth.data.manifest",
     "ZipArchive": "maskdepth.data.archive",
-    "make_dataset": "maskdepth.data.synthetic",
     "prepare_dataset": "maskdepth.data.localcopy",
 }
 

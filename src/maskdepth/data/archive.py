@@ -7,11 +7,9 @@ samples) indexes in a few seconds and its index costs 22 bytes + the base name p
 DataLoader workers forked from the process that built it share those pages copy-on-write and
 never touch them (no refcounts), so they do not grow epoch after epoch.
 
-Kept because it pays (`python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192
---workers 0 1 2 --index-samples 400000 --skip-throughput --ablate cd-parser`, fresh processes):
-a 400k-sample zip (1.2M entries) indexes in 1.5-3.6 s into 57 MB of arrays (130 MB private
-memory after opening the dataset, manifest included), where zipfile.ZipFile takes 9.8-19 s and
-546 MB (a ZipInfo object per entry, which forked workers would also touch page by page).
+Kept because it pays over zipfile.ZipFile (a ZipInfo object per entry, which forked workers
+would also touch page by page) several times in time and memory on a 400k-sample zip (the
+ablation, `python -m benchmarks.data --ablate cd-parser`, is in docs/results.md).
 
 Entry data is located lazily: each read parses the entry's 30-byte local header to find where
 its data starts, then slices the buffer (no file handle, no seek offset: safe to share).

@@ -29,9 +29,7 @@ class _Moments:
     """Per-channel running sums in float64, for a mean and std over many images."""
 
     def __init__(self, channels: int) -> None:
-        self.total = np.zeros(channels)
-        self.squares = np.zeros(channels)
-        self.pixels = 0
+        self.total, self.squares, self.pixels = np.zeros(channels), np.zeros(channels), 0
 
     def add(self, image: np.ndarray) -> None:
         x = image.reshape(-1, self.total.shape[0]).astype(np.float64)
@@ -120,13 +118,8 @@ def _fmt(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
 
 
-def check_data(
-    paths: Sequence[str | os.PathLike] | str | os.PathLike,
-    *,
-    size: int | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-) -> CheckReport:
+def check_data(paths: Sequence[str | os.PathLike] | str | os.PathLike, *, size: int | None = None,
+               limit: int | None = None, progress: bool = True) -> CheckReport:
     """Decode every entry of each dataset (a zip with manifest, or a manifest CSV) and check it.
 
     Args:
@@ -159,94 +152,105 @@ def check_data(
 def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool, report: CheckReport) -> None:
     from tqdm import tqdm
 
-    problems = report.problems
-    problems.extend(manifest.missing)
+    report.problems.extend(manifest.missing)
     n = len(manifest)
     count = n if limit is None else max(0, min(n, int(limit)))
-    stored = manifest.info.get("size") if size is None else size
-    expected = (int(stored), int(stored)) if isinstance(stored, (int, float)) else None
-    reference = f"{size} (--size)" if size is not None else f"{stored} ({INFO_NAME})"
-
-    moments = {"fg_bg": _Moments(3), "bg": _Moments(3)}
-    depth_moments = _Moments(1)
-    depth_min, depth_max, depth_zero, depth_pixels = np.inf, -np.inf, 0, 0
-    coverage = []
-    bg_seen: dict[tuple[int, int], tuple[int, int] | None] = {}
-
-    def decode(decoder, role: int, row: int):
-        try:
-            return decoder(manifest.read(role, row), None)
-        except ImageError as exc:
-            problems.append(f"{manifest.where(role, row)}: {exc}")
-        except DataError as exc:
-            problems.append(str(exc))
-        return None
-
-    def check_size(role: int, row: int, got: tuple[int, int]) -> None:
-        nonlocal expected, reference
-        if expected is None:  # no --size, no dataset.json: the first image sets the size
-            expected, reference = got, f"{got[0]}x{got[1]} (the first background, {manifest.where(role, row)})"
-        if got != expected:
-            problems.append(
-                f"{manifest.where(role, row)}: image is {got[0]}x{got[1]} px, expected {expected[0]}x{expected[1]} "
-                f"from {reference}"
-            )
-
+    checker = _Checker(manifest, size, report.problems)
     for row in tqdm(range(count), desc=f"check {os.path.basename(path)}", unit="sample", disable=not progress):
-        if manifest.entries[BG, row] >= 0:
-            key = (int(manifest.archive_ids[BG, row]), int(manifest.entries[BG, row]))
-            if key not in bg_seen:
-                result = decode(decode_rgb, BG, row)
-                bg_seen[key] = None
-                if result is not None:
-                    check_size(BG, row, result[1])
-                    moments["bg"].add_uint8(result[0])
-        for role, decoder in ((FG_BG, decode_rgb), (MASK, decode_mask), (DEPTH, decode_depth)):
-            if manifest.entries[role, row] < 0:
-                continue  # already listed as missing
-            result = decode(decoder, role, row)
-            if result is None:
-                continue
-            image, got = result
-            check_size(role, row, got)
-            if role == FG_BG:
-                moments["fg_bg"].add_uint8(image)
-            elif role == MASK:
-                coverage.append(float(image.mean()))
-            else:
-                valid = image[image > 0]
-                depth_zero += image.size - valid.size
-                depth_pixels += image.size
-                depth_moments.add(valid)
-                depth_min, depth_max = min(depth_min, float(valid.min())), max(depth_max, float(valid.max()))
-
-    stats: dict = {
+        checker.check_row(row)
+    report.stats[path] = {
         "samples": n,
         "checked": count,
         "backgrounds": len(set(manifest.bg_code[:count].tolist())),
         "foregrounds": len(set(manifest.fg_code[:count].tolist())),
         "archives": [f"{a.path} ({len(a)} entries)" for a in manifest.archives],
-        "image_size": list(expected) if expected else None,
+        "image_size": list(checker.expected) if checker.expected else None,
+        **checker.summary(),
     }
-    for key, m in list(moments.items()) + [("fg_bg+bg", moments["fg_bg"].average(moments["bg"]))]:
-        stats[f"{key}_mean"], stats[f"{key}_std"] = m.mean_std()
-    if coverage:
-        cov = np.asarray(coverage)
-        stats["mask_coverage"] = {"mean": float(cov.mean()), "min": float(cov.min()), "max": float(cov.max()), "empty": int((cov == 0).sum())}
-        if (cov == 0).any():
-            report.notes.append(f"{path}: {int((cov == 0).sum())} sample(s) have an empty mask")
-    if depth_pixels:
-        mean, std = depth_moments.mean_std()
-        stats["depth"] = {
-            "min": depth_min if depth_moments.pixels else 0.0,
-            "max": depth_max if depth_moments.pixels else 0.0,
-            "mean": mean[0] if mean else 0.0,
-            "std": std[0] if std else 0.0,
-            "zero_fraction": depth_zero / depth_pixels,
-        }
-    report.stats[path] = stats
+    empty = sum(c == 0 for c in checker.coverage)
+    if empty:
+        report.notes.append(f"{path}: {empty} sample(s) have an empty mask")
     if count == n:
         _note_pairing(manifest, path, report)
+
+
+class _Checker:
+    """Decodes a dataset's images one sample at a time (each background once), listing every
+    problem in `problems` and keeping running statistics of what decodes (RGB moments, mask
+    coverage, depth range). The expected stored size is --size, else dataset.json's, else the
+    first image's."""
+
+    def __init__(self, manifest: Manifest, size: int | None, problems: list[str]) -> None:
+        self.manifest, self.problems = manifest, problems
+        stored = manifest.info.get("size") if size is None else size
+        self.expected = (int(stored), int(stored)) if isinstance(stored, (int, float)) else None
+        self.reference = f"{size} (--size)" if size is not None else f"{stored} ({INFO_NAME})"
+        self.bg_seen: set[tuple[int, int]] = set()
+        self.moments = {"fg_bg": _Moments(3), "bg": _Moments(3)}
+        self.depth = _Moments(1)
+        self.depth_min, self.depth_max, self.depth_zero, self.depth_pixels = np.inf, -np.inf, 0, 0
+        self.coverage: list[float] = []
+
+    def check_row(self, row: int) -> None:
+        m = self.manifest
+        if m.entries[BG, row] >= 0:
+            key = (int(m.archive_ids[BG, row]), int(m.entries[BG, row]))
+            if key not in self.bg_seen:
+                self.bg_seen.add(key)
+                self.check_image(decode_rgb, BG, row)
+        for role, decoder in ((FG_BG, decode_rgb), (MASK, decode_mask), (DEPTH, decode_depth)):
+            if m.entries[role, row] >= 0:  # a missing one is listed already
+                self.check_image(decoder, role, row)
+
+    def check_image(self, decoder, role: int, row: int) -> None:
+        m = self.manifest
+        try:
+            image, got = decoder(m.read(role, row), None)
+        except ImageError as exc:
+            self.problems.append(f"{m.where(role, row)}: {exc}")
+            return
+        except DataError as exc:
+            self.problems.append(str(exc))
+            return
+        if self.expected is None:  # no --size, no dataset.json: the first image sets the size
+            self.expected, self.reference = got, f"{got[0]}x{got[1]} (the first background, {m.where(role, row)})"
+        if got != self.expected:
+            self.problems.append(
+                f"{m.where(role, row)}: image is {got[0]}x{got[1]} px, expected {self.expected[0]}x{self.expected[1]} "
+                f"from {self.reference}"
+            )
+        self.add(role, image)
+
+    def add(self, role: int, image: np.ndarray) -> None:
+        if role in (FG_BG, BG):
+            self.moments[ROLES[role]].add_uint8(image)
+        elif role == MASK:
+            self.coverage.append(float(image.mean()))
+        else:
+            valid = image[image > 0]
+            self.depth_zero += image.size - valid.size
+            self.depth_pixels += image.size
+            self.depth.add(valid)
+            self.depth_min, self.depth_max = min(self.depth_min, float(valid.min())), max(self.depth_max, float(valid.max()))
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for key, m in list(self.moments.items()) + [("fg_bg+bg", self.moments["fg_bg"].average(self.moments["bg"]))]:
+            out[f"{key}_mean"], out[f"{key}_std"] = m.mean_std()
+        if self.coverage:
+            cov = np.asarray(self.coverage)
+            out["mask_coverage"] = {"mean": float(cov.mean()), "min": float(cov.min()), "max": float(cov.max()),
+                                    "empty": int((cov == 0).sum())}
+        if self.depth_pixels:
+            mean, std = self.depth.mean_std()
+            out["depth"] = {
+                "min": self.depth_min if self.depth.pixels else 0.0,
+                "max": self.depth_max if self.depth.pixels else 0.0,
+                "mean": mean[0] if mean else 0.0,
+                "std": std[0] if std else 0.0,
+                "zero_fraction": self.depth_zero / self.depth_pixels,
+            }
+        return out
 
 
 def _note_pairing(manifest: Manifest, path: str, report: CheckReport) -> None:

@@ -9,23 +9,21 @@ shrinking (an area-like average, no aliasing); masks use nearest, then a thresho
 JPEG masks with compression noise come out binary).
 
 8-bit JPEGs with the expected channels (RGB for bg / fg_bg, gray for mask / depth) at the output
-size or larger are decoded by `torchvision.io.decode_jpeg` instead of PIL: the same libjpeg-turbo, but
-straight into a [C, H, W] array without PIL's image object and RGBX packing; a larger image is
-then shrunk by torch's uint8 antialiased bilinear (nearest for masks), which follows PIL's
-BILINEAR resize of the full decode (within 1 of 255). Measured at 192 px: 225 us instead of 370 us
-for an RGB fg_bg, 90 us instead of 135 us for a gray depth map; at 64 px from 192 px sources
-310 us instead of 360 us (PIL with a 1/2-scale `Image.draft` decode) for fg_bg. Whether a JPEG
-qualifies is read from its SOF header; anything else, and any JPEG torchvision refuses, takes the
-PIL path, which names the problem. (The PIL path still shrinks JPEGs inside the DCT by 1/2, 1/4
-or 1/8 first, never below `size`.)
+size or larger are decoded by `torchvision.io.decode_jpeg` instead of PIL: the same libjpeg-turbo,
+but straight into a [C, H, W] array without PIL's image object and RGBX packing, which is
+markedly faster (docs/results.md, data pipeline); a larger image is then shrunk by torch's uint8
+antialiased bilinear (nearest for masks), which follows PIL's BILINEAR resize of the full decode
+(within 1 of 255). Whether a JPEG qualifies is read from its SOF header; anything else, and any
+JPEG torchvision refuses, takes the PIL path, which names the problem. (The PIL path still
+shrinks JPEGs inside the DCT by 1/2, 1/4 or 1/8 first, never below `size`.)
 
 PNG masks: torchvision's PNG decoder is not used, because it crashes the process (segfault) on
 some corrupt data, which `check-data` and `skip_bad` must survive. Grayscale 1- and 8-bit PNGs
 whose rows use the filters None / Sub / Up (make-data writes 1-bit masks with filter None, see
-`encode_mask_png`) are read here with zlib and numpy: every chunk's CRC checked, the zlib stream
-inflated to exactly the size the header promises, nearest-neighbour resizing bit for bit as
-PIL's. A 192 px mask takes ~25 us that way, ~70 us through PIL (~125 us for an 8-bit PNG). Any
-other PNG, and any damaged one, goes to PIL, which decodes it or names the problem.
+`encode_mask_png`) are read here with zlib and numpy (`png_rows`): every chunk's CRC checked,
+the zlib stream inflated to exactly the size the header promises, nearest-neighbour resizing bit
+for bit as PIL's. Any other PNG, and any damaged one, goes to PIL, which decodes it or names
+the problem.
 """
 
 from __future__ import annotations
@@ -105,10 +103,8 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
     `data` is not a JPEG or its header cannot be found (then PIL decides).
 
     Kept because it pays: it lets 8-bit JPEGs of the expected channels and size skip PIL
-    cheaply. `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 0 1 2
-    --index-samples 400000 --skip-throughput --ablate jpeg-scan` (the same check by PIL's header
-    parser, Image.open, instead): the uint8 loader at 192 px, 0 workers, delivers 1.21x, 1.24x
-    and 1.25x the samples per CPU second in three runs (e.g. 2,395 vs 1,932).
+    cheaply (against PIL's header parser, Image.open: the jpeg-scan rows of docs/results.md's
+    ablation table).
     """
     if data[:2] != b"\xff\xd8":
         return None
@@ -168,7 +164,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_MAX_PIXELS = 1 << 26  # larger images take the PIL path (with its decompression-bomb check)
 
 
-def _png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
+def png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
     """(the unfiltered scanlines uint8 [H, row bytes], width, height, bit depth) of a
     non-interlaced 1- or 8-bit grayscale PNG whose rows use the filters None, Sub or Up (what
     make-data's 1-bit masks and most other tools' binary masks use); None for anything else,
@@ -176,12 +172,33 @@ def _png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
     give exactly the rows the header promises): then PIL decodes it and names the problem.
 
     Pure Python + zlib + numpy, so no input can crash the process (torchvision's PNG decoder
-    can, see the module docstring); ~20 us for a 192 px 1-bit mask instead of PIL's ~70 us.
-    Kept because it pays: `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192
-    --workers 0 1 2 --index-samples 400000 --skip-throughput --ablate png` (PIL for the masks
-    instead): the uint8 loader at 192 px, 0 workers, delivers 1.17x, 1.21x and 1.16x the samples
-    per CPU second in three runs (e.g. 2,395 vs 1,980).
+    can, see the module docstring), and several times faster than PIL on a small mask, which
+    pays in the loader (the png rows of docs/results.md's ablation table).
     """
+    chunks = _png_chunks(data)
+    if chunks is None:
+        return None
+    header, idat = chunks
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    bits = header[8]
+    # colour type 0 (gray), compression 0, filter method 0, no interlace
+    if bits not in (1, 8) or header[9:13] != b"\0\0\0\0" or not 0 < width * height <= _PNG_MAX_PIXELS:
+        return None
+    stride = (width * bits + 7) // 8
+    expected = height * (stride + 1)
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not inflater.eof:
+        return None
+    rows = _unfilter(np.frombuffer(raw, np.uint8).reshape(height, stride + 1))
+    return None if rows is None else (rows, width, height, bits)
+
+
+def _png_chunks(data: bytes) -> tuple[bytes, list[bytes]] | None:
+    """(IHDR body, IDAT bodies) of a PNG whose every chunk up to IEND is whole with a good CRC."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
     crc32 = zlib.crc32
@@ -203,51 +220,42 @@ def _png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
         elif kind == b"IDAT":
             idat.append(data[pos + 8 : stop])
         elif kind == b"IEND":
-            break
+            return header, idat
         pos = stop + 4
-    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
-    bits = header[8]
-    # colour type 0 (gray), compression 0, filter method 0, no interlace
-    if bits not in (1, 8) or header[9:13] != b"\0\0\0\0" or not 0 < width * height <= _PNG_MAX_PIXELS:
-        return None
-    stride = (width * bits + 7) // 8
-    expected = height * (stride + 1)
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(b"".join(idat), expected + 1)
-    except zlib.error:
-        return None
-    if len(raw) != expected or not inflater.eof:
-        return None
-    scan = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
+
+
+def _unfilter(scan: np.ndarray) -> np.ndarray | None:
+    """The rows of scanlines [H, 1 + row bytes] (filter type first) that use None, Sub or Up;
+    None for Average or Paeth (sequential per pixel: left to PIL)."""
     filters = scan[:, 0]
     rows = scan[:, 1:]
-    if np.count_nonzero(filters):
-        if filters.max() > 2:
-            return None  # Average or Paeth: sequential per pixel, left to PIL
-        rows = rows.copy()
-        sub = filters == 1
-        if sub.any():  # each byte adds the reconstructed byte to its left (1 byte per pixel or less)
-            rows[sub] = np.cumsum(rows[sub], axis=1, dtype=np.uint8)
-        up = filters == 2
-        if up.any():
-            # each Up row adds the reconstructed row above (zeros above the first): a running sum
-            # down the rows, restarted at every other row, which is already reconstructed
-            total = np.cumsum(rows, axis=0, dtype=np.uint8)
-            start = np.where(up, -1, np.arange(height))
-            start = np.maximum.accumulate(start)  # the last non-Up row at or above each row
-            before = np.zeros_like(rows)
-            has_start = start > 0
-            before[has_start] = total[start[has_start] - 1]
-            rows = total - before
-    return rows, width, height, bits
+    if not np.count_nonzero(filters):
+        return rows
+    if filters.max() > 2:
+        return None
+    rows = rows.copy()
+    sub = filters == 1
+    if sub.any():  # each byte adds the reconstructed byte to its left (1 byte per pixel or less)
+        rows[sub] = np.cumsum(rows[sub], axis=1, dtype=np.uint8)
+    up = filters == 2
+    if up.any():
+        # each Up row adds the reconstructed row above (zeros above the first): a running sum
+        # down the rows, restarted at every other row, which is already reconstructed
+        total = np.cumsum(rows, axis=0, dtype=np.uint8)
+        start = np.where(up, -1, np.arange(len(rows)))
+        start = np.maximum.accumulate(start)  # the last non-Up row at or above each row
+        before = np.zeros_like(rows)
+        has_start = start > 0
+        before[has_start] = total[start[has_start] - 1]
+        rows = total - before
+    return rows
 
 
 def _fast_png_mask(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int]] | None:
     """(uint8 {0, 1} [size, size], 1 = foreground (gray >= 128), stored (W, H)) of a PNG that
-    `_png_rows` reads, shrunk or enlarged by nearest neighbour as PIL's NEAREST does; None
+    `png_rows` reads, shrunk or enlarged by nearest neighbour as PIL's NEAREST does; None
     otherwise."""
-    decoded = _png_rows(data)
+    decoded = png_rows(data)
     if decoded is None:
         return None
     rows, width, height, bits = decoded
@@ -264,7 +272,7 @@ def _fast_png_mask(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """A binary mask (bool or 0/1 [H, W]) as a 1-bit grayscale PNG: white (255 when read as
-    8-bit gray) = foreground. Every row uses filter None, which `_png_rows` reads without
+    8-bit gray) = foreground. Every row uses filter None, which `png_rows` reads without
     unfiltering; zlib level 6. ~230 bytes for a 192 px object mask (an 8-bit PNG from PIL: ~450).
     """
     mask = np.asarray(mask)

@@ -25,6 +25,7 @@ An entry that cannot be paired exactly is reported by name and left out; nothing
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -44,6 +45,7 @@ ROLES = ("fg_bg", "bg", "mask", "depth")
 ARCHIVE_COLUMNS = tuple(f"{role}_archive" for role in ROLES)
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"
+SCENES_NAME = "scenes.csv"  # make-data's side table (what made each scene): never a training input
 DEFAULT_BG_PATTERN = r"^(.+?)_(fg[^_]*)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _BLOCK_ROWS = 32768  # manifest rows resolved per block
@@ -163,6 +165,30 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
     return manifest
 
 
+def read_scene_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The rows of the scenes.csv side table of a zip made by make-data (its columns are listed in
+    `maskdepth.synth.make`), numbers as int or float; None when the zip has none (another
+    dataset, or one made before the table existed). For grouping evaluation errors by what made
+    each scene. Raises DataError for a missing or unreadable zip."""
+    archive = open_archive(path, in_memory=False)
+    index = archive.find(SCENES_NAME)
+    if index < 0:
+        return None
+    text = archive.read(index, _MAX_MANIFEST_BYTES).decode("utf-8")
+    return [{key: value if key in _TEXT_COLUMNS else _number(value) for key, value in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+_TEXT_COLUMNS = ("fg_bg", "bg_id", "fg_id")  # ids stay text even when they look like numbers
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
+
+
 def _parse_info(data: bytes, where: str) -> dict:
     try:
         info = json.loads(data.decode("utf-8"))
@@ -173,15 +199,8 @@ def _parse_info(data: bytes, where: str) -> dict:
     return info
 
 
-def _parse_manifest(
-    data: bytes,
-    source: str,
-    base_dir: str,
-    default_archive: ZipArchive | None,
-    in_memory: bool,
-    info: dict,
-    list_missing: int | None,
-) -> Manifest:
+def _parse_manifest(data: bytes, source: str, base_dir: str, default_archive: ZipArchive | None, in_memory: bool,
+                    info: dict, list_missing: int | None) -> Manifest:
     """Resolve every row to entry indices, `_BLOCK_ROWS` rows at a time (read by the csv module),
     so that a 400k-row manifest never exists as 1.6M Python strings at once."""
     # decoded a chunk at a time as the csv module reads (a whole decoded copy of a 400k-row
@@ -197,15 +216,8 @@ def _parse_manifest(
         raise
 
 
-def _resolve_rows(
-    reader: Any,
-    source: str,
-    base_dir: str,
-    default_archive: ZipArchive | None,
-    in_memory: bool,
-    info: dict,
-    list_missing: int | None,
-) -> Manifest:
+def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipArchive | None, in_memory: bool,
+                  info: dict, list_missing: int | None) -> Manifest:
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
@@ -411,15 +423,8 @@ def _images_by_stem(archive: ZipArchive, folder: str, role: str, unpaired: list[
     return unique, ignored
 
 
-def build_manifest(
-    *,
-    bg: str | os.PathLike,
-    fg_bg: str | os.PathLike,
-    mask: str | os.PathLike,
-    depth: str | os.PathLike,
-    bg_pattern: str | None = None,
-    out: str | os.PathLike,
-) -> IndexReport:
+def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str | os.PathLike,
+                   depth: str | os.PathLike, bg_pattern: str | None = None, out: str | os.PathLike) -> IndexReport:
     r"""Pair the entries of four archives that have no manifest and write `out` (a manifest CSV).
 
     fg_bg, mask and depth pair by file stem; fg_bg to bg by a key: `bg_pattern` is a regex matched
@@ -450,7 +455,23 @@ def build_manifest(
     specs = {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth}
     unpaired: list[str] = []
     archives, tables, ignored = _open_roles(specs, unpaired)
+    rows = _pair_entries(archives, tables, pattern, pattern_text, unpaired)
+    out = os.fspath(out)
+    written = None
+    if rows:
+        _write_manifest(out, rows, [archives[r].path for r in ROLES])
+        written = out
+    return IndexReport(out=written, rows=len(rows), counts={r: len(tables[r]) for r in ROLES},
+                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored,
+                       **_duplicate_lines(list(archives.values())))
 
+
+def _pair_entries(
+    archives: dict[str, ZipArchive], tables: dict[str, dict[str, str]], pattern: re.Pattern, pattern_text: str,
+    unpaired: list[str],
+) -> list[tuple]:
+    """The manifest rows (fg_bg, bg, mask, depth, bg_id, fg_id) of `build_manifest`, sorted by
+    fg_bg name; every entry that cannot be paired exactly goes to `unpaired`, with the reason."""
     bg_by_key = _backgrounds_by_key(tables["bg"], pattern, archives["bg"].path, unpaired)
     rows = []
     used_bg: set[str] = set()
@@ -475,21 +496,7 @@ def build_manifest(
             unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
     for stem in sorted(set(bg_by_key.values()) - used_bg):
         unpaired.append(f"{archives['bg'].path}: {tables['bg'][stem]}: no fg_bg refers to this background")
-
-    out = os.fspath(out)
-    written = None
-    if rows:
-        _write_manifest(out, rows, [archives[r].path for r in ROLES])
-        written = out
-    return IndexReport(
-        out=written,
-        rows=len(rows),
-        counts={r: len(tables[r]) for r in ROLES},
-        sources={r: archives[r].path for r in ROLES},
-        unpaired=unpaired,
-        ignored=ignored,
-        **_duplicate_lines(list(archives.values())),
-    )
+    return rows
 
 
 def _backgrounds_by_key(stems: dict[str, str], pattern: re.Pattern, path: str, unpaired: list[str]) -> dict[str, str]:

@@ -7,8 +7,8 @@ Shape of the original dataset: `num_bg` background scenes x `num_fg` foreground 
 (the object as drawn and mirrored) x `per_pair` random placements. The defaults (1000 x 100 x 2 x
 2) give the original's 400,000 samples with ten times its 100 backgrounds: scene diversity is
 what makes depth generalise to unseen scenes (docs/results.md), and scenes cost nothing here. Backgrounds are 3D rooms,
-halls, streets and yards ray cast with a pinhole camera (`_scene.py`), so their depth is exact
-geometry; objects are textured silhouettes with soft alpha (`_objects.py`). A placement stands
+halls, streets and yards ray cast with a pinhole camera (`scene.py`), so their depth is exact
+geometry; objects are textured silhouettes with soft alpha (`objects.py`). A placement stands
 the object on the floor: its foot is a floor pixel, its distance is the floor's depth there, its
 pixel height is focal * real height / distance (lower in the image = nearer = larger), and it is
 a billboard at that distance (bulging slightly nearer in its middle) that hides whatever of the
@@ -26,12 +26,35 @@ Archive (zip, entries stored uncompressed: JPEG and PNG do not compress further)
     mask/<stem>.png                1-bit grayscale PNG, white = object (0/255 as 8-bit gray)
     depth/<stem>.jpg               grayscale, value / 255 = z / 20 m (16-bit PNG / 65535 with png)
     manifest.csv                   one row per sample, columns MANIFEST_COLUMNS (below)
+    scenes.csv                     one row per sample, columns SCENE_COLUMNS (below): a side table
     dataset.json                   sizes, seed, generator version, encodings, mean/std, statistics
 
 Manifest columns: fg_bg, bg, mask, depth (entry names); bg_id, fg_id; flip (1 = mirrored);
 x, y (the foot pixel: column, row); scale (object height in pixels / image size); distance
 (metres from the camera along its axis, at the foot); height_m (the object's real height);
 coverage (mask fraction); bg_kind (room | hall | street | yard); fg_kind (person, animal, ...).
+
+scenes.csv, the side table: what made each scene, so that an evaluation can group its errors by
+it (the depth scale of an unseen scene depends on the camera and on the objects' sizes). Never a
+training input: the dataset and check-data ignore it; `maskdepth.data.read_scene_table` reads it.
+One row per sample, in manifest order, keyed by the fg_bg entry name:
+    fg_bg, bg_id, fg_id        the sample, as in manifest.csv
+    scene_kind                 room | hall | street | yard
+    camera_height_m            the camera's height above the floor (metres)
+    camera_pitch_deg           how far the camera looks down from the horizontal (degrees)
+    fov_deg                    the horizontal (= vertical: square images) field of view (degrees)
+    focal_px                   the focal length in pixels at the archive's size
+    horizon_row                image row of the horizon from the top edge (size / 2 - focal_px *
+                               tan(pitch); negative: above the image)
+    object_kind                person, animal, chair, ... (as fg_kind)
+    object_height_m            the pasted object's real height (metres)
+    object_distance_m          its distance along the optical axis, at its foot (metres)
+    object_height_px           its height in the image (pixels, focal_px * height / distance;
+                               the whole object, also where the image edge or the scene cuts it)
+    object_foot_row            the image row its foot stands on
+    object_coverage            its visible pixels / image pixels (the mask's fraction)
+    median_depth_m             median of the sample's true depth (before quantisation; sky = 20 m)
+    bg_median_depth_m          the same of its background alone
 """
 
 from __future__ import annotations
@@ -55,13 +78,14 @@ import numpy as np
 from PIL import Image
 
 from maskdepth import __version__
-from maskdepth.data._objects import Sprite, random_object, rasterize
-from maskdepth.data._scene import FAR_M, random_scene, render_scene
 from maskdepth.data.images import encode_mask_png
+from maskdepth.data.manifest import SCENES_NAME
 from maskdepth.errors import ConfigError, DataError
+from maskdepth.synth.objects import Sprite, random_object, rasterize
+from maskdepth.synth.scene import FAR_M, SceneSpec, random_scene, render_scene
 
-GENERATOR = "maskdepth.data.synthetic"
-GENERATOR_VERSION = "1.1"  # 1.1: masks are 1-bit PNGs (1.0: 8-bit)
+GENERATOR = "maskdepth.synth"
+GENERATOR_VERSION = "1.2"  # 1.2: scenes.csv; 1.1: masks are 1-bit PNGs (1.0: 8-bit)
 JPEG_QUALITY = 90
 DEPTH_JPEG_QUALITY = 95  # the depth target gets a little more fidelity than the inputs
 DEPTH_MIN = 2.0 / 255.0  # every depth value is at least this, so JPEG noise cannot reach 0
@@ -69,6 +93,11 @@ MIN_SIZE = 32
 MANIFEST_COLUMNS = (
     "fg_bg", "bg", "mask", "depth", "bg_id", "fg_id", "flip", "x", "y", "scale", "distance",
     "height_m", "coverage", "bg_kind", "fg_kind",
+)
+SCENE_COLUMNS = (
+    "fg_bg", "bg_id", "fg_id", "scene_kind", "camera_height_m", "camera_pitch_deg", "fov_deg", "focal_px",
+    "horizon_row", "object_kind", "object_height_m", "object_distance_m", "object_height_px", "object_foot_row",
+    "object_coverage", "median_depth_m", "bg_median_depth_m",
 )
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _COVERAGE_RANGE = (0.01, 1.6)  # placements aim at a log-uniform mask coverage in this range
@@ -174,6 +203,12 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 _DOMAIN_BG, _DOMAIN_FG, _DOMAIN_PLACE = 1, 2, 3
 
 
+def background_scene(bg_index: int, *, seed: int = 0) -> SceneSpec:
+    """The layout of background `bg_index` of the dataset made with `seed` (any size): what
+    `make_dataset` renders, so a test or a notebook can look at one scene without making an archive."""
+    return random_scene(_rng(seed, _DOMAIN_BG, bg_index))
+
+
 @dataclass
 class _Backdrop:
     """A rendered background as the placements need it (sent to workers with each chunk)."""
@@ -186,17 +221,24 @@ class _Backdrop:
     focal: float
     light: np.ndarray
     kind: str
+    camera: list[str]  # the scene columns of scenes.csv from camera_height_m to horizon_row, formatted
+    median_m: float  # bg_median_depth_m
 
 
 def _prepare_background(job: _Job, b: int) -> dict:
     """Render background b: its encoded image, pixel statistics and the backdrop for placements."""
-    scene = render_scene(random_scene(_rng(job.seed, _DOMAIN_BG, b)), job.size)
+    spec = background_scene(b, seed=job.seed)
+    scene = render_scene(spec, job.size)
     img = _to_uint8(scene.rgb)
     depth = scene.depth_m.ravel()
     flat = np.flatnonzero(scene.floor.ravel() & (depth < 0.9 * FAR_M))
     order = np.argsort(depth[flat], kind="stable")
+    horizon = job.size / 2 - scene.focal * math.tan(spec.pitch)
+    camera = [f"{float(spec.cam_pos[1]):.3f}", f"{math.degrees(spec.pitch):.2f}", f"{math.degrees(spec.hfov):.2f}",
+              f"{scene.focal:.2f}", f"{horizon:.2f}"]
     backdrop = _Backdrop(rgb=img, depth_m=scene.depth_m, floor=scene.floor, floor_idx=flat[order].astype(np.int32),
-                         floor_depth=depth[flat[order]], focal=scene.focal, light=scene.light, kind=scene.kind)
+                         floor_depth=depth[flat[order]], focal=scene.focal, light=scene.light, kind=scene.kind,
+                         camera=camera, median_m=float(np.median(scene.depth_m)))
     return {"b": b, "data": _encode_rgb(img, job.image_format), "stats": _pixel_stats(img), "backdrop": backdrop}
 
 
@@ -227,7 +269,7 @@ def _render_chunk(job: _Job, b: int, f: int, backdrop: _Backdrop, sprite: Sprite
     rng = _rng(job.seed, _DOMAIN_PLACE, b, f)
     bg_id, fg_id = job.bg_id(b), job.fg_id(f)
     ext = job.image_format
-    out: dict[str, Any] = {"entries": [], "rows": [], "coverage": [], "stats": np.zeros((2, 3), np.int64),
+    out: dict[str, Any] = {"entries": [], "rows": [], "scenes": [], "coverage": [], "stats": np.zeros((2, 3), np.int64),
                            "depth_hist": np.zeros(256, np.int64)}
     for flip, spr in ((0, sprite), (1, _flipped(sprite))):
         for k in range(job.per_pair):
@@ -241,6 +283,10 @@ def _render_chunk(job: _Job, b: int, f: int, backdrop: _Backdrop, sprite: Sprite
             out["rows"].append([names[0], f"bg/{bg_id}.{ext}", names[1], names[2], bg_id, fg_id, flip,
                                 place["x"], place["y"], f"{place['scale']:.4f}", f"{place['distance']:.3f}",
                                 f"{place['height_m']:.3f}", f"{coverage:.5f}", backdrop.kind, spr.kind])
+            out["scenes"].append([names[0], bg_id, fg_id, backdrop.kind, *backdrop.camera, spr.kind,
+                                  f"{place['height_m']:.3f}", f"{place['distance']:.3f}",
+                                  f"{place['scale'] * job.size:.2f}", place["y"], f"{coverage:.5f}",
+                                  f"{float(np.median(depth)) * FAR_M:.3f}", f"{backdrop.median_m:.3f}"])
             out["coverage"].append(coverage)
             out["stats"] += _pixel_stats(img)
             hist_codes = codes if ext == "jpg" else (codes.astype(np.uint32) * 255 + 32767) // 65535
@@ -420,7 +466,7 @@ class _Sink:
         self.pos, self.fileobj = self.tell(), None
 
 
-class _Archive:
+class ArchiveWriter:
     """A zip written entry by entry with fixed metadata, so equal inputs give equal bytes."""
 
     def __init__(self, fileobj):
@@ -581,7 +627,7 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
                    progress: bool) -> tuple[dict, float]:
     """Write the whole archive to `fileobj`; returns (dataset.json contents, seconds of phase 1)."""
     start = time.perf_counter()
-    archive = _Archive(fileobj)
+    archive = ArchiveWriter(fileobj)
     try:
         backdrops, sprites, bg_stats = _write_backgrounds(archive, job, num_bg, num_fg, pool, n_workers)
         prepare_seconds = time.perf_counter() - start
@@ -593,7 +639,7 @@ def _write_archive(fileobj, job: _Job, num_bg: int, num_fg: int, count: int, poo
     return info, prepare_seconds
 
 
-def _write_backgrounds(archive: _Archive, job: _Job, num_bg: int, num_fg: int, pool, n_workers: int):
+def _write_backgrounds(archive: ArchiveWriter, job: _Job, num_bg: int, num_fg: int, pool, n_workers: int):
     """Phase 1: render every background and draw every object once; write the bg entries."""
     backdrops: list[_Backdrop] = []
     sprites: list[Sprite] = []
@@ -610,14 +656,16 @@ def _write_backgrounds(archive: _Archive, job: _Job, num_bg: int, num_fg: int, p
     return backdrops, sprites, bg_stats
 
 
-def _write_samples(archive: _Archive, job: _Job, backdrops: list[_Backdrop], sprites: list[Sprite],
+def _write_samples(archive: ArchiveWriter, job: _Job, backdrops: list[_Backdrop], sprites: list[Sprite],
                    bg_stats: np.ndarray, count: int, pool, n_workers: int, progress: bool) -> dict:
-    """Phase 2: the samples, (bg, fg) chunk by chunk in order; then manifest.csv and dataset.json."""
+    """Phase 2: the samples, (bg, fg) chunk by chunk in order; then manifest.csv, scenes.csv and
+    dataset.json."""
     from tqdm.auto import tqdm
 
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
+    rows, scenes = io.StringIO(), io.StringIO()
+    writer, scene_writer = csv.writer(rows, lineterminator="\n"), csv.writer(scenes, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
+    scene_writer.writerow(SCENE_COLUMNS)
     coverage = np.zeros(count, np.float32)
     fg_stats = np.zeros((2, 3), np.int64)
     depth_hist = np.zeros(256, np.int64)
@@ -629,6 +677,7 @@ def _write_samples(archive: _Archive, job: _Job, backdrops: list[_Backdrop], spr
             for name, data in res["entries"]:
                 archive.write(name, data)
             writer.writerows(res["rows"])
+            scene_writer.writerows(res["scenes"])
             k = len(res["coverage"])
             coverage[n:n + k] = res["coverage"]
             n += k
@@ -636,6 +685,7 @@ def _write_samples(archive: _Archive, job: _Job, backdrops: list[_Backdrop], spr
             depth_hist += res["depth_hist"]
             bar.update(k)
     archive.write("manifest.csv", rows.getvalue().encode("utf-8"))
+    archive.write(SCENES_NAME, scenes.getvalue().encode("utf-8"))
     info = _dataset_info(job, len(backdrops), len(sprites), count, bg_stats, fg_stats, coverage, depth_hist)
     archive.write("dataset.json", (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     return info
@@ -676,6 +726,8 @@ def _dataset_info(job: _Job, num_bg, num_fg, count, bg_stats, fg_stats, coverage
         "entries": {"bg": f"bg/<bg_id>.{ext}", "fg_bg": f"fg_bg/<stem>.{ext}", "mask": "mask/<stem>.png",
                     "depth": f"depth/<stem>.{ext}", "stem": "<bg_id>_<fg_id>_<flip>_<k>"},
         "columns": list(MANIFEST_COLUMNS),
+        "scene_table": SCENES_NAME,  # a side table, never a training input (see maskdepth.synth.make)
+        "scene_columns": list(SCENE_COLUMNS),
         "depth_encoding": (
             f"grayscale {'8-bit JPEG' if ext == 'jpg' else '16-bit PNG'}; depth = value / "
             f"{255 if ext == 'jpg' else 65535} = z / {FAR_M:g} m, where z is the distance along the camera's "
