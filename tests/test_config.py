@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("name", ["quick.yaml", "full192.yaml", "seed.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
-    # design.md: every config has these keys
+    # docs/architecture.md: every config has these keys
     for key in ("run_dir", "seed", "resume"):
         assert getattr(cfg, key) is not None
     assert cfg.data.path and cfg.data.size in (64, 192)

@@ -17,13 +17,51 @@ import maskdepth.train as train
 from maskdepth.checkpoint import read_checkpoint
 from maskdepth.config import load_config
 from maskdepth.errors import ConfigError
-from maskdepth.model import ENCODERS, IMAGENET_MEAN, build_model, load_pretrained
+from maskdepth.model import IMAGENET_MEAN, PRETRAINED_ENCODERS, REGISTRY, build_model, get_encoder, load_pretrained
 from maskdepth.train import fit
 
 from conftest import QUICK
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "encoders.md"
 
-@pytest.mark.parametrize("encoder", ENCODERS[1:])
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_each_registry_entry_gives_the_skips_it_states(name: str) -> None:
+    spec = REGISTRY[name]
+    encoder = get_encoder(name, 9).eval()
+    assert (encoder.stride, encoder.out_channels) == (spec.stride, spec.out_channels)
+    with torch.no_grad():
+        skips = encoder(torch.rand(2, 9, 64, 96))
+    assert [s.shape[1] for s in skips] == list(spec.out_channels)
+    assert [tuple(s.shape[-2:]) for s in skips] == [(64 >> i, 96 >> i) for i in range(1, len(skips) + 1)]
+    assert 64 // skips[-1].shape[-2] == spec.stride
+    assert (spec.mean is None) == (spec.std is None) and (spec.weights is None or spec.mean is not None)
+
+
+def test_the_registry_is_what_config_and_docs_read() -> None:
+    import dataclasses
+
+    from maskdepth.config import ModelConfig
+
+    encoder = next(f for f in dataclasses.fields(ModelConfig) if f.name == "encoder")
+    assert encoder.metadata["choices"] == tuple(REGISTRY)
+    rows = {line.split("|")[1].strip().split()[0].strip("`") for line in DOCS.read_text().splitlines()
+            if line.startswith("| `")}
+    assert set(REGISTRY) <= rows, f"docs/encoders.md does not list {sorted(set(REGISTRY) - rows)}"
+    with pytest.raises(ConfigError, match="model.encoder must be one of own, resnet18"):
+        get_encoder("vit", 9)
+
+
+def test_config_reads_the_registry_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, maskdepth.config, maskdepth.model.encoders; "
+            "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("encoder", PRETRAINED_ENCODERS)
 def test_each_encoder_builds_and_gives_full_size_outputs(encoder: str) -> None:
     model = build_model("maskdepth", encoder=encoder).eval()
     assert model.stride == 32

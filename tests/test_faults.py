@@ -289,7 +289,7 @@ def sigint_delivered():
 def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run_does(
         tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from maskdepth import train
-    from maskdepth.train import TrainingInterrupted
+    from maskdepth.errors import TrainingInterrupted
 
     args = [*tiny_overrides, "data.flip=true", "train.ema=0.9"]
     fit(load_config(QUICK, [*args, f"run_dir={tmp_path / 'reference'}"]))

@@ -72,6 +72,11 @@ HAND = {
     "delta1": 1 / 3,
     "delta2": 2 / 3,
     "delta3": 2 / 3,
+    # median(t) = median(0.5, 0.25, 1.0) = 0.5 = median(0.5, 0.5, 0.75) = median(p): the scale is 1
+    "delta1_ms": 1 / 3,
+    "abs_rel_ms": (0 + 0.25 / 0.25 + 0.25 / 1.0) / 3,
+    # d = ln p - ln t = 0, ln 2, ln 0.75
+    "silog": 100 * math.sqrt((math.log(2) ** 2 + math.log(0.75) ** 2) / 3 - ((math.log(2) + math.log(0.75)) / 3) ** 2),
 }
 
 
@@ -117,6 +122,54 @@ def test_depth_metrics_good_better_than_bad():
     assert good["delta1"] == 1.0 and bad["delta1"] < 0.6
     for key in ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10"):
         assert good[key] < bad[key], key
+
+
+def test_scale_invariant_metrics_of_a_prediction_twice_too_far():
+    target = _images([0.1, 0.2, 0.3, 0.5], [0.25, 0.125, 0.4, 0.05])
+    values = depth_metrics(2 * target, target, reduction="none")
+    # the shape is perfect, the scale is not: every metric figure fails, every scale-invariant one is perfect
+    assert values["delta1"].tolist() == [0.0, 0.0] and values["abs_rel"].tolist() == pytest.approx([1.0, 1.0])
+    assert values["delta1_ms"].tolist() == [1.0, 1.0] and values["abs_rel_ms"].tolist() == [0.0, 0.0]
+    assert values["silog"].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_median_scaling_hand_computed():
+    # image 0, four valid pixels: median(t) = (0.2 + 0.3) / 2 = 0.25, median(p) = (0.3 + 0.5) / 2 = 0.4 (numpy's
+    # median: the mean of the two middle values), scale 0.625 -> p' = 0.1875, 0.125, 0.3125, 0.375
+    # image 1: median(t) = 0.9, median(p) = 0.3, scale 3 -> p' = 0.6, 0.9, 1.5 clamped to 1.0 (monodepth2 clamps
+    # after scaling); its fourth pixel is invalid (target 0) and takes no part in either median
+    pred = _images([0.3, 0.2, 0.5, 0.6], [0.2, 0.3, 0.5, 0.01])
+    target = _images([0.1, 0.2, 0.3, 0.4], [0.5, 0.9, 1.0, 0.0])
+    values = depth_metrics(pred, target, reduction="none")
+    assert values["abs_rel_ms"].tolist() == pytest.approx(
+        [(0.0875 / 0.1 + 0.075 / 0.2 + 0.0125 / 0.3 + 0.025 / 0.4) / 4, (0.1 / 0.5 + 0 + 0) / 3], rel=1e-6)
+    # ratios max(t/p', p'/t): 1.875, 1.6, 1.0417, 1.0667 | 1.2, 1, 1
+    assert values["delta1_ms"].tolist() == pytest.approx([2 / 4, 3 / 3])
+    assert values["delta1"].tolist() == pytest.approx([1 / 4, 0 / 3])  # metric: ratios 3, 1, 1.67, 1.5 | 2.5, 3, 2
+    d0 = [math.log(p / t) for p, t in ((0.3, 0.1), (0.2, 0.2), (0.5, 0.3), (0.6, 0.4))]
+    silog0 = 100 * math.sqrt(sum(x * x for x in d0) / 4 - (sum(d0) / 4) ** 2)
+    assert values["silog"][0].item() == pytest.approx(silog0, rel=1e-6)
+    # a region restricts the median too: pixels 0 and 1 of image 0 alone, scale 0.15 / 0.25 = 0.6
+    region = torch.tensor([True, True, False, False]).view(1, 1, 1, 4).expand(2, 1, 1, 4)
+    inside = depth_metrics(pred, target, region=region, reduction="none")
+    assert inside["abs_rel_ms"][0].item() == pytest.approx((0.08 / 0.1 + 0.08 / 0.2) / 2, rel=1e-6)
+
+
+def test_scale_invariant_metrics_go_through_the_accumulator():
+    # two batches; images with 3 and 1 valid pixels weigh the same, the image without any is skipped
+    acc = MetricAccumulator()
+    first = depth_metrics(_images([0.4, 0.2, 0.8], [0.3, 0.3, 0.3]), _images([0.2, 0.1, 0.2], [0.0, 0.0, 0.0]),
+                          reduction="none")
+    second = depth_metrics(_images([0.6, 0.6, 0.6]), _images([0.3, 0.0, 0.0]), reduction="none")
+    acc.update(first)
+    acc.update(second)
+    out = acc.compute()
+    # image 0: median(t) 0.2, median(p) 0.4, p' = 0.2, 0.1, 0.4: abs_rel_ms = (0 + 0 + 1) / 3, delta1_ms = 2/3
+    # image 2: one pixel, p' = t exactly: abs_rel_ms 0, delta1_ms 1
+    assert out["abs_rel_ms"] == pytest.approx((1 / 3 + 0) / 2)
+    assert out["delta1_ms"] == pytest.approx((2 / 3 + 1) / 2)
+    assert acc.count("delta1_ms") == acc.count("silog") == 2
+    assert out["silog"] == pytest.approx((first["silog"][0].item() + 0.0) / 2)
 
 
 # ---------------------------------------------------------------- accumulator

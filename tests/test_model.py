@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -223,10 +225,10 @@ def test_depth_context_options_build_run_and_stay_in_the_parameter_budget():
 
 
 def test_pyramid_pooling_starts_as_the_identity_and_sees_the_whole_image():
-    from maskdepth.model import _PyramidPooling
+    from maskdepth.model import PyramidPooling
 
     torch.manual_seed(0)
-    block = _PyramidPooling(16).eval()
+    block = PyramidPooling(16).eval()
     x = torch.rand(2, 16, 4, 4)  # non-negative, like the ReLU output it follows
     assert torch.allclose(block(x), x)
     with torch.no_grad():
@@ -234,3 +236,37 @@ def test_pyramid_pooling_starts_as_the_identity_and_sees_the_whole_image():
     y = x.clone()
     y[:, :, 0, 0] += 5.0  # one corner changes ...
     assert not torch.allclose(block(y)[:, :, 3, 3], block(x)[:, :, 3, 3])  # ... and the far corner knows
+
+
+# sha256 (first 16 hex digits) of the "key shape" lines of build_model(name, **options).state_dict(), and the
+# number of keys, taken from the single-file model.py before the encoder registry: a checkpoint saved then
+# must load now. Change only on purpose (old checkpoints stop loading).
+STATE_KEYS = [
+    ("maskdepth", {}, 162, "29eab7f267702e09"),
+    ("maskdepth", {"context": "ppm", "depth_sees_mask": True, "coords": True, "dropout": 0.1}, 186, "028f2fa8f389f845"),
+    ("maskdepth", {"blocks": 3, "base_channels": 24, "num_stages": 5}, 324, "11984c7eb52fbc39"),
+    ("seed", {}, 154, "811817bef3590e38"),
+    ("seed", {"activation": "leaky_relu"}, 154, "811817bef3590e38"),
+    ("maskdepth", {"encoder": "resnet18"}, 234, "1211e7e18ff5c42c"),
+    ("maskdepth", {"encoder": "resnet34", "context": "ppm"}, 354, "8cd293e212800c4a"),
+    ("maskdepth", {"encoder": "efficientnet_b0", "depth_sees_mask": True}, 466, "71ab27129d97bbfe"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "count", "digest"), STATE_KEYS)
+def test_state_dict_keys_are_those_of_older_checkpoints(name, options, count, digest):
+    state = build_model(name, **options).state_dict()
+    text = "\n".join(f"{key} {tuple(value.shape)}" for key, value in state.items())
+    assert (len(state), hashlib.sha256(text.encode()).hexdigest()[:16]) == (count, digest), (
+        f"the state_dict keys or shapes of {name} {options} changed: checkpoints saved before would not load")
+
+
+def test_the_public_face_exports_what_it_lists():
+    import types
+
+    import maskdepth.model
+
+    helpers = {"annotations", "Any", "ConfigError", "TYPE_CHECKING"}  # what __init__ itself uses
+    public = {name for name in dir(maskdepth.model) if not name.startswith("_") and name not in helpers
+              and not isinstance(getattr(maskdepth.model, name), types.ModuleType)}
+    assert public == set(maskdepth.model.__all__)

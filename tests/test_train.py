@@ -17,8 +17,8 @@ import torch
 from maskdepth.checkpoint import load_checkpoint
 from maskdepth.cli import main
 from maskdepth.config import load_config
-from maskdepth.errors import CheckpointError, ConfigError
-from maskdepth.train import CSV_COLUMNS, EpochBatches, TrainingError, fit
+from maskdepth.errors import CheckpointError, ConfigError, TrainingError
+from maskdepth.train import CSV_COLUMNS, fit
 
 from conftest import QUICK, REPO, run_process_group
 
@@ -30,25 +30,6 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
-
-
-def test_epoch_batches_are_a_pure_function_of_seed_and_epoch() -> None:
-    a = EpochBatches(50, 8, seed=3, shuffle=True)
-    b = EpochBatches(50, 8, seed=3, shuffle=True)
-    a.set_epoch(2)
-    b.set_epoch(2, start=2)
-    full, resumed = list(a), list(b)
-    assert len(full) == 6 and all(len(x) == 8 for x in full)  # ragged tail dropped in training
-    assert resumed == full[2:]
-    a.set_epoch(3)
-    assert list(a) != full  # a new order each epoch
-    ranks = [EpochBatches(50, 4, seed=3, shuffle=True, rank=r, world=2) for r in range(2)]
-    for r in ranks:
-        r.set_epoch(2)
-    seen = [sum(list(r), []) for r in ranks]
-    assert len(seen[0]) == len(seen[1]) and not set(seen[0]) & set(seen[1])
-    val = [EpochBatches(11, 4, seed=0, shuffle=False, rank=r, world=3) for r in range(3)]
-    assert sorted(sum((sum(list(v), []) for v in val), [])) == list(range(11))  # eval sees every sample once
 
 
 def test_train_end_to_end_writes_the_run_directory(tiny_overrides: list[str], tmp_path: Path,
@@ -290,15 +271,15 @@ def test_keep_last_and_resume_from_a_given_checkpoint(tiny_overrides: list[str],
 
 def test_sample_grids_are_drawn_without_autograd(tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-epoch grid's forward pass builds no graph (no_grad), so it costs no activation memory."""
-    import maskdepth.train as train
+    import maskdepth.viz as viz
 
     seen: list[bool] = []
-    real = train.save_sample_grid
+    real = viz.save_sample_grid
 
     def spy(path, *tensors, **kwargs):
         seen.append(torch.is_grad_enabled() or any(t.requires_grad for t in tensors))
         return real(path, *tensors, **kwargs)
 
-    monkeypatch.setattr(train, "save_sample_grid", spy)
+    monkeypatch.setattr(viz, "save_sample_grid", spy)
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1", "train.max_steps_per_epoch=1"]))
     assert seen == [False]

@@ -22,7 +22,15 @@ import yaml
 
 from maskdepth.errors import ConfigError
 from maskdepth.fileio import write_atomic
-from maskdepth.runtime import is_device_name
+from maskdepth.model.encoders import ENCODERS, PRETRAINED_ENCODERS
+
+
+def is_device_name(name: object) -> bool:
+    """Whether `name` spells a device this package takes (auto | cpu | cuda | cuda:N | mps), present
+    or not: config validation and `maskdepth predict` refuse a misspelling before `resolve_device`
+    asks the machine whether it has that device."""
+    text = str(name)
+    return text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdecimal())
 
 
 def _choice(default: str, *choices: str) -> Any:
@@ -67,8 +75,8 @@ class ModelConfig:
     # the seed decoders' activation: relu (what the 2020 model_1.py runs: its nn.ReLU(0.2) is a
     # plain ReLU) or leaky_relu (slope 0.2, what the 2020 notebook's model summary shows)
     seed_activation: str = _choice("relu", "relu", "leaky_relu")
-    # MaskDepthNet's encoder: its own, or a torchvision architecture (model.MaskDepthNet)
-    encoder: str = _choice("own", "own", "resnet18", "resnet34", "efficientnet_b0")
+    # MaskDepthNet's encoder: a name of the registry, maskdepth.model.encoders (docs/encoders.md)
+    encoder: str = _choice("own", *ENCODERS)
     # weights for a torchvision encoder: none, imagenet (downloaded, e.g. on Colab) or the path of a
     # local torchvision state_dict; loaded when a run starts, not on resume (the checkpoint has them)
     pretrained: str = "none"
@@ -136,7 +144,7 @@ class LogConfig:
 
 @dataclass
 class Config:
-    """A whole run. `run_dir` holds everything the run writes (see design.md)."""
+    """A whole run. `run_dir` holds everything the run writes (see docs/architecture.md)."""
 
     run_dir: str = "runs/quick"
     seed: int = 0
@@ -295,7 +303,7 @@ def _validate(cfg: Config) -> None:
         (cfg.model.name == "maskdepth" or cfg.model.encoder == "own", "model.encoder",
          "applies only to model.name=maskdepth (leave it at own)"),
         (cfg.model.pretrained == "none" or cfg.model.encoder != "own", "model.pretrained",
-         "needs a torchvision encoder (model.encoder: resnet18, resnet34 or efficientnet_b0)"),
+         f"needs a torchvision encoder (model.encoder: {', '.join(PRETRAINED_ENCODERS)})"),
     ]
     for ok, key, message in checks:
         if not ok:

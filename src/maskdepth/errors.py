@@ -27,3 +27,13 @@ class DiskFullError(MaskDepthError):
 
 class RunLockedError(MaskDepthError):
     """Another live process is training in the same run directory."""
+
+
+class TrainingError(MaskDepthError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C / the notebook's Stop button stopped training after last.pt was saved with the
+    position; the message says where, and rerunning the same command continues from there.
+    A KeyboardInterrupt, so code that does not know it still treats it as Ctrl-C."""

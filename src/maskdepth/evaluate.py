@@ -1,19 +1,24 @@
-"""Run a network over a loader and measure it: used by training (validation) and inference.
+"""Run a network over data: validation figures (training, `maskdepth evaluate`) and the per-epoch grid.
 
     tensors = to_device(batch, device)                 # (bg, fg_bg, mask, depth), float32
     logits, depth = forward(model, bg, fg_bg, amp)     # the one autocast forward pass
     figures = evaluate(model, loader, device)          # {"iou": ..., "rmse": ..., "count": ...}
+    draw_epoch_grid(run, model, fixed_samples(val_set, 4), device, row)   # training's per-epoch grid
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from maskdepth.data import to_float
+from maskdepth import viz
+from maskdepth.data import collate, to_float
 from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
 from maskdepth.runtime import autocast
 
@@ -52,7 +57,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Mask and depth metrics over `loader`, every image weighted equally (definitions: docs/metrics.md).
 
-    Returns iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3, and `count` (images);
+    Returns MASK_KEYS and DEPTH_KEYS (iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1..3,
+    delta1_ms, abs_rel_ms, silog), and `count` (images);
     with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics
     inside and outside the true mask as `inside_<name>` / `outside_<name>`. Under
     torch.distributed each rank passes its own shard and all ranks get the global figures.
@@ -90,3 +96,33 @@ def evaluate(
 
 
 __all__ = ["evaluate", "forward", "to_device"]
+
+
+def fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
+    """The same `n` validation samples every epoch, spread evenly over the split, as one batch:
+    the per-epoch grids then show one set of pictures getting better (None when `n` <= 0)."""
+    if n <= 0 or len(dataset) == 0:
+        return None
+    picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int)
+    return collate([dataset[int(i)] for i in dict.fromkeys(picks.tolist())])
+
+
+@torch.no_grad()  # the grid's forward pass builds no graph, so it costs no activation memory
+def draw_epoch_grid(run_dir: Path, model: nn.Module, batch: dict[str, Any] | None, device: torch.device,
+                    row: dict[str, Any], *, amp_dtype: torch.dtype | None = None) -> Path | None:
+    """RUN/samples/epoch_NNN.png: the `fixed_samples` batch through `model` (the evaluated one), titled
+    with the epoch's metrics.csv `row`; the model's train/eval mode is left as it was."""
+    if batch is None:
+        return None
+    was_training = model.training
+    model.eval()
+    batch = to_float(batch)
+    bg, fg_bg, _, _ = to_device(batch, device)
+    pred_logits, pred_depth = forward(model, bg, fg_bg, amp_dtype)
+    model.train(was_training)
+    title = (f"{run_dir.name}  epoch {row['epoch']}  val IoU {row.get('val_iou', math.nan):.3f}  "
+             f"δ1 {row.get('val_delta1', math.nan):.3f} (median-scaled {row.get('val_delta1_ms', math.nan):.3f})  "
+             f"RMSE {row.get('val_rmse', math.nan):.4f}")
+    return viz.save_sample_grid(run_dir / "samples" / f"epoch_{row['epoch']:03d}.png", batch["bg"], batch["fg_bg"],
+                            batch["mask"], torch.sigmoid(pred_logits.float()).cpu(), batch["depth"],
+                            pred_depth.float().cpu(), title=title)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from maskdepth.fileio import atomic_open
+from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS  # the metric names; metrics.py imports torch lazily
 
 LOSS_KEYS = ("loss", "mask_loss", "depth_loss")  # the weighted sum and its two parts
-MASK_KEYS = ("iou", "dice")
-DEPTH_KEYS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
 COUNT_KEYS = ("skipped_batches", "skipped_samples")  # summed over the epoch, not averaged
 
 CSV_COLUMNS = [
@@ -29,9 +29,10 @@ CSV_COLUMNS = [
     "lr", "seconds", "steps", *COUNT_KEYS,
 ]
 # what the notebook's table shows by default: losses, both mask metrics, the headline depth ones
-TABLE_COLUMNS = ("epoch", "train_loss", "val_loss", *(f"val_{k}" for k in MASK_KEYS + ("rmse", "abs_rel", "delta1")),
-                 "lr", "seconds")
-# columns where smaller is better; every other train_/val_ column is maximised
+TABLE_COLUMNS = ("epoch", "train_loss", "val_loss",
+                 *(f"val_{k}" for k in MASK_KEYS + ("rmse", "abs_rel", "delta1", "delta1_ms")), "lr", "seconds")
+# columns where smaller is better (a column containing one of these: losses, rmse*, abs_rel*, sq_rel,
+# rmse_log, log10, silog); every other train_/val_ column (iou, dice, delta*) is maximised
 _MINIMISED = ("loss", "rmse", "rel", "log")
 
 

@@ -35,12 +35,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
-from maskdepth.config import Config, config_from_dict
+from maskdepth.config import Config, config_from_dict, is_device_name
 from maskdepth.errors import CheckpointError, ConfigError, DataError
 from maskdepth.fileio import write_atomic
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.pairs import collect_pairs
-from maskdepth.runtime import amp_dtype, autocast, is_device_name, resolve_device
+from maskdepth.runtime import amp_dtype, autocast, resolve_device
 from maskdepth.viz import colorize_depth
 
 REGIONS = ("inside", "outside")  # depth metrics restricted to the true mask / its complement
@@ -112,7 +112,8 @@ def evaluate_checkpoint(
         "checkpoint", "epoch" (epochs completed), "step", "split", "data", "size", "model",
         "count" (images), "split_matches_training" (whether the split has the same backgrounds as
         the one the checkpoint recorded; None if it recorded none),
-        "metrics": {iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1, delta2, delta3},
+        "metrics": {iou, dice, rmse, abs_rel, sq_rel, rmse_log, log10, delta1, delta2, delta3,
+                    delta1_ms, abs_rel_ms, silog} (MASK_KEYS + DEPTH_KEYS, docs/metrics.md),
         "inside": {the depth metrics over pixels inside the true mask},
         "outside": {the depth metrics over pixels outside it}.
     Every image weighs the same; an image without foreground is skipped by the "inside" means.

@@ -1,8 +1,10 @@
-"""Where the code runs: the device, the precision, the torchrun process group.
+"""Where the code runs: the device, the precision, the torchrun process group and the flags its
+ranks agree on.
 
     device = resolve_device("auto")          # cuda if there is one, else cpu
     dtype, why = amp_dtype("auto", device)   # None (fp32), torch.bfloat16 or torch.float16
     world, device = init_distributed("auto") # joins torchrun's group when WORLD_SIZE > 1
+    if any_rank(stop.requested, world, device): ...   # every rank decides together
 
 Used by training and inference alike, so a device that is not there gives the same one-line
 error everywhere.
@@ -77,6 +79,36 @@ def shutdown_distributed(world: Dist) -> None:
             dist.destroy_process_group()
 
 
+def all_ranks_true(flag: bool, world: Dist, device: torch.device) -> bool:
+    """`flag` of rank 0 on every rank (clocks differ a little; all ranks must stop together)."""
+    return _share_flag(flag, world, device, any_rank=False)
+
+
+def any_rank(flag: bool, world: Dist, device: torch.device) -> bool:
+    """Whether `flag` holds on any rank (each rank's Ctrl-C arrives at its own moment)."""
+    return _share_flag(flag, world, device, any_rank=True)
+
+
+def _share_flag(flag: bool, world: Dist, device: torch.device, *, any_rank: bool) -> bool:
+    if world.world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device if device.type == "cuda" else "cpu")
+    if any_rank:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    else:
+        dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def all_ranks_finite(loss: torch.Tensor, world: Dist) -> bool:
+    """Whether `loss` is finite on every rank: one rank's NaN must make all of them skip (or stop)
+    the step together, or DDP's gradient all-reduce would wait for a rank that left."""
+    finite = torch.isfinite(loss.detach()).float()
+    if world.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 def _bf16_native() -> bool:
     """bf16 in hardware (compute capability >= 8.0: A100, L4, H100), not emulated (T4, V100)."""
     try:
@@ -116,6 +148,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def settle(seed: int, deterministic: bool, device: torch.device) -> None:
+    """Determinism switches and seeds, before anything random is built: a run (and its resume)
+    must draw the same numbers whatever ran in the process before it."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+    seed_everything(seed)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -164,11 +206,3 @@ class StopRequest:
 def ignore_interrupts(worker_id: int = 0) -> None:
     """worker_init_fn for DataLoader workers: SIGINT is for the main process to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def is_device_name(name: str | torch.device) -> bool:
-    """Whether `name` spells a device this package takes (auto | cpu | cuda | cuda:N | mps), present
-    or not: config validation and `maskdepth predict` refuse a misspelling before `resolve_device`
-    asks the machine whether it has that device."""
-    text = str(name)
-    return text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdecimal())

@@ -1,9 +1,10 @@
 """TensorBoard logging of a run, optional (`log.tensorboard: true`): RUN/tb/.
 
-    tb = TensorBoardLog(run_dir / "tb", resume_step=ts.step)
-    tb.step(step, {"loss": ..., "mask_loss": ..., "depth_loss": ..., "lr": ...})   # every log.every steps
-    tb.epoch(row, grid_png)                                                     # per-epoch metrics + the grid
-    tb.close()
+    with tensorboard_log(run_dir / "tb", enabled=cfg.log.tensorboard, resume_step=ts.step) as tb:
+        tb.step(step, {"loss": ..., "mask_loss": ..., "depth_loss": ..., "lr": ...})  # every log.every steps
+        tb.epoch(row, grid_png)                                                    # per-epoch metrics + the grid
+
+(`tb` is None when not enabled; `TensorBoardLog(folder, resume_step)` + `close()` without the block.)
 
 Tags: `train/loss`, `train/mask_loss`, `train/depth_loss`, `train/lr` against the optimiser step;
 `epoch/<metrics.csv column>` (val_iou, val_rmse, ... and the epoch's mean training losses) and
@@ -18,8 +19,10 @@ package (`pip install tensorboard`), imported only when the option is on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from maskdepth.errors import ConfigError
@@ -60,4 +63,19 @@ class TensorBoardLog:
         self.writer.close()
 
 
-__all__ = ["TensorBoardLog"]
+@contextlib.contextmanager
+def tensorboard_log(folder: str | os.PathLike[str], *, enabled: bool,
+                    resume_step: int = 0) -> Iterator[TensorBoardLog | None]:
+    """A TensorBoardLog on `folder` continuing at `resume_step`, closed at the end of the block; None
+    when not `enabled` (log.tensorboard off, or a rank other than 0), so the loop needs one `if tb`."""
+    if not enabled:
+        yield None
+        return
+    tb = TensorBoardLog(folder, resume_step=resume_step)
+    try:
+        yield tb
+    finally:
+        tb.close()
+
+
+__all__ = ["TensorBoardLog", "tensorboard_log"]

@@ -22,8 +22,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,8 @@ def save_sample_grid(
     Returns:
         The path written.
     """
-    images = {name: _as_batch(value, name, channels=3 if name in ("bg", "fg_bg") else 1) for name, value in (
-        ("bg", bg), ("fg_bg", fg_bg), ("true_mask", true_mask), ("pred_mask", pred_mask),
-        ("true_depth", true_depth), ("pred_depth", pred_depth))}
-    shapes = {name: a.shape[:3] for name, a in images.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"save_sample_grid needs the same N, H, W for every input, got {shapes}")
+    images = _grid_inputs(bg, fg_bg, true_mask, pred_mask, true_depth, pred_depth)
     n, h, w = images["bg"].shape[:3]
-    if n == 0:
-        raise ValueError("save_sample_grid needs at least one sample, got N=0")
     grid = _GridLayout.of(n, h, w, titled=bool(title))
     fig = Figure(figsize=(grid.width / _DPI, grid.height / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
@@ -119,12 +112,33 @@ def save_sample_grid(
     for c, label in enumerate(GRID_COLUMNS):
         fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - (header_y + grid.header_h / 2) / grid.height,
                  label, ha="center", va="center", fontsize=grid.font + 1)
+    _draw_grid_rows(fig, grid, header_y + grid.header_h, images)
+    _draw_grid_bars(fig, grid)
+    return _write_figure(fig, path)
+
+
+def _grid_inputs(bg: Any, fg_bg: Any, true_mask: Any, pred_mask: Any, true_depth: Any,
+                 pred_depth: Any) -> dict[str, np.ndarray]:
+    """The grid's inputs as [N, H, W, C] float32 arrays, checked to agree in N, H, W (N >= 1)."""
+    images = {name: _as_batch(value, name, channels=3 if name in ("bg", "fg_bg") else 1) for name, value in (
+        ("bg", bg), ("fg_bg", fg_bg), ("true_mask", true_mask), ("pred_mask", pred_mask),
+        ("true_depth", true_depth), ("pred_depth", pred_depth))}
+    shapes = {name: a.shape[:3] for name, a in images.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"save_sample_grid needs the same N, H, W for every input, got {shapes}")
+    if images["bg"].shape[0] == 0:
+        raise ValueError("save_sample_grid needs at least one sample, got N=0")
+    return images
+
+
+def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, np.ndarray]) -> None:
+    """One row per sample from pixel row `top` down, each annotated with its IoU, RMSE and mean error."""
     true_d, pred_d = images["true_depth"][..., 0], images["pred_depth"][..., 0]
     error = np.abs(np.clip(pred_d, 0.0, 1.0) - true_d)
     ious = mask_metrics(torch.from_numpy(images["pred_mask"]), torch.from_numpy(images["true_mask"]),
                         reduction="none")["iou"].tolist()
     rmses = depth_metrics(torch.from_numpy(pred_d), torch.from_numpy(true_d), reduction="none")["rmse"].tolist()
-    for r in range(n):
+    for r in range(len(error)):
         cells = [
             (images["bg"][r], {}),
             (images["fg_bg"][r], {}),
@@ -136,9 +150,7 @@ def save_sample_grid(
         ]
         notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}" if np.isfinite(rmses[r]) else "RMSE n/a",
                  6: f"mean {np.mean(error[r]):.4f}"}
-        _draw_grid_row(fig, grid, header_y + grid.header_h + r * (grid.cell_h + grid.note_h + grid.gap), cells, notes)
-    _draw_grid_bars(fig, grid)
-    return _write_figure(fig, path)
+        _draw_grid_row(fig, grid, top + r * (grid.cell_h + grid.note_h + grid.gap), cells, notes)
 
 
 @dataclass
@@ -188,7 +200,8 @@ def _draw_grid_row(fig: Figure, grid: _GridLayout, y: int, cells: list[tuple[np.
         ax.imshow(np.clip(img, 0.0, 1.0) if img.ndim == 3 else img, interpolation="nearest", **style)
         ax.set_axis_off()
     for c, text in notes.items():
-        fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - (y + grid.cell_h + grid.note_h / 2 + 1) / grid.height,
+        y_note = y + grid.cell_h + grid.note_h / 2 + 1
+        fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - y_note / grid.height,
                  text, ha="center", va="center", fontsize=grid.font - 1, color="#333333")
 
 
@@ -209,7 +222,8 @@ def _draw_grid_bars(fig: Figure, grid: _GridLayout) -> None:
         labels[0].set_horizontalalignment("left")  # keep the end labels inside the bar's width
         labels[-1].set_horizontalalignment("right")
     fig.text(grid.pad / grid.width, 1.0 - (bar_y + grid.bar_h / 2) / grid.height,
-             f"mask: IoU at p \u2265 0.5    depth: fixed range [0, 1]    error: |pred \u2212 true| clipped at {ERROR_MAX:g}",
+             "mask: IoU at p \u2265 0.5    depth: fixed range [0, 1]    "
+             f"error: |pred \u2212 true| clipped at {ERROR_MAX:g}",
              ha="left", va="center", fontsize=grid.font - 1, color="#333333")
 
 
@@ -223,10 +237,11 @@ _CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...], str], ...
         ("train_depth_loss", "train depth", "C3", "-"), ("val_depth_loss", "val depth", "C3", "--"),
     ), "linear"),
     ("val mask", (("val_iou", "IoU", "C0", "-"), ("val_dice", "Dice", "C1", "-")), "fraction"),
-    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-")), "linear"),
+    ("val depth error", (("val_rmse", "RMSE", "C0", "-"), ("val_abs_rel", "abs_rel", "C1", "-"),
+                         ("val_abs_rel_ms", "abs_rel median-scaled", "C1", "--")), "linear"),
     ("val depth accuracy", (
         ("val_delta1", "\u03b4<1.25", "C0", "-"), ("val_delta2", "\u03b4<1.25\u00b2", "C1", "-"),
-        ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"),
+        ("val_delta3", "\u03b4<1.25\u00b3", "C2", "-"), ("val_delta1_ms", "\u03b4<1.25 median-scaled", "C0", "--"),
     ), "fraction"),
     ("learning rate", (("lr", "lr", "C0", "-"),), "log"),
 )

@@ -1,0 +1,69 @@
+"""`load_pretrained`: torchvision-format weights into a MaskDepthNet's torchvision encoder.
+
+Apart from backbones.py because it reads the registry (the weights and the normalisation that go
+with them), and the registry builds the backbones: keeping it here keeps that one-way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from maskdepth.errors import ConfigError
+from maskdepth.model.backbones import TorchvisionEncoder
+from maskdepth.model.encoders import PRETRAINED_ENCODERS, encoder_spec, pretrained_state
+
+
+def _read_state(source: str) -> dict[str, Tensor]:
+    """The state_dict in the file `source` (or in its "state_dict" / "model" entry)."""
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"model.pretrained={source}: cannot read a state_dict ({str(exc).splitlines()[0]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def load_pretrained(model: nn.Module, source: str) -> str:
+    """Put pretrained weights into `model`'s torchvision encoder; returns a one-line report.
+
+    `source`: "imagenet" (the registry's weights for the architecture, downloaded on first use to
+    torch's cache: meant for Colab, never used by the tests or the demo) or the path of a local
+    file holding the architecture's torchvision state_dict (e.g. saved with
+    `torch.save(torchvision.models.resnet18(weights="DEFAULT").state_dict(), PATH)`; a dict
+    with a "state_dict" or "model" entry holding it is accepted too). The classifier's weights
+    are ignored; the stem is widened as `TorchvisionEncoder` describes. The input
+    normalisation becomes the one the registry gives for the weights (ImageNet's).
+
+    Raises:
+        ConfigError (one line): no torchvision encoder, a missing or unreadable file, or a
+            state_dict of another architecture.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, TorchvisionEncoder):
+        raise ConfigError(f"model.pretrained={source!r} needs a torchvision encoder (model.encoder: "
+                          f"{', '.join(PRETRAINED_ENCODERS)})")
+    if source == "imagenet":
+        state, where = pretrained_state(backbone.name), f"torchvision's ImageNet weights for {backbone.name}"
+    else:
+        state, where = _read_state(source), source
+    ours = backbone.net.state_dict()
+    kept = {k: v for k, v in state.items() if k in ours and k != backbone.stem_key}
+    rgb = state.get(backbone.stem_key)
+    wrong = [k for k, v in kept.items() if tuple(v.shape) != tuple(ours[k].shape)]
+    missing = [k for k in ours if k not in kept and k != backbone.stem_key]
+    extra = [k for k in state if k not in ours and not k.startswith(tuple(f"{d}." for d in backbone.drop))]
+    if rgb is None or rgb.shape[1] != 3 or missing or wrong or extra:
+        problem = (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else
+                   f"shape of {wrong[0]} differs" if wrong else
+                   f"{len(extra)} weights it does not have (e.g. {extra[0]})" if extra else
+                   f"no 3-channel {backbone.stem_key}")
+        raise ConfigError(f"model.pretrained={where}: not a {backbone.name} state_dict ({problem})")
+    stem = torch.zeros_like(ours[backbone.stem_key])
+    stem[:, 3:6] = rgb  # the fg_bg slot; bg, difference (and coordinates) start at zero
+    backbone.net.load_state_dict({**kept, backbone.stem_key: stem})
+    spec = encoder_spec(backbone.name)
+    model.set_normalization(spec.mean, spec.std)
+    return f"encoder {backbone.name}: {len(kept) + 1} tensors from {where}; input normalisation ImageNet's"
