@@ -32,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 PAGE = REPO / "docs" / "results.md"
+PAGES = [PAGE, REPO / "README.md"]  # the README quotes one table (quality.headline)
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 
 # The command that writes each data file, for the line that stands in for a missing one.
@@ -134,6 +135,11 @@ TABLES: dict[str, Spec] = {
         ("unseen RMSE", "{unseen_rmse:.3f}"), ("unseen abs_rel", "{unseen_abs_rel:.3f}"),
         ("unseen IoU", "{unseen_iou:.3f}"), ("epochs", "{epochs}"), ("steps", "{steps}"),
         ("training clock, min", "{training_min:g}")], False),
+    # the README's one results table: the budget runs and the baselines, metric and scale-invariant side by side
+    "quality.headline": (["budget.*", "baselines"], [
+        ("method", "{method}"), ("trained on", "{archive}"), ("unseen δ1 ↑", "{unseen_delta1:.3f}"),
+        ("unseen δ1 median-scaled ↑", "{unseen_delta1_ms:.3f}"), ("unseen RMSE ↓", "{unseen_rmse:.3f}"),
+        ("unseen abs_rel ↓", "{unseen_abs_rel:.3f}"), ("unseen IoU ↑", "{unseen_iou:.3f}")], False),
     "quality.targets": ("targets", [
         ("archive", "{archive}"), ("δ1 ≥ 0.75", "{delta1_ok:yes|**no**} ({unseen_delta1:.3f})"),
         ("RMSE ≤ half the mean predictor's", "{rmse_ok:yes|**no**} ({unseen_rmse:.3f} vs {half_mean_rmse:.3f})"),
@@ -370,7 +376,7 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("pages", nargs="*", type=Path, default=[PAGE], help="markdown files (default docs/results.md)")
+    parser.add_argument("pages", nargs="*", type=Path, default=PAGES, help="markdown files (default docs/results.md and README.md)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the data files (default docs/results)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is not up to date")
     args = parser.parse_args(argv)
