@@ -21,7 +21,7 @@ endif
 DEMO ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-fast lint fixup clean-demo
+.PHONY: install demo test test-fast lint fixup results clean-demo
 
 ifneq ($(strip $(VENV)),)
 $(PY):
@@ -49,6 +49,10 @@ lint: install
 
 fixup: install
 	$(PY) -m ruff check --fix .
+
+# the tables of docs/results.md from the benchmarks' data files (docs/results/*.json); standard library only
+results:
+	$(PYTHON) benchmarks/render.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -6,7 +6,7 @@ trash (counted against the quota for 30 days), and a run replaces `last.pt` ever
 and deletes `epoch_NNN.pt` beyond `train.keep_last`. This builds the config's model and
 optimiser, takes one Adam step on random inputs (so the optimiser state is full size), writes a
 real checkpoint to a temp folder and prints its size, then the trash a run of `--hours` leaves
-at `--epoch-minutes` per epoch (worst case: best.pt replaced every epoch). The README's Drive
+at `--epoch-minutes` per epoch (worst case: best.pt replaced every epoch). docs/robustness.md's Drive
 figures come from `python scripts/drive_budget.py configs/full192.yaml`.
 """
 

@@ -4,7 +4,7 @@ Save a labelled grid of a few samples of a dataset archive: one row per sample, 
 bg | fg_bg | mask | depth (depth with a fixed colour range: 0 = near, 1 = far), the row title
 giving the sample's name and, where the manifest has them, its placement and mask coverage.
 Reads the zip and its manifest.csv directly, so it also works on archives from other tools
-that follow the layout of docs/design (columns fg_bg, bg, mask, depth).
+that follow the archive layout of docs/architecture.md (columns fg_bg, bg, mask, depth).
 """
 
 from __future__ import annotations

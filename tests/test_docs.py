@@ -48,7 +48,7 @@ def _prose_lines(lines: list[str]) -> list[tuple[int, str]]:
 
 def paragraphs(text: str) -> list[tuple[int, str]]:
     """(first line, text) of each block of consecutive non-blank lines that are not code, table
-    rows, headings or HTML comments."""
+    rows, headings or HTML comments; a list item ("- ", "* ", "1. ") starts a block of its own."""
     blocks: list[tuple[int, str]] = []
     current: list[str] = []
     start = 0
@@ -59,6 +59,9 @@ def paragraphs(text: str) -> list[tuple[int, str]]:
                 blocks.append((start, " ".join(current)))
             current = []
             continue
+        if current and re.match(r"([-*]|\d+\.) ", stripped):
+            blocks.append((start, " ".join(current)))
+            current = []
         if not current:
             start = number
         current.append(stripped)
@@ -144,6 +147,7 @@ def test_paragraph_rule_counts_prose_only() -> None:
     text = "word " * 121 + "\n\n| a | b |\n|---|---|\n| " + "x " * 200 + "|\n\n```\n" + "y " * 200 + "\n```\n"
     assert [len(t.split()) for _, t in paragraphs(text)] == [121]
     assert [len(t.split()) for _, t in paragraphs("one two\nthree\n\nfour\n")] == [3, 1]
+    assert [len(t.split()) for _, t in paragraphs("- one two\n  three\n- four\n1. five\n")] == [4, 2, 2]  # with the marker
 
 
 @pytest.mark.parametrize("path", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: str(p.relative_to(REPO)))

@@ -1,4 +1,4 @@
-"""scripts/drive_budget.py: the checkpoint size and Drive-trash figures the README and notebook quote."""
+"""scripts/drive_budget.py: the checkpoint size and Drive-trash figures docs/robustness.md and the notebook quote."""
 
 from __future__ import annotations
 

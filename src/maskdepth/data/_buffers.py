@@ -1,6 +1,6 @@
 """Batch memory: where the Dataset's batch buffers come from (private to maskdepth.data).
 
-Two tricks, each kept because it pays (the ablations, `python scripts/bench_data.py --ablate
+Two tricks, each kept because it pays (the ablations, `python -m benchmarks.data --ablate
 shared mallopt`, are in docs/results.md), and each reached through an API that is private or
 platform-specific, so each is probed once and switched off with one warning where it fails:
 

@@ -9,7 +9,7 @@ never touch them (no refcounts), so they do not grow epoch after epoch.
 
 Kept because it pays over zipfile.ZipFile (a ZipInfo object per entry, which forked workers
 would also touch page by page) several times in time and memory on a 400k-sample zip (the
-ablation, `bench_data.py --ablate cd-parser`, is in docs/results.md).
+ablation, `python -m benchmarks.data --ablate cd-parser`, is in docs/results.md).
 
 Entry data is located lazily: each read parses the entry's 30-byte local header to find where
 its data starts, then slices the buffer (no file handle, no seek offset: safe to share).

@@ -103,10 +103,8 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
     `data` is not a JPEG or its header cannot be found (then PIL decides).
 
     Kept because it pays: it lets 8-bit JPEGs of the expected channels and size skip PIL
-    cheaply. `python scripts/bench_data.py --samples 200 --repeats 2 --sizes 192 --workers 0 1 2
-    --index-samples 400000 --skip-throughput --ablate jpeg-scan` (the same check by PIL's header
-    parser, Image.open, instead): the uint8 loader at 192 px, 0 workers, delivers 1.21x, 1.24x
-    and 1.25x the samples per CPU second in three runs (e.g. 2,395 vs 1,932).
+    cheaply (against PIL's header parser, Image.open: the jpeg-scan rows of docs/results.md's
+    ablation table).
     """
     if data[:2] != b"\xff\xd8":
         return None
@@ -176,7 +174,7 @@ def png_rows(data: bytes) -> tuple[np.ndarray, int, int, int] | None:
 
     Pure Python + zlib + numpy, so no input can crash the process (torchvision's PNG decoder
     can, see the module docstring), and several times faster than PIL on a small mask, which
-    pays in the loader (the ablation, `bench_data.py --ablate png`, is in docs/results.md).
+    pays in the loader (the png rows of docs/results.md's ablation table).
     """
     chunks = _png_chunks(data)
     if chunks is None:

@@ -1,12 +1,14 @@
-"""python scripts/bench_data.py [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--repeats 2] [--index-samples 40000 400000] [--ablate PIECE ...]
+"""python -m benchmarks.data [--data DATA.zip] [--samples 400] [--sizes 64 192] [--workers 0 1 2] [--repeats 2]
+       [--index-samples 40000 400000] [--ablate PIECE ...] [--out docs/results/data.json]
 
 Throughput of the data pipeline (samples/s), side by side with
   limit   the decode limit: one process decoding the same fg_bg, mask and depth bytes at full
           resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing
           else, each image kind by the faster of PIL (Image.open + load) and torchvision.io's
           decode_jpeg / decode_png (on the bytes, no copy);
-  strict  the same, also counting maskdepth's own PNG reader (`images.png_rows`), which reads
-          make-data's 1-bit masks faster than either library;
+  strict  the same, also counting maskdepth's own decoder of each kind (`maskdepth.data.images`'
+          decode_rgb / decode_mask_binary / decode_depth_raw), whose PNG reader reads make-data's
+          1-bit masks faster than either library;
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
           workers: zip reads (CRC checked), decoding (JPEGs by torchvision.io.decode_jpeg,
           make-data's PNG masks by maskdepth's reader, the rest by PIL), resizing, checks, cached
@@ -27,15 +29,18 @@ written directly (no image data, so it takes seconds) and, in a fresh process ea
 index its central directory and to resolve the manifest (what `open_dataset` does), the bytes
 held by the index and the manifest arrays, and the process's peak RSS.
 
-`bench_epoch_workers` (called by scripts/benchmark.py, no command-line flag) times a MaskDepthNet
+`bench_epoch_workers` (called by benchmarks/report.py, no command-line flag) times a MaskDepthNet
 training epoch of a small archive against the number of DataLoader workers.
 
-`--ablate PIECE ...` measures, in the same run, what each of maskdepth's own or private pieces
-buys over its public alternative (see ABLATIONS): the uint8 loader (what training uses) at the
-last of `--sizes` with the piece and without it; cd-parser compares the index of the
-`--index-samples` zips with zipfile.ZipFile's (time and memory, fresh processes).
+`--ablate PIECE ...` measures, in the same run, what one of maskdepth's own pieces buys over its
+public alternative, through the package's public switches only (see ABLATIONS): the uint8 loader
+(what training uses) at the last of `--sizes` with the piece and without it; cd-parser compares
+the index of the `--index-samples` zips with zipfile.ZipFile's (time and memory, fresh processes).
+A piece without a public switch is left out of the run with one line saying so (NO_SWITCH).
 
 Without --data, a 192 px dataset of `--samples` samples is generated with make_dataset (~10 s).
+Prints tables and writes the rows to `--out` (docs/results/data.json: `throughput`, `index`,
+`ablations`).
 
 Where the time goes (192 px, one process, perf + py-spy): libjpeg ~45% (the limit itself),
 float32 conversion ~20% (1.2 MB written per sample; the fg_bg decoded by torchvision is HWC in
@@ -53,7 +58,6 @@ for reuse (`open_dataset(tuned_memory=True)`, the default). That setting is proc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -64,16 +68,19 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.common import RESULTS, meta, module_env, rounded, write_results
+
 
 class Clock:
     """Wall-clock and CPU seconds of this process (CPU time is what a shared machine cannot steal)."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -105,13 +112,17 @@ def _rounds(cells: list[Cell], repeats: int) -> None:
             cell.measure()
 
 
-def _decoders() -> dict[str, Any]:
-    """name -> decode(bytes) at full resolution, the candidates of the decode limit."""
+KINDS = ("fg_bg", "mask", "depth")
+
+
+def _decoders() -> dict[str, dict[str, Any]]:
+    """kind -> name -> decode(bytes) at full resolution, the candidates of the decode limits:
+    PIL, torchvision.io, and maskdepth's own public decoder of that kind."""
     import torch
     from PIL import Image
     from torchvision.io import decode_jpeg, decode_png
 
-    from maskdepth.data.images import png_rows
+    from maskdepth.data.images import decode_depth_raw, decode_mask_binary, decode_rgb
 
     def pil(data: bytes) -> None:
         with Image.open(io.BytesIO(data)) as img:
@@ -122,11 +133,9 @@ def _decoders() -> dict[str, Any]:
         decode = decode_jpeg if data[:2] == b"\xff\xd8" else decode_png
         decode(torch.frombuffer(data, dtype=torch.uint8))
 
-    def own_png(data: bytes) -> None:
-        if png_rows(data) is None:
-            raise ValueError("not a PNG that maskdepth reads itself")
-
-    return {"PIL": pil, "torchvision": tv, "maskdepth": own_png}
+    own = {"fg_bg": lambda data: decode_rgb(data, None), "mask": lambda data: decode_mask_binary(data, None),
+           "depth": lambda data: decode_depth_raw(data, None)}
+    return {kind: {"PIL": pil, "torchvision": tv, "maskdepth": own[kind]} for kind in KINDS}
 
 
 def _rates(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> dict[str, float]:
@@ -135,7 +144,7 @@ def _rates(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> dict
     for name, decode in candidates.items():
         try:
             decode(blobs[0])
-        except Exception:  # noqa: BLE001 - e.g. maskdepth's PNG reader on a JPEG
+        except Exception:  # noqa: BLE001 - e.g. torchvision on an image format it does not read
             continue
         cell = Cell(lambda decode=decode: [decode(b) for b in blobs], len(blobs))
         _rounds([cell], repeats)
@@ -145,34 +154,34 @@ def _rates(blobs: list[bytes], candidates: dict[str, Any], repeats: int) -> dict
 
 def _limit_cells(samples: list[tuple[bytes, bytes, bytes]], repeats: int) -> tuple[Cell, Cell, Cell, str]:
     """The decode limits: one process decoding the samples' fg_bg, mask and depth bytes at full
-    resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing else. `library`: per image kind the faster of PIL and
-    torchvision (the issue's limit); `strict`: also counting maskdepth's own PNG reader (faster
-    than both on the masks); `pil`: PIL alone. Returns the three cells and a line saying which
-    decoder each limit uses."""
+    resolution in tight loops (every fg_bg, then every mask, then every depth map), nothing else.
+    `library`: per image kind the faster of PIL and torchvision (the issue's limit); `strict`:
+    also counting maskdepth's own decoder of that kind (faster than both on make-data's masks);
+    `pil`: PIL alone. Returns the three cells and a line saying which decoder each limit uses."""
     import warnings
 
     decoders = _decoders()
     warnings.simplefilter("ignore")  # torch.frombuffer: the bytes are not writable (only read)
     library, strict, notes = [], [], []
-    for kind, blobs in zip(("fg_bg", "mask", "depth"), zip(*samples)):
-        rates = _rates(list(blobs), decoders, repeats)
+    for kind, blobs in zip(KINDS, zip(*samples, strict=True), strict=True):
+        rates = _rates(list(blobs), decoders[kind], repeats)
         best_library = max(("PIL", "torchvision"), key=lambda name: rates.get(name, 0.0))
         best_any = max(rates, key=rates.__getitem__)
-        library.append(decoders[best_library])
-        strict.append(decoders[best_any])
+        library.append(decoders[kind][best_library])
+        strict.append(decoders[kind][best_any])
         notes.append(f"{kind}: " + ", ".join(f"{k} {v:.0f}/CPU-s" for k, v in rates.items()))
 
-    kinds = list(zip(*samples))
+    kinds = list(zip(*samples, strict=True))
 
-    def loop(*decoders) -> None:
+    def loop(*chosen) -> None:
         # by kind, as the dataset decodes a batch: a decoder that runs many times in a row is
         # faster than fg_bg, mask, depth in turn per sample (~8% at 192 px)
-        for decode, blobs in zip(decoders, kinds):
+        for decode, blobs in zip(chosen, kinds, strict=True):
             for blob in blobs:
                 decode(blob)
 
-    pil = decoders["PIL"]
-    cells = tuple(Cell(lambda ds=ds: loop(*ds), len(samples)) for ds in (library, strict, (pil, pil, pil)))
+    pil = [decoders[kind]["PIL"] for kind in KINDS]
+    cells = tuple(Cell(lambda ds=ds: loop(*ds), len(samples)) for ds in (library, strict, pil))
     return (*cells, "; ".join(notes))
 
 
@@ -249,9 +258,11 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
     one = {size: {"dataset_only": _getitem_cell(ours_ds),
                   "ours": _loader_cell(ours_ds, 0)[0],
                   "naive": _loader_cell(naive_ds, 0)[0],
-                  "ours_uint8": _loader_cell(uint8_ds, 0)[0]} for size, (ours_ds, naive_ds, uint8_ds) in datasets.items()}
+                  "ours_uint8": _loader_cell(uint8_ds, 0)[0]}
+           for size, (ours_ds, naive_ds, uint8_ds) in datasets.items()}
     _rounds([limit, strict, pil] + [cell for cells in one.values() for cell in cells.values()], repeats)
-    print(f"  decode limit: {limit.cpu:.0f} per CPU second (strict: {strict.cpu:.0f}, PIL alone: {pil.cpu:.0f})", flush=True)
+    print(f"  decode limit: {limit.cpu:.0f} per CPU second (strict: {strict.cpu:.0f}, PIL alone: {pil.cpu:.0f})",
+          flush=True)
     results = []
     for size, (ours_ds, naive_ds, uint8_ds) in datasets.items():
         for w in workers:
@@ -269,75 +280,38 @@ def bench_throughput(data: Path, sizes: list[int], workers: list[int], repeats: 
             for name, cell in (("limit", limit), ("limit_strict", strict), ("limit_pil", pil), *cells.items()):
                 row[name], row[f"{name}_cpu"] = cell.wall, cell.cpu
             results.append(row)
-            print(f"  {size:4d} px  {w} workers: limit {limit.wall:6.0f}/s  ours {row['ours']:6.0f}/s  naive {row['naive']:6.0f}/s"
-                  f"  ours uint8 {row['ours_uint8']:6.0f}/s", flush=True)
+            print(f"  {size:4d} px  {w} workers: limit {limit.wall:6.0f}/s  ours {row['ours']:6.0f}/s  "
+                  f"naive {row['naive']:6.0f}/s  ours uint8 {row['ours_uint8']:6.0f}/s", flush=True)
     return results
 
 
 # ---------------------------------------------------------------------- ablations: what each piece buys
 
 ABLATIONS = {
-    "jpeg-scan": "maskdepth's JPEG SOF scanner (images._jpeg_frame) -> PIL's header parser (Image.open)",
-    "png": "maskdepth's PNG mask reader (images._fast_png_mask) -> PIL",
-    "shared": "batches made in shared memory by torch's private _new_shared -> plain tensors, copied when sent",
-    "mallopt": "glibc mallopt tuning (ctypes) -> glibc's defaults; 0 workers, fresh processes, uint8 and float (f32) batches",
+    "shared": "DataLoader workers build each batch in shared memory -> plain tensors, copied when sent "
+              "(open_dataset(tuned_memory=False))",
+    "mallopt": "glibc's malloc keeps freed batches for reuse -> glibc's defaults (open_dataset(tuned_memory=False)); "
+               "0 workers, fresh processes, uint8 and float (f32) batches",
     "cd-parser": "maskdepth's central-directory parser -> zipfile.ZipFile, on the --index-samples zips",
+}
+# Pieces that have no public switch: measuring them would mean patching private functions of
+# maskdepth.data.images, which no benchmark does. Each is left out with this line.
+NO_SWITCH = {
+    "jpeg-scan": "maskdepth's JPEG SOF scanner vs PIL's header parser: maskdepth.data.images has no public switch "
+                 "for it (the old ablation replaced the private images._jpeg_frame)",
+    "png": "maskdepth's PNG mask reader vs PIL: maskdepth.data.images has no public switch for it (the old "
+           "ablation replaced the private images._fast_png_mask)",
 }
 
 
-def _pil_jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
-    """The public alternative to images._jpeg_frame: (width, height, components, bits) from PIL's
-    header parser (Image.open reads the header only)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format != "JPEG":
-                return None
-            return img.size[0], img.size[1], len(img.getbands()), 8 if img.mode in ("L", "RGB", "CMYK") else 0
-    except Exception:  # noqa: BLE001 - PIL decides later and names the problem
-        return None
-
-
-@contextlib.contextmanager
-def ablated(piece: str):
-    """Within the block, `piece` ("jpeg-scan" or "png") is swapped for its public alternative (in
-    this process, and in DataLoader workers forked inside it). "shared" and "mallopt" need no
-    swap: a dataset opened with `tuned_memory=False` uses neither."""
-    from maskdepth.data import images
-
-    saved = []
-
-    def swap(owner: Any, name: str, value: Any) -> None:
-        saved.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, value)
-
-    if piece == "jpeg-scan":
-        swap(images, "_jpeg_frame", _pil_jpeg_frame)
-    elif piece == "png":
-        swap(images, "_fast_png_mask", lambda data, size: None)
-    try:
-        yield
-    finally:
-        for owner, name, value in reversed(saved):
-            setattr(owner, name, value)
-
-
-def _ablated_cell(cell: Cell, piece: str) -> Cell:
-    run = cell.run
-
-    def ablated_run() -> None:
-        with ablated(piece):
-            run()
-
-    cell.run = ablated_run
-    return cell
+def left_out(pieces: list[str]) -> dict[str, str]:
+    """The pieces asked for that this run cannot measure through a public switch, and why."""
+    return {p: NO_SWITCH[p] for p in pieces if p in NO_SWITCH}
 
 
 def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
     """Runs in a fresh process: the 0-worker loader's rate (`mode` "on-uint8", "off-float", ...:
-    "off" switches the mallopt tuning off before the first batch; uint8 or float batches);
-    prints JSON."""
+    "off" opens the dataset with tuned_memory=False; uint8 or float batches); prints JSON."""
     import torch
 
     from maskdepth.data import open_dataset
@@ -351,31 +325,26 @@ def _loader_child(data: str, size: int, mode: str, repeats: int) -> None:
 
 
 def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pieces: list[str]) -> list[dict]:
-    """Rows {piece, workers, with, without, ratio} (samples/s of the uint8 loader, batch 32, the
-    piece in place and swapped for its public alternative, measured in one run). 0 workers:
-    per CPU second, in interleaved rounds; workers: per wall second, interleaved rounds of two
-    loaders with persistent workers; mallopt: alternating fresh processes."""
+    """Rows {piece, workers, with, without, ratio, per} (samples/s of the uint8 loader, batch 32,
+    the piece in place and switched off, measured in one run). shared: per wall second,
+    interleaved rounds of two loaders with persistent workers; mallopt: 0 workers, per CPU
+    second, alternating fresh processes."""
     import torch
 
     from maskdepth.data import open_dataset
 
     torch.set_num_threads(1)
-    ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=True)
     rows = []
 
     def add(piece: str, w: int, base: Cell, other: Cell, per: str) -> None:
         got, lost = (base.cpu, other.cpu) if per == "cpu" else (base.wall, other.wall)
-        rows.append({"piece": piece, "workers": w, "with": got, "without": lost, "ratio": got / lost, "per": per})
-        print(f"  {piece}: {w} workers: {got:.0f} with, {lost:.0f} without per {per} second ({got / lost:.2f}x)", flush=True)
+        rows.append({"piece": piece, "batches": "float32" if piece.endswith("/f32") else "uint8", "workers": w,
+                     "with": rounded(got, 1), "without": rounded(lost, 1), "ratio": rounded(got / lost, 3), "per": per})
+        print(f"  {piece}: {w} workers: {got:.0f} with, {lost:.0f} without per {per} second ({got / lost:.2f}x)",
+              flush=True)
 
-    in_process = [p for p in pieces if p in ("jpeg-scan", "png")]
-    if in_process:
-        base = _loader_cell(ds, 0)[0]
-        cells = {p: _ablated_cell(_loader_cell(ds, 0)[0], p) for p in in_process}
-        _rounds([base, *cells.values()], repeats)
-        for piece, cell in cells.items():
-            add(piece, 0, base, cell, "cpu")
     if "shared" in pieces:
+        ds = open_dataset(data, size=size, split="all", in_memory=True, uint8=True)
         plain = open_dataset(data, size=size, split="all", in_memory=True, uint8=True, tuned_memory=False)
         for w in [w for w in workers if w > 0]:
             (base, loader), (other, other_loader) = _loader_cell(ds, w), _loader_cell(plain, w)
@@ -385,8 +354,9 @@ def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pie
     for kind in ("uint8", "float") if "mallopt" in pieces else ():
         best = {"on": Cell(None, 0), "off": Cell(None, 0)}
         for mode in ("on", "off", "on", "off"):
-            out = subprocess.run([sys.executable, __file__, "--loader-child", str(data), str(size), f"{mode}-{kind}",
-                                  str(repeats)], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.data", "--loader-child", str(data), str(size),
+                                  f"{mode}-{kind}", str(repeats)], capture_output=True, text=True, check=True,
+                                 env=module_env())
             rate = json.loads(out.stdout)
             best[mode].wall, best[mode].cpu = max(best[mode].wall, rate["wall"]), max(best[mode].cpu, rate["cpu"])
         add("mallopt" if kind == "uint8" else "mallopt/f32", 0, best["on"], best["off"], "cpu")
@@ -396,12 +366,24 @@ def bench_ablations(data: Path, size: int, workers: list[int], repeats: int, pie
 # ---------------------------------------------------------------------- index of a large archive
 
 
+def _local_header(crc: int, size: int, name_length: int) -> bytes:
+    """A STORED entry's local file header (version 2.0, DOS date 0x21: 1980-01-01)."""
+    return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, size, size, name_length, 0)
+
+
+def _central_header(crc: int, size: int, name_length: int, offset: int) -> bytes:
+    """The same entry's central-directory record, its local header at `offset`."""
+    return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, size, size, name_length,
+                       0, 0, 0, 0, 0, offset)
+
+
 def write_index_zip(path: Path, samples: int) -> int:
     """A zip with the original's naming, 3 empty STORED entries per sample, 100 backgrounds and
     a manifest.csv, written with numpy (fixed-length names per folder). Returns the entry count."""
     num_bg = 100
     per_bg = -(-samples // num_bg)
-    stems = [f"bg192_{b + 1:03d}_fg{(k % 100) + 1:03d}_{k // 100:04d}" for b in range(num_bg) for k in range(per_bg)][:samples]
+    stems = [f"bg192_{b + 1:03d}_fg{(k % 100) + 1:03d}_{k // 100:04d}"
+             for b in range(num_bg) for k in range(per_bg)][:samples]
     folders = {
         "bg_192/": [f"bg192_{b + 1:03d}.jpg" for b in range(num_bg)],
         "fg_bg/": [f"{s}.jpg" for s in stems],
@@ -422,11 +404,11 @@ def write_index_zip(path: Path, samples: int) -> int:
         width, n = encoded.dtype.itemsize, len(names)
         name_bytes = np.frombuffer(encoded.tobytes(), np.uint8).reshape(n, width)
         local = np.zeros((n, 30 + width), np.uint8)
-        local[:, :30] = np.frombuffer(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, 0, 0, 0, width, 0), np.uint8)
+        local[:, :30] = np.frombuffer(_local_header(0, 0, width), np.uint8)
         local[:, 30:] = name_bytes
         offsets = offset + np.arange(n, dtype=np.int64) * (30 + width)
         central = np.zeros((n, 46 + width), np.uint8)
-        central[:, :46] = np.frombuffer(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, 0, 0, 0, width, 0, 0, 0, 0, 0, 0), np.uint8)
+        central[:, :46] = np.frombuffer(_central_header(0, 0, width, 0), np.uint8)
         central[:, 42:46] = offsets.astype("<u4").view(np.uint8).reshape(n, 4)
         central[:, 46:] = name_bytes
         local_parts.append(local.tobytes())
@@ -434,9 +416,9 @@ def write_index_zip(path: Path, samples: int) -> int:
         offset += local.size
         count += n
     name = b"manifest.csv"
-    crc = __import__("zlib").crc32(manifest_bytes)
-    local_parts.append(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, len(manifest_bytes), len(manifest_bytes), len(name), 0) + name + manifest_bytes)
-    central_parts.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, len(manifest_bytes), len(manifest_bytes), len(name), 0, 0, 0, 0, 0, offset) + name)
+    crc = zlib.crc32(manifest_bytes)
+    local_parts.append(_local_header(crc, len(manifest_bytes), len(name)) + name + manifest_bytes)
+    central_parts.append(_central_header(crc, len(manifest_bytes), len(name), offset) + name)
     offset += len(local_parts[-1])
     count += 1
     cd = b"".join(central_parts)
@@ -466,8 +448,7 @@ def _index_child(path: str) -> None:
     """Runs in a fresh process: prints JSON with times and sizes."""
     import pickle
 
-    from maskdepth.data.archive import ZipArchive
-    from maskdepth.data.manifest import _load
+    from maskdepth.data import ZipArchive, load_manifest
 
     base = _status_mb("RssAnon")["RssAnon"]
     start = time.perf_counter()
@@ -476,7 +457,7 @@ def _index_child(path: str) -> None:
     index_mb = archive.index_nbytes / 2**20
     del archive
     start = time.perf_counter()
-    manifest = _load(path, False, 20)
+    manifest = load_manifest(path, in_memory=False)
     manifest_s = time.perf_counter() - start
     archive = manifest.archives[0]
     arrays = [manifest.entries, manifest.archive_ids, manifest.bg_code, manifest.fg_code]
@@ -506,20 +487,29 @@ def _zipfile_child(path: str) -> None:
                       "anon_after_open_mb": status["RssAnon"] - base, "peak_rss_mb": status["VmHWM"]}))
 
 
+def _child(*args: str) -> dict[str, Any]:
+    """Run this module in a fresh process with `args`; the JSON it prints."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.data", *args], capture_output=True, text=True, check=True,
+                         env=module_env())
+    return json.loads(out.stdout)
+
+
 def bench_index(counts: list[int], tmp: Path, with_zipfile: bool = False) -> list[dict]:
+    """Rows {samples, entries, index_s, open_s, index_mb, manifest_mb, anon_after_open_mb,
+    peak_rss_mb, pickle_mb, missing, write_s, zip_mb} of synthetic archives (empty entries), each
+    indexed in a fresh process; with `with_zipfile`, zipfile.ZipFile's index of the same zip too."""
     results = []
     for samples in counts:
         path = tmp / f"index{samples}.zip"
         start = time.perf_counter()
         write_index_zip(path, samples)
         written = time.perf_counter() - start
-        out = subprocess.run([sys.executable, __file__, "--index-child", str(path)], capture_output=True, text=True, check=True)
-        result = {"samples": samples, "write_s": written, "zip_mb": path.stat().st_size / 2**20, **json.loads(out.stdout)}
+        out = _child("--index-child", str(path))
+        result = {"samples": samples, "write_s": written, "zip_mb": path.stat().st_size / 2**20, **out}
         print(f"  {samples} samples: {result['entries']} entries indexed in {result['index_s']:.2f} s, "
               f"opened (index + manifest) in {result['open_s']:.2f} s", flush=True)
         if with_zipfile:
-            out = subprocess.run([sys.executable, __file__, "--zipfile-child", str(path)], capture_output=True, text=True, check=True)
-            result["zipfile"] = json.loads(out.stdout)
+            result["zipfile"] = _child("--zipfile-child", str(path))
             print(f"  {samples} samples: zipfile.ZipFile indexed them in {result['zipfile']['index_s']:.2f} s, "
                   f"{result['zipfile']['anon_after_open_mb']:.0f} MB", flush=True)
         results.append(result)
@@ -572,8 +562,76 @@ def bench_epoch_workers(archive: Path, size: int, batch: int, samples: int, work
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def print_throughput(rows: list[dict]) -> None:
+    print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
+    print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive   ours uint8/s")
+    for r in rows:
+        print(f" {r['size']:4d}  {r['workers']:7d}  {r['limit']:8.0f}  {r['ours']:7.0f}  {r['naive']:7.0f}"
+              f"   {r['ours'] / r['limit']:10.2f}  {r['ours'] / r['naive']:10.1f}   {r['ours_uint8']:12.0f}")
+    print("\none process, samples per CPU second of that process (robust to other load on the machine):")
+    print(" size   limit  strict  PIL-only  dataset only  ours (loader)  naive (loader)   ours/limit  ours/strict"
+          "  ours/PIL-only  ours/naive")
+    for r in rows:
+        if r["workers"] == 0:
+            print(f" {r['size']:4d}  {r['limit_cpu']:6.0f}  {r['limit_strict_cpu']:6.0f}  {r['limit_pil_cpu']:8.0f}"
+                  f"  {r['dataset_only_cpu']:12.0f}  {r['ours_cpu']:13.0f}  {r['naive_cpu']:14.0f}"
+                  f"   {r['ours_cpu'] / r['limit_cpu']:10.2f}  {r['ours_cpu'] / r['limit_strict_cpu']:11.2f}"
+                  f"  {r['ours_cpu'] / r['limit_pil_cpu']:13.2f}  {r['ours_cpu'] / r['naive_cpu']:10.1f}")
+    print("(limit: full-resolution decode of the same fg_bg + mask + depth bytes, nothing else, by the faster "
+          "of PIL and torchvision per image kind; strict: the fastest of PIL, torchvision and maskdepth's own "
+          "decoder of each kind; dataset only: ds[i] without a DataLoader; ours uint8: open_dataset(uint8=True), "
+          "the batches training uses, converted to float on the device)")
+
+
+def print_index(rows: list[dict]) -> None:
+    print("\n samples   entries  index s  open s  index MB  manifest MB  private MB after open  peak RSS MB  pickle MB")
+    for r in rows:
+        print(f" {r['samples']:7d}  {r['entries']:8d}  {r['index_s']:7.2f}  {r['open_s']:6.2f}  {r['index_mb']:8.1f}"
+              f"  {r['manifest_mb']:11.1f}  {r['anon_after_open_mb']:21.0f}  {r['peak_rss_mb']:11.0f}"
+              f"  {r['pickle_mb']:9.1f}")
+    for r in rows:
+        if "zipfile" in r:
+            z = r["zipfile"]
+            print(f" cd-parser ablation, {r['samples']} samples: ours {r['index_s']:.2f} s, "
+                  f"index {r['index_mb']:.0f} MB; "
+                  f"zipfile.ZipFile {z['index_s']:.2f} s, {z['anon_after_open_mb']:.0f} MB private after open, "
+                  f"peak RSS {z['peak_rss_mb']:.0f} MB (ours: {r['peak_rss_mb']:.0f} MB)")
+    print("(open = index + manifest resolution, what open_dataset does; private MB: anonymous memory held "
+          "after open, beyond the fresh process; peak RSS: whole process incl. interpreter and the mapped zip; "
+          "pickle: what each spawn worker receives)")
+
+
+def _kept(rows: list[dict], digits: int = 1) -> list[dict]:
+    """Rows as the data file keeps them: floats rounded (nested dicts too)."""
+    def keep(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: keep(x) for k, x in v.items()}
+        return rounded(v, digits if abs(v) >= 1 else 4) if isinstance(v, float) else v
+
+    return [keep(r) for r in rows]
+
+
+def cd_parser_rows(rows: list[dict]) -> list[dict]:
+    """The cd-parser ablation: maskdepth's index and zipfile.ZipFile's, per archive size."""
+    out = []
+    for r in rows:
+        z = r["zipfile"]
+        out += [{"samples": r["samples"], "parser": "maskdepth", "index_s": r["index_s"], "index_mb": r["index_mb"],
+                 "private_mb": r["anon_after_open_mb"], "peak_rss_mb": r["peak_rss_mb"]},
+                {"samples": r["samples"], "parser": "zipfile.ZipFile", "index_s": z["index_s"],
+                 "private_mb": z["anon_after_open_mb"], "peak_rss_mb": z["peak_rss_mb"]}]
+    return out
+
+
+def _per_cpu_alone(row: dict) -> dict:
+    """A throughput row without its per-CPU-second figures when DataLoader workers did the work:
+    their CPU time is not this process's, so only the wall-clock rates mean anything there."""
+    return row if row["workers"] == 0 else {k: v for k, v in row.items() if not k.endswith("_cpu")}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="dataset zip (default: generate one)")
     parser.add_argument("--samples", type=int, default=400, help="samples of the generated dataset (default 400)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 192])
@@ -581,30 +639,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per cell (best counts)")
     parser.add_argument("--index-samples", type=int, nargs="*", default=[40_000, 400_000])
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument("--ablate", nargs="+", default=[], choices=sorted(ABLATIONS), metavar="PIECE",
-                        help="also measure each PIECE swapped for its public alternative, in this run: "
-                        + "; ".join(f"{k}: {v}" for k, v in ABLATIONS.items()))
+    parser.add_argument("--out", type=Path, default=RESULTS / "data.json", help="the data file (default %(default)s)")
+    parser.add_argument("--ablate", nargs="+", default=[], choices=sorted({*ABLATIONS, *NO_SWITCH}), metavar="PIECE",
+                        help="also measure each PIECE against its public alternative, in this run: "
+                        + "; ".join(f"{k}: {v}" for k, v in ABLATIONS.items())
+                        + ". Not measurable through a public switch (left out with a line): " + ", ".join(NO_SWITCH))
     parser.add_argument("--index-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--zipfile-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--loader-child", nargs=4, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.index_child:
-        _index_child(args.index_child)
-        return
+        return _index_child(args.index_child)
     if args.zipfile_child:
-        _zipfile_child(args.zipfile_child)
-        return
+        return _zipfile_child(args.zipfile_child)
     if args.loader_child:
         data, size, mode, repeats = args.loader_child
-        _loader_child(data, int(size), mode, int(repeats))
-        return
+        return _loader_child(data, int(size), mode, int(repeats))
 
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs seen, {platform.machine()}")
-    report: dict[str, list[dict]] = {}
+    report: dict[str, Any] = {}
+    skipped = left_out(args.ablate)
+    for piece, why in skipped.items():
+        print(f"ablation {piece}: left out of this run: {why}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp_name:
         tmp = Path(tmp_name)
-        pieces = [p for p in args.ablate if p != "cd-parser"]
+        pieces = [p for p in args.ablate if p != "cd-parser" and p not in skipped]
         data = args.data
         if data is None and (pieces or not args.skip_throughput):
             from maskdepth.synth import make_dataset
@@ -614,49 +678,25 @@ def main() -> None:
             make_dataset(data, size=192, num_bg=10, num_fg=num_fg, per_pair=2, seed=0, progress=False)
         if not args.skip_throughput:
             print(f"throughput on {data}:")
-            rows = report["throughput"] = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
-            print("\nthrough a DataLoader (batch 32, collate), samples per wall-clock second:")
-            print(" size  workers   limit/s   ours/s  naive/s   ours/limit  ours/naive   ours uint8/s")
-            for r in rows:
-                print(f" {r['size']:4d}  {r['workers']:7d}  {r['limit']:8.0f}  {r['ours']:7.0f}  {r['naive']:7.0f}"
-                      f"   {r['ours'] / r['limit']:10.2f}  {r['ours'] / r['naive']:10.1f}   {r['ours_uint8']:12.0f}")
-            print("\none process, samples per CPU second of that process (robust to other load on the machine):")
-            print(" size   limit  strict  PIL-only  dataset only  ours (loader)  naive (loader)   ours/limit  ours/strict  ours/PIL-only  ours/naive")
-            for r in rows:
-                if r["workers"] == 0:
-                    print(f" {r['size']:4d}  {r['limit_cpu']:6.0f}  {r['limit_strict_cpu']:6.0f}  {r['limit_pil_cpu']:8.0f}"
-                          f"  {r['dataset_only_cpu']:12.0f}  {r['ours_cpu']:13.0f}  {r['naive_cpu']:14.0f}"
-                          f"   {r['ours_cpu'] / r['limit_cpu']:10.2f}  {r['ours_cpu'] / r['limit_strict_cpu']:11.2f}"
-                          f"  {r['ours_cpu'] / r['limit_pil_cpu']:13.2f}  {r['ours_cpu'] / r['naive_cpu']:10.1f}")
-            print("(limit: full-resolution decode of the same fg_bg + mask + depth bytes, nothing else, by the faster "
-                  "of PIL and torchvision per image kind; strict: the fastest of PIL, torchvision and maskdepth's own "
-                  "PNG reader; dataset only: ds[i] without a DataLoader; ours uint8: open_dataset(uint8=True), the "
-                  "batches training uses, converted to float on the device)")
+            rows = bench_throughput(data, args.sizes, args.workers, args.repeats, tmp)
+            report["throughput"] = _kept([_per_cpu_alone(r) for r in rows])
+            print_throughput(report["throughput"])
         if pieces:
             print(f"\nablations at {args.sizes[-1]} px (uint8 loader, batch 32):")
-            rows = report["ablations"] = bench_ablations(data, args.sizes[-1], args.workers, args.repeats, pieces)
-            print("\n piece       workers   with/s  without/s  with/without  (per)")
-            for r in rows:
-                print(f" {r['piece']:10s}  {r['workers']:7d}  {r['with']:7.0f}  {r['without']:9.0f}  {r['ratio']:12.2f}  ({r['per']} s)")
+            report["ablations"] = bench_ablations(data, args.sizes[-1], args.workers, args.repeats, pieces)
             print("(" + "; ".join(f"{p}: {ABLATIONS[p]}" for p in pieces) + ")")
         if args.index_samples:
             print("\nindex of a large archive (synthetic central directory, empty entries):")
-            rows = report["index"] = bench_index(args.index_samples, tmp, with_zipfile="cd-parser" in args.ablate)
-            print("\n samples   entries  index s  open s  index MB  manifest MB  private MB after open  peak RSS MB  pickle MB")
-            for r in rows:
-                print(f" {r['samples']:7d}  {r['entries']:8d}  {r['index_s']:7.2f}  {r['open_s']:6.2f}  {r['index_mb']:8.1f}"
-                      f"  {r['manifest_mb']:11.1f}  {r['anon_after_open_mb']:21.0f}  {r['peak_rss_mb']:11.0f}  {r['pickle_mb']:9.1f}")
-            for r in rows:
-                if "zipfile" in r:
-                    z = r["zipfile"]
-                    print(f" cd-parser ablation, {r['samples']} samples: ours {r['index_s']:.2f} s, index {r['index_mb']:.0f} MB; "
-                          f"zipfile.ZipFile {z['index_s']:.2f} s, {z['anon_after_open_mb']:.0f} MB private after open, "
-                          f"peak RSS {z['peak_rss_mb']:.0f} MB (ours: {r['peak_rss_mb']:.0f} MB)")
-            print("(open = index + manifest resolution, what open_dataset does; private MB: anonymous memory held "
-                  "after open, beyond the fresh process; peak RSS: whole process incl. interpreter and the mapped zip; "
-                  "pickle: what each spawn worker receives)")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=1))
+            rows = bench_index(args.index_samples, tmp, with_zipfile="cd-parser" in args.ablate)
+            report["index"] = _kept([{k: v for k, v in r.items() if k != "zipfile"} for r in rows], 3)
+            print_index(rows)
+            if "cd-parser" in args.ablate:
+                report["cd_parser"] = _kept(cd_parser_rows(rows), 3)
+    if skipped:
+        report["ablations_left_out"] = skipped
+    archive = str(args.data) if args.data else f"made by the benchmark: {args.samples} samples at 192 px"
+    write_results(args.out, meta("data", argv, archive=archive), report)
+    return report
 
 
 if __name__ == "__main__":

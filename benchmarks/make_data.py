@@ -1,4 +1,4 @@
-"""python scripts/bench_make_data.py [--sizes 64 192] [--workers 1 0] [--samples 320]
+"""python -m benchmarks.make_data [--sizes 64 192] [--workers 1 0] [--samples 320] [--out docs/results/make_data.json]
 
 Throughput and peak memory of `maskdepth make-data`, and an estimate for the full dataset.
 
@@ -9,7 +9,8 @@ background and draws every object once, phase 2 composites and encodes the sampl
 peak RSS of the main process and of the largest worker (getrusage RUSAGE_SELF / RUSAGE_CHILDREN).
 The estimate for the full 400,000-sample run (make-data's defaults) adds the zip index that the
 main process keeps for the central directory (measured here per entry) and an upper bound of the
-rendered backgrounds it keeps (16 bytes a pixel each) to the main process's peak.
+rendered backgrounds it keeps (16 bytes a pixel each) to the main process's peak. Prints a table
+and writes `rates` and `estimate` to `--out` (docs/results/make_data.json).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from pathlib import Path
+
+from benchmarks.common import RESULTS, meta, module_env, rounded, write_results
 
 FULL = dict(num_bg=1000, num_fg=100, per_pair=2)  # make-data's defaults: 400,000 samples
 
@@ -63,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 192])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="0 = all cores")
     parser.add_argument("--samples", type=int, default=320, help="samples per configuration")
+    parser.add_argument("--out", type=Path, default=RESULTS / "make_data.json",
+                        help="the data file (default %(default)s)")
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(*args.child)))
@@ -75,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in args.sizes:
         for workers in args.workers:
-            out = subprocess.run([sys.executable, __file__, "--child", str(size), str(workers), str(args.samples)],
-                                 check=True, capture_output=True, text=True).stdout
+            child = ["--child", str(size), str(workers), str(args.samples)]
+            out = subprocess.run([sys.executable, "-m", "benchmarks.make_data", *child], check=True,
+                                 capture_output=True, text=True, env=module_env()).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results.append(r)
             print(f"{r['size']:>5} {r['workers']:>7} {r['samples_per_s']:>10.0f} {r['sampling_per_s']:>11.0f} "
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     per_entry = _zip_index_bytes_per_entry()
     count = FULL["num_bg"] * FULL["num_fg"] * 2 * FULL["per_pair"]
     print(f"zip index in the main process: {per_entry:.0f} bytes per entry")
+    estimate = []
     for r in results:
         if r["size"] != max(args.sizes):
             continue
@@ -99,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"estimate, full {count:,}-sample {r['size']} px run with {r['workers']} workers: "
               f"{seconds / 60:.0f} min, {r['bytes_per_sample'] * count / 1e9:.1f} GB archive, main process "
               f"~{main_mb:.0f} MB + {r['workers']} workers x ~{r['worker_rss_mb']:.0f} MB peak RSS")
+        estimate.append({"samples": count, "size": r["size"], "workers": r["workers"],
+                         "minutes": rounded(seconds / 60, 1),
+                         "archive_gb": rounded(r["bytes_per_sample"] * count / 1e9, 2), "main_mb": rounded(main_mb, 0),
+                         "worker_mb": rounded(r["worker_rss_mb"], 0),
+                         "rendered_scenes_mb_bound": rounded(backdrops_mb, 0)})
+    rates = [{"size": r["size"], "workers": r["workers"], "count": r["count"], "seconds": rounded(r["seconds"], 2),
+              "samples_per_s": rounded(r["samples_per_s"], 1), "sampling_per_s": rounded(r["sampling_per_s"], 1),
+              "prepare_s_per_item": rounded(r["prepare_seconds"] / r["prepare_items"] * r["workers"], 3),
+              "kb_per_sample": rounded(r["bytes_per_sample"] / 1e3, 2), "main_rss_mb": rounded(r["main_rss_mb"], 0),
+              "worker_rss_mb": rounded(r["worker_rss_mb"], 0)} for r in results]
+    write_results(args.out, meta("make_data", argv, full=FULL, zip_index_bytes_per_entry=rounded(per_entry, 1)),
+                  {"rates": rates, "estimate": estimate})
     return 0
 
 

@@ -1,9 +1,10 @@
-"""python scripts/bench_quality.py [--minutes 30] [--ablation-epochs 3] [--jobs 2] [--out docs/results.md]
+"""python -m benchmarks.quality [--minutes 30] [--ablation-epochs 3] [--jobs 2] [--out docs/results/quality.json]
 
-Does depth generalise to scenes never seen in training? Writes the "Generalisation to unseen
-scenes" section of docs/results.md (between its quality markers; the rest of the file is kept)
-and its pictures (docs/results/quality_*.png). Every figure of that section comes from one run
-of this script, which names its date, machine and arguments there.
+Does depth generalise to scenes never seen in training? Writes the figures to
+docs/results/quality.json and its pictures beside it (docs/results/quality_*.png); `python
+benchmarks/render.py` turns them into the "Generalisation to unseen scenes" tables of
+docs/results.md. Every figure comes from one run of this script, whose date, machine and
+arguments the data file names.
 
 Archives (64 px, made once and reused from --work when their arguments match):
 - diverse: 1,000 backgrounds x 4 objects x 2 flips x 1 placement = 8,000 samples (seed 0);
@@ -33,20 +34,15 @@ split) and background subtraction for the mask (Otsu, 3x3 open/close), from mask
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
-from mdreport import QUALITY_BEGIN as BEGIN, QUALITY_END as END, REPO, fmt as _f, log, table as _table  # noqa: E402
+from benchmarks.common import REPO, RESULTS, log, meta, module_env, rounded, shown, write_results
 
 QUICK = REPO / "configs" / "quick.yaml"
 # The default before issue 12, for the ablation: configs/quick.yaml with every new option off.
@@ -67,7 +63,8 @@ ABLATION: list[tuple[str, str, list[str]]] = [  # (name, archive, overrides on t
     ("EMA 0.995 alone", "s15", ["train.ema=0.995"]),
     ("weight decay 0.05 alone", "s15", ["train.weight_decay=0.05"]),
     ("dropout 0.1 at the bottleneck", "s15", ["model.dropout=0.1"]),
-    ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15", ["model.blocks=3", "model.base_channels=24"]),
+    ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15",
+     ["model.blocks=3", "model.base_channels=24"]),
 ]
 TRAIN_SUBSET = 640
 
@@ -172,8 +169,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from maskdepth.config import load_config
     from maskdepth.data import open_dataset
-    from maskdepth.model import count_parameters
     from maskdepth.evaluate import evaluate
+    from maskdepth.model import count_parameters
     from maskdepth.train import fit
 
     torch.set_num_threads(spec["threads"])
@@ -297,10 +294,7 @@ def error_by_depth(run_dir: Path, unseen: Path, size: int) -> list[dict[str, flo
     return rows
 
 
-def depth_band_table(rows: list[dict[str, float]]) -> str:
-    return _table(["true depth (x 20 m)", "share of pixels", "δ1", "median pred / true"],
-                  [[f"{r['lo']:.2f} – {r['hi']:.2f}", f"{r['share']:.3f}", f"{r['delta1']:.3f}",
-                    f"{r['median_ratio']:.3f}"] for r in rows])
+SPLIT_LABELS = {"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}
 
 
 def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path) -> Path:
@@ -316,7 +310,7 @@ def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], pa
                                   (row[1], "delta1", "depth δ1 (higher is better)")):
             for split, style in (("train", "-"), ("val", "--"), ("unseen", "-")):
                 ax.plot(steps, [p[f"{split}_{metric}"] for p in run["curve"]], style, marker="o", ms=3,
-                        label={"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}[split])
+                        label=SPLIT_LABELS[split])
             ax.axhline(base[f"mean_depth_{run['archive_name']}"][metric], color="gray", ls=":",
                        label="mean-depth predictor (unseen)")
             ax.set_title(f"{run['name']}: {label}", fontsize=9)
@@ -331,7 +325,7 @@ def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], pa
 
 
 # --------------------------------------------------------------------------------------------
-# the report
+# the figures
 
 
 def _last(run: dict[str, Any]) -> dict[str, Any]:
@@ -343,148 +337,94 @@ def _gap(point: dict[str, Any]) -> float:
     return point["unseen_rmse"] - point["train_rmse"]
 
 
-def ablation_table(runs: list[dict[str, Any]]) -> str:
+def _point(point: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's figures as the data file keeps them, with the gap."""
+    figures = {k: rounded(v, 4) if isinstance(v, float) else v for k, v in point.items()}
+    return {**figures, "gap": rounded(_gap(point), 4)}
+
+
+def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per change: the last epoch's figures and the step time relative to the first row."""
     ref = runs[0]
-    header = ["change (alone, vs the old default)", "archive", "unseen δ1", "unseen RMSE", "unseen IoU", "val RMSE",
-              "train RMSE", "gap val − train", "gap unseen − train", "step time", "parameters"]
     rows = []
     for run in runs:
         p = _last(run)
-        rows.append([run["name"], run["archive_name"], _f(p["unseen_delta1"]), _f(p["unseen_rmse"]),
-                     _f(p["unseen_iou"]), _f(p["val_rmse"]), _f(p["train_rmse"]), _f(p["val_rmse"] - p["train_rmse"]),
-                     _f(_gap(p)), f"{run['step_s'] / ref['step_s']:.2f}x", f"{run['params']:,}"])
-    return _table(header, rows)
+        rows.append({"change": run["name"], "archive": run["archive_name"],
+                     **{k: rounded(p[k], 4) for k in ("unseen_delta1", "unseen_rmse", "unseen_iou", "val_rmse",
+                                                      "train_rmse")},
+                     "gap_val_train": rounded(p["val_rmse"] - p["train_rmse"], 4),
+                     "gap_unseen_train": rounded(_gap(p), 4),
+                     "step_time_rel": rounded(run["step_s"] / ref["step_s"], 3), "step_s": rounded(run["step_s"], 4),
+                     "params": run["params"], "epochs": run["epochs"], "steps": p["steps"],
+                     "overrides": run["overrides"][len(OLD_DEFAULT):]})
+    return rows
 
 
-def budget_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
-    header = ["method", "archive", "unseen δ1", "unseen RMSE", "unseen abs_rel", "unseen IoU", "epochs", "steps",
-              "training clock, min"]
-    rows = []
+def budget_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per archive: the last epoch's figures, every epoch (`curve`) and the error by depth band."""
+    out = {}
     for run in runs:
         p = _last(run)
-        rows.append(["MaskDepthNet, configs/quick.yaml", run["archive_name"], _f(p["unseen_delta1"]), _f(p["unseen_rmse"]),
-                     _f(p["unseen_abs_rel"]), _f(p["unseen_iou"]), str(run["epochs"]), str(p["steps"]),
-                     f"{run['train_s'] / 60:.1f}"])
-    for name in ("diverse", "s15"):
-        m = base[f"mean_depth_{name}"]
-        rows.append([f"mean-depth predictor of the {name} training split", name, _f(m["delta1"]), _f(m["rmse"]),
-                     _f(m["abs_rel"]), "–", "–", "–", "0"])
-    rows.append(["background subtraction (Otsu)", "–", "–", "–", "–", _f(base["otsu"]["iou"]), "–", "–", "0"])
-    return _table(header, rows)
+        out[run["archive_name"]] = {
+            "method": "MaskDepthNet, configs/quick.yaml", "archive": run["archive_name"],
+            **{k: rounded(p[k], 4) for k in ("unseen_delta1", "unseen_rmse", "unseen_abs_rel", "unseen_iou")},
+            "epochs": run["epochs"], "steps": p["steps"], "training_min": rounded(run["train_s"] / 60, 1),
+            "wall_s": rounded(run["wall_s"], 1), "params": run["params"], "reused": bool(run.get("reused")),
+            "curve": [_point(q) for q in run["curve"]],
+            "bands": [{k: rounded(v, 4) for k, v in b.items()} for b in run.get("bands", [])]}
+    return out
 
 
-def curve_table(run: dict[str, Any]) -> str:
-    header = ["epoch", "step", "train depth loss", "train RMSE", "val RMSE", "unseen RMSE", "train δ1", "val δ1",
-              "unseen δ1", "unseen IoU", "gap"]
-    rows = [[str(p["epoch"]), str(p["steps"]), _f(p["train_depth_loss"], 4), _f(p["train_rmse"]), _f(p["val_rmse"]),
-             _f(p["unseen_rmse"]), _f(p["train_delta1"]), _f(p["val_delta1"]), _f(p["unseen_delta1"]),
-             _f(p["unseen_iou"]), _f(_gap(p))] for p in run["curve"]]
-    return _table(header, rows)
+def baseline_rows(base: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    rows = [{"method": f"mean-depth predictor of the {name} training split", "archive": name,
+             **{f"unseen_{k}": rounded(base[f"mean_depth_{name}"][k], 4) for k in ("delta1", "rmse", "abs_rel")},
+             "training_min": 0} for name in ("diverse", "s15")]
+    rows.append({"method": "background subtraction (Otsu)", "unseen_iou": rounded(base["otsu"]["iou"], 4),
+                 "training_min": 0})
+    return rows
 
 
-def targets_table(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> str:
-    """Issue 12's targets for each budget run, met or not."""
-    header = ["archive", "δ1 ≥ 0.75", "RMSE ≤ half the mean predictor's", "IoU ≥ 0.94",
-              "gap unseen − train: first → last epoch"]
-    mark = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+def target_rows(runs: list[dict[str, Any]], base: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Issue 12's targets for each budget run, met or not: δ1 ≥ 0.75, RMSE ≤ half the mean
+    predictor's, IoU ≥ 0.94, and the gap at the first and the last epoch."""
     rows = []
     for run in runs:
         p, first = _last(run), run["curve"][0]
         half = base[f"mean_depth_{run['archive_name']}"]["rmse"] / 2
-        rows.append([run["archive_name"], f"{mark(p['unseen_delta1'] >= 0.75)} ({_f(p['unseen_delta1'])})",
-                     f"{mark(p['unseen_rmse'] <= half)} ({_f(p['unseen_rmse'])} vs {_f(half)})",
-                     f"{mark(p['unseen_iou'] >= 0.94)} ({_f(p['unseen_iou'])})", f"{_f(_gap(first))} → {_f(_gap(p))}"])
-    return _table(header, rows)
+        rows.append({"archive": run["archive_name"], "delta1_ok": p["unseen_delta1"] >= 0.75,
+                     "unseen_delta1": rounded(p["unseen_delta1"], 4), "rmse_ok": p["unseen_rmse"] <= half,
+                     "unseen_rmse": rounded(p["unseen_rmse"], 4), "half_mean_rmse": rounded(half, 4),
+                     "iou_ok": p["unseen_iou"] >= 0.94, "unseen_iou": rounded(p["unseen_iou"], 4),
+                     "gap_first": rounded(_gap(first), 4), "gap_last": rounded(_gap(p), 4)})
+    return rows
 
 
-def why(runs: list[dict[str, Any]]) -> str:
-    """What the band tables and curves say, with this run's figures."""
-    near = [b for b in runs[0]["bands"] if b["hi"] <= 0.1]
-    share = sum(b["share"] for b in near)
-    d1 = sum(b["delta1"] * b["share"] for b in near) / max(share, 1e-9)
-    ratios = ", ".join(f"{b['median_ratio']:.2f}" for b in near)
-    return (f"Reading the band tables ({runs[0]['archive_name']} run): the nearest floor (true depth below 0.1, "
-            f"{share:.0%} of the pixels) has δ1 {d1:.2f}, with median pred / true {ratios} (above 1: too far). "
-            + WHY)
-
-
-WHY = """The generator draws every scene's camera
-height (0.8-1.8 m), pitch and field of view anew, so the metric depth of the floor just below the
-camera is ambiguous from one image up to whatever scale cues the scene holds (doors, furniture,
-the pasted object's size); a network that has not learnt those cues hedges towards the middle.
-How to read the curves for what would close the rest: an unseen δ1 still rising at the last
-epoch asks for more steps (a GPU, or the 192 px run); a gap (unseen − train) that grows epoch
-after epoch asks for more scenes, one that stays flat does not. Mask IoU on the diverse archive
-is limited by its 4 training objects; the s15 archive has 40."""
-
-
-def render(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation: list[dict[str, Any]],
-           budget: list[dict[str, Any]], base: dict[str, dict[str, float]], pictures: dict[str, Path],
-           out: Path, seconds: float) -> str:
-    import torch
-
-    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
-    arch = "; ".join(f"**{k}** {v['num_bg']} bg x {v['num_fg']} fg x 2 x {v['per_pair']} (seed {v['seed']}, {v['size']} px)"
-                     for k, v in specs.items())
-    parts = [
-        BEGIN,
-        "## Generalisation to unseen scenes (issue 12)",
-        "",
-        f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores, torch "
-        f"{torch.__version__}, {args.threads} torch thread(s) per budget run, one per ablation run, {args.jobs} runs "
-        f"at a time, by "
-        f"`python scripts/bench_quality.py {' '.join(shlex.quote(a) for a in args.argv)}` ({seconds / 60:.0f} min"
-        f"{reused_note(ablation + budget)}). "
-        f"Archives: {arch}. Every figure below is on the unseen archive unless it says val or train.",
-        "",
-    ]
-    if budget:
-        parts += [f"### Budget runs: configs/quick.yaml, a {args.minutes:g} min budget each", "",
-                  "The epochs are planned from the step time measured at the start, so that the LR schedule "
-                  "ends inside the budget; `train.max_minutes` enforces it.", "",
-                  budget_table(budget, base), "", "Issue 12's targets:", "", targets_table(budget, base), "",
-                  why(budget), "", f"![generalisation curves]({rel(pictures['curves'])})", ""]
-    for run in budget:
-        parts += [f"Per epoch, {run['archive_name']} archive (`gap` = unseen − train RMSE):", "", curve_table(run), "",
-                  "Where its depth is wrong on the unseen archive, by band of true depth:", "",
-                  depth_band_table(run["bands"]), "",
-                  f"Unseen scenes, samples evenly spaced over the archive, last checkpoint:", "",
-                  f"![unseen {run['archive_name']}]({rel(pictures[run['archive_name']])})", ""]
+def figures(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation: list[dict[str, Any]],
+            budget: list[dict[str, Any]], base: dict[str, dict[str, float]],
+            pictures: dict[str, Path]) -> dict[str, Any]:
+    """Everything docs/results/quality.json holds besides its meta."""
+    settings = {"minutes": args.minutes, "threads": args.threads, "ablation_threads": 1,
+                "ablation_epochs": args.ablation_epochs, "batch": args.batch, "jobs": args.jobs,
+                "step_time_rounds": 1 if args.smoke else 3, "train_subset": TRAIN_SUBSET, "old_default": OLD_DEFAULT}
     if ablation:
-        parts += [
-            f"### Ablation: one change at a time, {ablation[0]['epochs']} epochs each "
-            f"({_last(ablation[0])['steps']} steps of {args.batch} images, the same for every row)",
-            "",
-            ablation_table(ablation),
-            "",
-            "Step time: seconds per training step relative to the first row (random inputs, batch "
-            f"{args.batch}, one thread, the best of 3 interleaved rounds after all runs; the first row takes "
-            f"{ablation[0]['step_s']:.2f} s). The gap column is what the model knows only of the scenes it saw.",
-            "",
-        ]
-    parts += [END, ""]
-    return "\n".join(parts)
+        settings.update(ablation_steps=_last(ablation[0])["steps"], reference_step_s=rounded(ablation[0]["step_s"], 3))
+    return {
+        "settings": settings,
+        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "flips": 2, "per_pair": v["per_pair"],
+                      "samples": v["num_bg"] * v["num_fg"] * 2 * v["per_pair"], "seed": v["seed"], "size": v["size"]}
+                     for name, v in specs.items()],
+        "budget": budget_runs(budget), "baselines": baseline_rows(base),
+        "targets": target_rows(budget, base) if budget else [],
+        "ablation": ablation_rows(ablation) if ablation else [],
+        "pictures": {k: shown(v) for k, v in pictures.items()},
+    }
 
 
-def reused_note(runs: list[dict[str, Any]]) -> str:
+def reuse_note(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many runs came from earlier invocations (--reuse), and their run time."""
     reused = [r for r in runs if r.get("reused")]
-    if not reused:
-        return ""
-    hours = sum(r["wall_s"] for r in reused) / 3600
-    return (f"; {len(reused)} of {len(runs)} runs were reused from --work, made by earlier invocations with the "
-            f"same specs: {hours:.1f} h of run time in all")
-
-
-def write_section(out: Path, section: str) -> None:
-    text = out.read_text() if out.is_file() else "# Results\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    return {"runs_reused": f"{len(reused)} of {len(runs)}",
+            "run_hours_in_all": rounded(sum(r["wall_s"] for r in runs) / 3600, 2)}
 
 
 def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> list[dict[str, Any]]:
@@ -504,10 +444,10 @@ def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> 
                 continue
             done.unlink(missing_ok=True)
             spec_path.write_text(json.dumps(spec))
-            env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
-            log = open(work / f"log_{spec['key']}.txt", "w")
-            proc = subprocess.Popen([sys.executable, __file__, "--one", str(spec_path)], stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)
+            env = dict(module_env(), OMP_NUM_THREADS=str(spec["threads"]))
+            log_file = open(work / f"log_{spec['key']}.txt", "w")
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", "--one", str(spec_path)],
+                                    stdout=log_file, stderr=subprocess.STDOUT, env=env)
             running.append((i, proc, spec_path))
             _log(f"started {spec['name']} ({spec['archive_name']})")
         time.sleep(2)
@@ -533,7 +473,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each budget run (ablation runs: 1)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--work", default="runs/bench_quality", help="archives, runs and logs")
-    parser.add_argument("--out", default=str(REPO / "docs" / "results.md"))
+    parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the data file (default %(default)s)")
+    parser.add_argument("--pictures", default=str(RESULTS), help="folder of the pictures (default %(default)s)")
     parser.add_argument("--only", choices=("ablation", "budget"), help="run one part (the other is left out)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs of --work whose spec is unchanged (their results, not a rerun)")
@@ -545,9 +486,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         result = run_one(spec)
         Path(args.one).with_suffix(".result.json").write_text(json.dumps(result))
         return None
-    args.argv = argv
     started = time.perf_counter()
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     specs = archive_specs(args.smoke)
     archives = {name: ensure_archive(work / f"{name}.zip", spec, max(1, args.jobs)) for name, spec in specs.items()}
@@ -564,8 +504,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     budget_specs = []
     if args.only != "ablation":
         for name in ("diverse", "s15"):
-            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
-                                     archive_name=name, archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
+            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}",
+                                     name=f"configs/quick.yaml on {name}", archive_name=name,
+                                     archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
                                      overrides=[], minutes=args.minutes))
     results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)
     budget, ablation = results[: len(budget_specs)], results[len(budget_specs):]
@@ -574,22 +515,20 @@ def main(argv: list[str] | None = None) -> Path | None:
                                                      steps=1 if args.smoke else 4)):
             run["step_s"] = seconds
     base = baselines(archives, size)
-    pictures_dir = Path(args.out).parent / "results"
+    pictures_dir = Path(args.pictures)
     pictures: dict[str, Path] = {}
     if budget:
         pictures["curves"] = curves_png(budget, base, pictures_dir / "quality_curves.png")
         for run in budget:
             run["bands"] = error_by_depth(Path(run["run_dir"]), archives["unseen"], size)
+            png = pictures_dir / f"quality_unseen_{run['archive_name']}.png"
             pictures[run["archive_name"]] = unseen_grid(
-                Path(run["run_dir"]), archives["unseen"], size, pictures_dir / f"quality_unseen_{run['archive_name']}.png",
+                Path(run["run_dir"]), archives["unseen"], size, png,
                 title=f"unseen scenes, {run['name']}, after {_last(run)['steps']} steps")
-    out = Path(args.out)
-    section = render(args, specs, ablation, budget, base, pictures, out, time.perf_counter() - started)
-    write_section(out, section)
-    (work / "results.json").write_text(json.dumps({"ablation": ablation, "budget": budget, "baselines": base},
-                                                  default=str, indent=1))
-    _log(f"wrote {out}")
-    return out
+    run_meta = meta("quality", argv, device="cpu", smoke=args.smoke,
+                    minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),
+                    **reuse_note(ablation + budget))
+    return write_results(Path(args.out), run_meta, figures(args, specs, ablation, budget, base, pictures))
 
 
 if __name__ == "__main__":

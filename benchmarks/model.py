@@ -1,4 +1,5 @@
-"""python scripts/bench_model.py [--sizes 64 128 192] [--models maskdepth seed resnet18 ...] [--device auto]
+"""python -m benchmarks.model [--sizes 64 128 192] [--models maskdepth seed resnet18 ...] [--device auto]
+       [--out docs/results/model.json]
 
 Training-step and inference throughput (images/s, and ms per training step) with parameters and
 forward GFLOPs of MaskDepthNet, the seed network and MaskDepthNet on each torchvision encoder
@@ -19,21 +20,26 @@ defaults are AMP in bfloat16 and channels_last on, torch.compile off; toggle wit
 `--amp/--no-amp`, `--channels-last/--no-channels-last`, `--compile/--no-compile` (the same
 flags work on the CPU, where AMP means CPU autocast in bfloat16).
 
-Prints one row per (size, model) and the speed-up of the first model over the second.
+Prints one row per (size, model) and the speed-up of the first model over the second, and writes
+them to `--out` (docs/results/model.json: `results`, `speedup`). benchmarks/report.py and
+benchmarks/gpu.py time their cells with `bench_one`.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import RESULTS, meta, rounded, write_results
 from maskdepth.config import load_config
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.model import ENCODERS, build_model, count_parameters
@@ -54,6 +60,12 @@ class Result:
     gflops: float  # forward, per image
     train_ips: float
     infer_ips: float
+
+    def row(self) -> dict[str, Any]:
+        """The figures as a data file keeps them."""
+        return {**asdict(self), "gflops": rounded(self.gflops, 3), "train_ips": rounded(self.train_ips, 1),
+                "infer_ips": rounded(self.infer_ips, 1),
+                "train_ms_per_step": rounded(1000 * self.batch / self.train_ips, 1)}
 
 
 def _sync(device: torch.device) -> None:
@@ -141,6 +153,17 @@ def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device
     return Result(name, size, batch, params, gflops, train_ips, infer_ips)
 
 
+def speedups(results: list[Result], fast: str, slow: str) -> list[dict[str, Any]]:
+    """Per size, `fast`'s throughput over `slow`'s: {size, train_x, infer_x}."""
+    rows = []
+    for size in sorted({r.size for r in results}):
+        by = {r.model: r for r in results if r.size == size}
+        if fast in by and slow in by:
+            rows.append({"size": size, "train_x": rounded(by[fast].train_ips / by[slow].train_ips, 2),
+                         "infer_x": rounded(by[fast].infer_ips / by[slow].infer_ips, 2)})
+    return rows
+
+
 def format_table(results: list[Result], models: list[str]) -> str:
     lines = [
         f"{'size':>5} {'batch':>5} {'model':<15} {'params':>11} {'GFLOP/img':>10} {'train ms/step':>13} "
@@ -148,25 +171,20 @@ def format_table(results: list[Result], models: list[str]) -> str:
     ]
     for r in results:
         lines.append(
-            f"{r.size:>5} {r.batch:>5} {r.model:<15} {r.params:>11,} {r.gflops:>10.3f} {1000 * r.batch / r.train_ips:>13.1f} "
+            f"{r.size:>5} {r.batch:>5} {r.model:<15} {r.params:>11,} {r.gflops:>10.3f} "
+            f"{1000 * r.batch / r.train_ips:>13.1f} "
             f"{r.train_ips:>12.1f} {r.infer_ips:>12.1f}"
         )
     if len(models) >= 2:
-        fast, slow = models[0], models[1]
-        lines.append("")
-        lines.append(f"speed-up of {fast} over {slow} (throughput ratio)")
-        for size in sorted({r.size for r in results}):
-            by = {r.model: r for r in results if r.size == size}
-            if fast in by and slow in by:
-                lines.append(
-                    f"{size:>5} px  train x{by[fast].train_ips / by[slow].train_ips:.2f}  "
-                    f"infer x{by[fast].infer_ips / by[slow].infer_ips:.2f}"
-                )
+        lines += ["", f"speed-up of {models[0]} over {models[1]} (throughput ratio)"]
+        lines += [f"{r['size']:>5} px  train x{r['train_x']:.2f}  infer x{r['infer_x']:.2f}"
+                  for r in speedups(results, models[0], models[1])]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS,
                         help="networks to measure (default: all); the first is compared to the second")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 192])
@@ -181,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="channels_last memory format (default: on for CUDA, off for CPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="torch.compile the model (default off; the warm-up steps compile train and eval graphs)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "model.json", help="the data file (default %(default)s)")
     args = parser.parse_args(argv)
     if args.warmup is None:
         args.warmup = 3 if args.compile else 1
@@ -192,7 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[Result]:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,11 +234,17 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {name} {size}px: skipped (stride 32)")
                 continue
             result = bench_one(name, size, batch, args, device)
-            print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, infer {result.infer_ips:.1f} img/s",
+            print(f"  {name} {size}px batch {batch}: train {result.train_ips:.1f} img/s, "
+                  f"infer {result.infer_ips:.1f} img/s",
                   flush=True)
             results.append(result)
     print()
     print(format_table(results, args.models))
+    run = meta("model", argv, device=str(device), amp_bf16=args.amp, channels_last=args.channels_last,
+               compile=args.compile, warmup=args.warmup, timed_steps=args.steps)
+    speedup = speedups(results, *args.models[:2]) if len(args.models) >= 2 else []
+    write_results(args.out, run, {"results": [r.row() for r in results], "speedup": speedup})
+    return results
 
 
 if __name__ == "__main__":

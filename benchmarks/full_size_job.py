@@ -1,7 +1,7 @@
-"""python scripts/full_size_job.py [--out-dir /work/bigdata/full_size_job] [--reuse] [--markdown]
+"""python -m benchmarks.full_size_job [--out-dir /work/bigdata/full_size_job] [--reuse]
        [--size 192] [--num-bg 1000] [--num-fg 100] [--per-pair 2] [--workers 2]
        [--loader-samples 20000] [--loader-workers 2] [--batch-size 32] [--steps STEP ...]
-       [--out docs/results.md] [--from-json JSON ...] [--command TEXT]
+       [--out docs/results/full_size_job.json] [--from-json JSON ...] [--command TEXT]
 
 The full-size job, once, step by step, each step in its own process (issue 13, section 4):
 
@@ -26,15 +26,17 @@ once per process), the sum of PSS (each shared page split between the processes 
 what the tree really holds) and the sum of Pss_Anon ("anon": private memory only; RSS and PSS
 include mapped file pages, which the kernel can drop under pressure).
 
-The steps write logs to OUT_DIR/logs/ and the figures to OUT_DIR/full_size_job.json. `--reuse`
-skips make-data when the archive exists; `--steps` runs only the steps named. `--markdown` prints
-the table; `--out docs/results.md` writes the report (table, the README's estimates against the
-measurement, what it means for Colab) between its markers there, and `--from-json` renders it
-from earlier runs without running anything:
+The steps write logs to OUT_DIR/logs/ and their raw record to OUT_DIR/full_size_job.json, then
+the figures to `--out` (docs/results/full_size_job.json: the steps, what each step reported, the
+README's estimates against the measurement, what it means for Colab), which `python
+benchmarks/render.py` turns into tables of docs/results.md. `--reuse` skips make-data when the
+archive exists; `--steps` runs only the steps named. `--from-json` writes `--out` from earlier
+runs' raw records without running anything (a later record's steps replace the same steps of an
+earlier one):
 
-    PYTHONPATH=src python scripts/full_size_job.py --markdown      # the full job: ~1 h on a busy 2-core machine
-    python scripts/full_size_job.py --from-json /work/bigdata/full_size_job/full_size_job.json \
-        --out docs/results.md --command "python scripts/full_size_job.py --markdown"
+    python -m benchmarks.full_size_job      # the full job: ~1 h on a busy 2-core machine
+    python -m benchmarks.full_size_job --from-json /work/bigdata/full_size_job/full_size_job.json \
+        --command "python -m benchmarks.full_size_job"
 
 `--size 32 --num-bg 4 --num-fg 2 --per-pair 1` makes a 16-sample job (tests/test_full_size_job.py).
 """
@@ -48,10 +50,12 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve()
+from benchmarks.common import RESULTS, meta, module_env, rounded, write_results
+
 SAMPLE_S = 0.2  # the shortest interval between two samples of the tree's memory
 SAMPLER_SHARE = 0.1  # at most this share of one core for sampling (smaps_rollup walks the page tables:
                      # ~15 ms per GB mapped, so a 6 GB archive in 3 processes costs ~0.3 s a sample)
@@ -71,6 +75,7 @@ class Step:
     tree_pss_mb: float = 0.0   # peak of sum(Pss) over the tree
     tree_anon_mb: float = 0.0  # peak of sum(Pss_Anon): private memory, never page cache
     processes: int = 1
+    load: float = 0.0          # 1 min load average when the step started
     result: dict = field(default_factory=dict)
 
 
@@ -112,7 +117,7 @@ def run_step(name: str, cmd: list[str], log_dir: Path) -> Step:
     to stdout becomes `Step.result` (and its "seconds" `Step.work_s`)."""
     step = Step(name)
     log = log_dir / f"{name.replace(' ', '_')}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(module_env(), PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -125,8 +130,9 @@ def run_step(name: str, cmd: list[str], log_dir: Path) -> Step:
             mem = [_memory_kb(p) for p in tree]
             cost = time.perf_counter() - t_sample
             step.processes = max(step.processes, sum(1 for m in mem if m[0]))
-            for attr, i in (("tree_rss_mb", 0), ("tree_pss_mb", 1), ("tree_anon_mb", 2)):
-                setattr(step, attr, max(getattr(step, attr), sum(m[i] for m in mem) / 1024))
+            rss, pss, anon = (sum(m[i] for m in mem) / 1024 for i in range(3))
+            step.tree_rss_mb, step.tree_pss_mb = max(step.tree_rss_mb, rss), max(step.tree_pss_mb, pss)
+            step.tree_anon_mb = max(step.tree_anon_mb, anon)
             time.sleep(max(SAMPLE_S, cost / SAMPLER_SHARE))
     proc.returncode = step.status = os.waitstatus_to_exitcode(status)
     step.wall_s = time.perf_counter() - t0
@@ -198,8 +204,8 @@ def child_twice(data: str, size: int, in_memory: bool, workers: int, batch_size:
         rss.append(_status_mb("VmRSS"))
         del ds
         gc.collect()
-    return {"seconds": time.perf_counter() - t0, "rss_before_mb": rss[0], "rss_after_1_mb": rss[1], "rss_after_2_mb": rss[2],
-            "main_peak_mb": _status_mb("VmHWM")}
+    return {"seconds": time.perf_counter() - t0, "rss_before_mb": rss[0], "rss_after_1_mb": rss[1],
+            "rss_after_2_mb": rss[2], "main_peak_mb": _status_mb("VmHWM")}
 
 
 def child_loader(data: str, size: int, in_memory: bool, workers: int, batch_size: int, samples: int) -> dict:
@@ -222,11 +228,13 @@ def _python(*args: object) -> list[str]:
 
 def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str]]]:
     """(name, command) of every step, in order."""
-    me = lambda *a: _python(HERE, "--child", *a, "--data", data, "--size", args.size)  # noqa: E731
+    def me(*a: object) -> list[str]:
+        return _python("-m", "benchmarks.full_size_job", "--child", *a, "--data", data, "--size", args.size)
+
     steps = []
     if not (args.reuse and data.exists()):
-        steps.append(("make-data", _python("-m", "maskdepth", "make-data", data, "--size", args.size,
-                                           "--num-bg", args.num_bg, "--num-fg", args.num_fg, "--per-pair", args.per_pair,
+        steps.append(("make-data", _python("-m", "maskdepth", "make-data", data, "--size", args.size, "--num-bg",
+                                           args.num_bg, "--num-fg", args.num_fg, "--per-pair", args.per_pair,
                                            "--workers", args.workers, "--seed", 0, "--overwrite", "--quiet")))
     steps.append(("check-data", _python("-m", "maskdepth", "check-data", data, "--quiet")))
     loader = ("--loader-workers", args.loader_workers, "--batch-size", args.batch_size)
@@ -247,137 +255,137 @@ def machine() -> dict:
             "available_gb": mem["MemAvailable"] / 2**20, "load": os.getloadavg()}
 
 
-def note(step: Step) -> str:
-    """The step's own figures, in a few words."""
-    r = step.result
-    if "samples_per_s" in r:
-        return f"{r['samples']:,} samples, {r['samples_per_s']:,.0f} samples/s"
-    if "entries" in r:
-        return (f"{r['samples']:,} samples, {r['entries']:,} entries, index {r['index_mb']:.0f} MB, "
-                f"RSS {r['rss_before_mb']:,.0f} MB before the open (imports), {r.get('rss_open_mb', 0):,.0f} MB after it, "
-                f"{r['rss_mb']:,.0f} MB after one sample")
-    if "rss_after_1_mb" in r:
-        return (f"main RSS {r['rss_before_mb']:,.0f} MB before, {r['rss_after_1_mb']:,.0f} MB after section 1, "
-                f"{r['rss_after_2_mb']:,.0f} MB after section 2, peak {r['main_peak_mb']:,.0f} MB")
-    return "" if step.status == 0 else f"exit status {step.status}"
-
-
-def table(steps: list[Step]) -> list[str]:
-    """Markdown rows: one per step."""
-    rows = ["| step | s | CPU s | work s | largest process peak MB | tree RSS peak MB | tree PSS peak MB | "
-            "tree anon peak MB | processes | load | notes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def console(steps: list[Step]) -> str:
+    """The steps as a plain-text table for the terminal."""
+    lines = [f"{'step':<14} {'s':>9} {'CPU s':>9} {'work s':>8} {'peak MB':>8} {'tree RSS':>9} {'tree PSS':>9} "
+             f"{'tree anon':>9} {'procs':>5} {'load':>5} {'status':>6}"]
     for s in steps:
-        work = "" if s.work_s is None else f"{s.work_s:,.2f}"
-        rows.append(f"| {s.name} | {s.wall_s:,.1f} | {s.cpu_s:,.1f} | {work} | {s.self_peak_mb:,.0f} | {s.tree_rss_mb:,.0f} | "
-                    f"{s.tree_pss_mb:,.0f} | {s.tree_anon_mb:,.0f} | {s.processes} | {s.result.get('load', 0):.1f} | {note(s)} |")
-    return rows
+        work = "" if s.work_s is None else f"{s.work_s:.2f}"
+        lines.append(f"{s.name:<14} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {work:>8} {s.self_peak_mb:>8.0f} "
+                     f"{s.tree_rss_mb:>9.0f} {s.tree_pss_mb:>9.0f} {s.tree_anon_mb:>9.0f} {s.processes:>5} "
+                     f"{s.load:>5.1f} {s.status:>6}")
+    return "\n".join(lines)
 
 
 # The README's figures before this job was first run (README.md, "Data pipeline" and "Dataset
-# generation"; scripts/bench_make_data.py and bench_data.py extrapolated them from small runs).
+# generation"; benchmarks/make_data.py and benchmarks/data.py extrapolated them from small runs).
 README = {"make_data_min": 10, "archive_gb": 6.0, "make_data_main_mb": 1100, "make_data_worker_mb": 115,
           "open_s": 2.6, "index_mb": 57, "loader_per_s": 1924}
-BEGIN, END = "<!-- fullsize:begin -->", "<!-- fullsize:end -->"
-NOTES = "<!-- fullsize:notes (kept by reruns) -->"
-COLAB_GB = 12.7
+COLAB = {"ram_gb": 12.7, "archive_gb": 6.0}
 
 
-def estimates(steps: list[Step], info: dict) -> list[str]:
+def step_row(step: Step) -> dict[str, Any]:
+    """A step's measurements as the data file keeps them (its own report apart: `reported`)."""
+    memory = {k: rounded(getattr(step, k), 0) for k in ("self_peak_mb", "tree_rss_mb", "tree_pss_mb", "tree_anon_mb")}
+    return {"name": step.name, "status": step.status, "wall_s": rounded(step.wall_s, 1),
+            "cpu_s": rounded(step.cpu_s, 1), "work_s": rounded(step.work_s, 2), **memory,
+            "processes": step.processes, "load": rounded(step.load, 2)}
+
+
+def reported(steps: list[Step], kind: str) -> list[dict[str, Any]]:
+    """What the steps named `kind ...` (open, twice, loader) printed of themselves."""
+    return [{"name": s.name, **{k: rounded(v, 2) if isinstance(v, float) else v for k, v in s.result.items()}}
+            for s in steps if s.name.startswith(kind + " ")]
+
+
+def estimates(steps: list[Step], info: dict) -> list[dict[str, Any]]:
     """The README's estimates next to what this run measured (rows for the steps that ran)."""
     by = {s.name: s for s in steps}
-    rows = ["| figure | README (before this run) | measured |", "|---|---|---|"]
+    a = info.get("args", {})
+    rows = []
     if "make-data" in by:
-        md = by["make-data"]
-        rows += [f"| make-data, 2 processes | ~{README['make_data_min']} min on 2 cores | {md.wall_s / 60:.1f} min wall on the "
-                 f"busy machine; {md.cpu_s / 60:.1f} CPU min, i.e. ~{md.cpu_s / 120:.1f} min on 2 idle cores |",
-                 f"| make-data memory | main ~{README['make_data_main_mb']:,} MB + ~{README['make_data_worker_mb']} MB "
-                 f"per worker | largest process {md.self_peak_mb:,.0f} MB, tree {md.tree_pss_mb:,.0f} MB (PSS) |"]
-    rows.append(f"| archive | {README['archive_gb']:.1f} GB | {info['archive_bytes'] / 1e9:.2f} GB |")
+        md, workers = by["make-data"], a.get("workers", 2)
+        rows += [
+            {"figure": f"make-data, {workers} processes: wall min", "readme": README["make_data_min"],
+             "measured": rounded(md.wall_s / 60, 1)},
+            {"figure": "make-data: CPU min", "measured": rounded(md.cpu_s / 60, 1)},
+            {"figure": f"make-data: min on {workers} idle cores (CPU min / {workers})",
+             "readme": README["make_data_min"], "measured": rounded(md.cpu_s / 60 / workers, 1)},
+            {"figure": "make-data: largest process MB", "readme": README["make_data_main_mb"],
+             "measured": rounded(md.self_peak_mb, 0)},
+            {"figure": f"make-data: tree MB (PSS; README: main + {workers} x "
+                       f"{README['make_data_worker_mb']} per worker)",
+             "readme": README["make_data_main_mb"] + workers * README["make_data_worker_mb"],
+             "measured": rounded(md.tree_pss_mb, 0)}]
+    rows.append({"figure": "archive GB", "readme": README["archive_gb"],
+                 "measured": rounded(info["archive_bytes"] / 1e9, 2)})
     for mode in ("mmap", "memory"):
         if f"open {mode}" in by:
             r = by[f"open {mode}"].result
-            rows.append(f"| open_dataset, {mode} ({r['entries']:,} entries) | {README['open_s']} s, index {README['index_mb']} MB "
-                        f"(an archive of empty entries) | {r['seconds']:.1f} s, index {r['index_mb']:.0f} MB |")
-    a = info.get("args", {})
+            rows.append({"figure": f"open_dataset, {mode} ({r['entries']:,} entries), s", "readme": README["open_s"],
+                         "measured": rounded(r["seconds"], 1)})
+    opened = next((by[f"open {m}"].result for m in ("mmap", "memory") if f"open {m}" in by), None)
+    if opened:
+        rows.append({"figure": "index MB", "readme": README["index_mb"], "measured": rounded(opened["index_mb"], 0)})
     for mode in ("memory", "mmap"):
         if f"loader {mode}" in by:
-            r = by[f"loader {mode}"].result
-            rows.append(f"| loader, {a.get('loader_workers', 2)} workers, uint8, {a.get('size', 192)} px, batch "
-                        f"{a.get('batch_size', 32)}, {mode} | 2 workers, 192 px: {README['loader_per_s']:,} samples/s (400 samples, "
-                        f"an idle machine) | {r['samples_per_s']:,.0f} samples/s over {r['samples']:,} samples |")
+            rows.append({"figure": f"loader, {a.get('loader_workers', 2)} workers, uint8, {a.get('size', 192)} px, "
+                                   f"batch {a.get('batch_size', 32)}, {mode}: samples/s",
+                         "readme": README["loader_per_s"],
+                         "measured": rounded(by[f"loader {mode}"].result["samples_per_s"], 0)})
     return rows
 
 
-def colab(steps: list[Step], info: dict, archive_gb: float = 6.0) -> list[str]:
+def colab(steps: list[Step], info: dict) -> list[dict[str, Any]]:
     """What the open-twice steps say about a 12.7 GB runtime with a 6 GB archive: the private memory
-    beyond the archive itself is carried over as measured, the archive scaled to `archive_gb`."""
+    beyond the archive itself is carried over as measured, the archive scaled to COLAB's size."""
     measured_gb = info["archive_bytes"] / 1e9
-    lines = []
+    rows = []
     for mode in ("memory", "mmap"):
         step = next((s for s in steps if s.name == f"twice {mode}"), None)
         if step is None or not measured_gb:
             continue
         anon = step.tree_anon_mb * 2**20 / 1e9
         held = measured_gb if mode == "memory" else 0.0  # the archive's bytes in private memory
-        need = anon - held + (archive_gb if mode == "memory" else 0.0)
-        lines.append(f"- `in_memory={mode == 'memory'}`: opened twice (DataLoader workers: {step.processes - 1}), the "
-                     f"process tree held at most {anon:.1f} GB of private memory (PSS {step.tree_pss_mb * 2**20 / 1e9:.1f} GB, "
-                     f"file pages included) for this {measured_gb:.2f} GB archive. With a {archive_gb:.0f} GB archive that is "
-                     f"~{need:.1f} GB private of the {COLAB_GB} GB ({'the archive once, plus ' if held else ''}"
-                     f"{anon - held:.1f} GB for Python, torch, the index and the workers).")
-    return lines
+        rows.append({"in_memory": mode == "memory", "workers": step.processes - 1, "private_gb": rounded(anon, 2),
+                     "pss_gb": rounded(step.tree_pss_mb * 2**20 / 1e9, 2), "archive_gb": rounded(measured_gb, 2),
+                     "need_gb": rounded(anon - held + (COLAB["archive_gb"] if mode == "memory" else 0.0), 2),
+                     "overhead_gb": rounded(anon - held, 2)})
+    return rows
 
 
-def report(steps: list[Step], info: dict, command: str) -> str:
-    """The docs/results.md block: what ran, where, the table, the README's estimates, Colab."""
+def figures(steps: list[Step], info: dict) -> dict[str, Any]:
+    """Everything docs/results/full_size_job.json holds besides its meta."""
     m, after = info["machine_before"], info["machine_after"]
-    total = sum(s.wall_s for s in steps)
-    return "\n".join([
-        BEGIN, "## The full-size job (issue 13)", "",
-        f"Measured {info.get('date', '?')} by `{command}` ({total / 60:.0f} min in all), each step in a process of its own. "
-        f"Machine: {m['nproc']} cores (`nproc`), {m['ram_gb']:.1f} GB RAM ({m['available_gb']:.1f} GB available at the start), "
-        f"load average {m['load'][0]:.1f} / {m['load'][1]:.1f} / {m['load'][2]:.1f} (1 / 5 / 15 min) at the start and "
-        f"{after['load'][0]:.1f} at the end. **The machine was shared** with other jobs (test suites of other sessions), "
-        "so the wall-clock seconds are those of a busy machine; CPU seconds change less with the load.", "",
-        f"Archive: `{info['archive']}`, {info['archive_bytes'] / 1e9:.2f} GB; {info['disk_bytes'] / 1e9:.2f} GB on disk "
-        "in the job's folder.", "",
-        *table(steps), "",
-        "s: wall-clock seconds of the step's process, from its start (imports included) to its exit; CPU s: user + system "
-        "seconds of it and its waited-for children; work s: the step's own timing of its work (the open alone; both "
-        "sections; the loader pass from the first batch requested, worker start included); largest process peak: "
-        "ru_maxrss of the biggest single process; tree RSS / PSS / anon: the peak over the step of the sums over "
-        "the process tree (DataLoader workers, make-data's pool), sampled from /proc/PID/smaps_rollup. RSS counts a "
-        "page shared by forked workers, or mapped by several, once per process; PSS splits it among them; anon "
-        "(Pss_Anon) is private memory only, without the file pages of a memory map, which the kernel can drop under "
-        "pressure. The load column is the 1 min load average when the step started.", "",
-        "### Against the README's estimates", "", *estimates(steps, info), "",
-        f"### Colab: {COLAB_GB} GB of RAM, a 6 GB archive opened twice (section 1, then section 2)", "",
-        *colab(steps, info), "",
-        END])
-def run_job(args: argparse.Namespace) -> tuple[list[Step], dict]:
+    run = {"archive": info["archive"], "archive_gb": rounded(info["archive_bytes"] / 1e9, 2),
+           "disk_gb": rounded(info["disk_bytes"] / 1e9, 2), "nproc": m["nproc"], "ram_gb": rounded(m["ram_gb"], 1),
+           "available_gb": rounded(m["available_gb"], 1), "load_1": rounded(m["load"][0], 2),
+           "load_5": rounded(m["load"][1], 2), "load_15": rounded(m["load"][2], 2),
+           "load_end": rounded(after["load"][0], 2), "total_min": rounded(sum(s.wall_s for s in steps) / 60, 1)}
+    return {"run": run, "steps": [step_row(s) for s in steps], "open": reported(steps, "open"),
+            "twice": reported(steps, "twice"), "loader": reported(steps, "loader"), "readme_estimates": README,
+            "estimates": estimates(steps, info), "colab_settings": COLAB, "colab": colab(steps, info)}
+
+
+def run_job(args: argparse.Namespace, argv: list[str]) -> tuple[list[Step], dict]:
     out_dir = Path(args.out_dir)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     data = out_dir / f"synth{args.size}.zip"
-    info = {"machine_before": machine(), "archive": str(data), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "args": vars(args), "command": "python scripts/full_size_job.py " + shlex.join(sys.argv[1:])}
+    info = {"machine_before": machine(), "archive": str(data),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
+            "command": shlex.join(["python", "-m", "benchmarks.full_size_job", *argv])}
     steps = []
     for name, cmd in plan(args, data):
         load = os.getloadavg()[0]
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd)}", flush=True)
         step = run_step(name, cmd, out_dir / "logs")
-        step.result["load"] = load
-        print(f"    {step.wall_s:.1f} s, status {step.status}, {note(step)}", flush=True)
+        step.load = load
+        print(f"    {step.wall_s:.1f} s, status {step.status}, {json.dumps(step.result)}", flush=True)
         steps.append(step)
     info["machine_after"] = machine()
+    info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     info["archive_bytes"] = data.stat().st_size if data.exists() else 0
     info["disk_bytes"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    (out_dir / "full_size_job.json").write_text(json.dumps({**info, "steps": [s.__dict__ for s in steps]}, indent=1))
+    record = {**info, "steps": [asdict(s) for s in steps]}
+    (out_dir / "full_size_job.json").write_text(json.dumps(record, indent=1, default=str))
     return steps, info
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default="/work/bigdata/full_size_job")
+    parser.add_argument("--out-dir", default="/work/bigdata/full_size_job",
+                        help="the archive, the logs, the raw record")
     parser.add_argument("--reuse", action="store_true", help="skip make-data if the archive exists")
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--num-bg", type=int, default=1000)
@@ -389,13 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", nargs="+", metavar="STEP", help="run only these steps: make-data check-data "
                         "open-memory open-mmap twice-memory twice-mmap loader-memory loader-mmap (default: all)")
-    parser.add_argument("--markdown", action="store_true", help="print the table for docs/results.md")
-    parser.add_argument("--out", help="write the report into this markdown file (docs/results.md), between "
-                        "<!-- fullsize:begin --> and <!-- fullsize:end -->; text after a line <!-- fullsize:notes (kept by reruns) --> "
-                        "inside the block is kept")
-    parser.add_argument("--from-json", nargs="+", metavar="JSON", help="render the report of earlier runs "
-                        "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier one), run nothing")
-    parser.add_argument("--command", help="the command to name in the report (default: this one)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "full_size_job.json",
+                        help="the data file (default %(default)s)")
+    parser.add_argument("--from-json", nargs="+", metavar="JSON", help="write --out from earlier runs' raw records "
+                        "(OUT_DIR/full_size_job.json; a later file's steps replace the same steps of an earlier "
+                        "one), run nothing")
+    parser.add_argument("--command", help="the command to name in the data file (default: the one that ran)")
     parser.add_argument("--child", choices=["open", "twice", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["memory", "mmap"], help=argparse.SUPPRESS)
@@ -412,24 +419,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    if args.from_json:
-        steps, info = load_runs(args.from_json)
-    else:
-        steps, info = run_job(args)
+    steps, info = load_runs(args.from_json) if args.from_json else run_job(args, argv)
     m = info["machine_before"]
     print(f"\n{m['nproc']} cores, {m['ram_gb']:.1f} GB RAM ({m['available_gb']:.1f} GB available at the start), "
           f"load {m['load'][0]:.2f} {m['load'][1]:.2f} {m['load'][2]:.2f} at the start, "
           f"{info['machine_after']['load'][0]:.2f} at the end; archive {info['archive_bytes'] / 1e9:.2f} GB, "
           f"{info['disk_bytes'] / 1e9:.2f} GB on disk in {info['archive'].rsplit('/', 1)[0]}")
-    if args.markdown:
-        print("\n".join(table(steps)))
-    if args.out:
-        write_block(Path(args.out), report(steps, info, args.command or info.get("command", "python scripts/full_size_job.py")))
+    print(console(steps))
+    run_meta = meta("full_size_job", argv, args=info.get("args", {}))
+    run_meta.update(date=info["date"], finished=info.get("finished"),
+                    command=args.command or info.get("command", run_meta["command"]))
+    write_results(args.out, run_meta, figures(steps, info))
     return max(s.status for s in steps)
 
 
 def load_runs(paths: list[str]) -> tuple[list[Step], dict]:
-    """Steps and machine of earlier runs (full_size_job.json): the first run's info; a step that a
+    """Steps and machine of earlier runs (their raw records): the first run's info; a step that a
     later run measured again (e.g. `--reuse --steps check-data`) is replaced by its later row."""
     steps: dict[str, Step] = {}
     info: dict = {}
@@ -437,24 +442,12 @@ def load_runs(paths: list[str]) -> tuple[list[Step], dict]:
         saved = json.loads(Path(path).read_text())
         saved.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.stat(path).st_mtime)))
         for s in saved.pop("steps"):
+            s.setdefault("load", s.get("result", {}).pop("load", 0.0))  # records before issue 23 kept it there
             steps[s["name"]] = Step(**s)
         info = info or saved
         info["machine_after"] = saved["machine_after"]
+        info["finished"] = saved.get("finished")
     return list(steps.values()), info
-
-
-def write_block(path: Path, block: str) -> None:
-    """Replace the block between BEGIN and END in `path`, or append it."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        old, tail = rest.split(END, 1)
-        if NOTES in old:  # hand-written notes at the end of the block survive a rerun
-            block = block.replace(END, NOTES + old.split(NOTES, 1)[1] + END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":
