@@ -39,6 +39,7 @@ import math
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +285,7 @@ def error_by_depth(run_dir: Path, unseen: Path, size: int) -> list[dict[str, flo
     pred, true = pred[valid].clamp(1e-3, 1.0), true[valid]
     ratio = pred / true
     rows = []
-    for lo, hi in zip(DEPTH_BINS[:-1], DEPTH_BINS[1:]):
+    for lo, hi in pairwise(DEPTH_BINS):
         inside = (true > lo) & (true <= hi)
         if inside.any():
             r = ratio[inside]
@@ -304,7 +305,7 @@ def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], pa
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
-    for row, run in zip(axes, runs):
+    for row, run in zip(axes, runs, strict=True):
         steps = [p["steps"] for p in run["curve"]]
         for ax, metric, label in ((row[0], "rmse", "depth RMSE (lower is better)"),
                                   (row[1], "delta1", "depth δ1 (higher is better)")):
@@ -511,8 +512,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)
     budget, ablation = results[: len(budget_specs)], results[len(budget_specs):]
     if ablation:  # step times measured here, one after another in one quiet process, not during the runs
-        for run, seconds in zip(ablation, step_times(ablation, rounds=1 if args.smoke else 3,
-                                                     steps=1 if args.smoke else 4)):
+        seconds_per_step = step_times(ablation, rounds=1 if args.smoke else 3, steps=1 if args.smoke else 4)
+        for run, seconds in zip(ablation, seconds_per_step, strict=True):
             run["step_s"] = seconds
     base = baselines(archives, size)
     pictures_dir = Path(args.pictures)

@@ -376,7 +376,8 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("pages", nargs="*", type=Path, default=PAGES, help="markdown files (default docs/results.md and README.md)")
+    parser.add_argument("pages", nargs="*", type=Path, default=PAGES,
+                        help="markdown files (default docs/results.md and README.md)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the data files (default docs/results)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is not up to date")
     args = parser.parse_args(argv)

@@ -404,10 +404,11 @@ def learning_curves(path: Path, runs: dict[int, dict[str, dict[str, Any]]]) -> P
         for name in MODELS:
             rows = trained[name]["history"]
             seconds = np.cumsum([float(r["seconds"]) for r in rows])
-            for ax, key in zip(axes, ("val_iou", "val_rmse")):
+            for ax, key in zip(axes, ("val_iou", "val_rmse"), strict=True):
                 ax.plot(seconds, [float(r[key]) for r in rows], styles[k % 3], marker="o", markersize=3,
                         color=COLORS[name], label=f"{LABELS[name]} {size}px")
-    for ax, title in zip(axes, ("validation IoU (higher is better)", "validation RMSE (lower is better)")):
+    titles = ("validation IoU (higher is better)", "validation RMSE (lower is better)")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training seconds (cumulative, incl. per-epoch validation)", fontsize=8)
         ax.grid(True, alpha=0.3)

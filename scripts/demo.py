@@ -40,13 +40,15 @@ def main() -> None:
     if not data.exists():
         # 1,600 samples from 100 scenes (not 20 scenes x 20 objects x 2 placements): scene
         # diversity is what makes depth generalise (docs/results.md, issue 12)
-        run("make-data", str(data), "--size", "64", "--num-bg", "100", "--num-fg", "8", "--per-pair", "1", "--seed", "0")
+        run("make-data", str(data), "--size", "64", "--num-bg", "100", "--num-fg", "8", "--per-pair", "1",
+            "--seed", "0")
     run("check-data", str(data), "--quiet")
     overrides = [f"data.path={data}", f"run_dir={run_dir}"]
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
     run("train", str(REPO / "configs" / "quick.yaml"), *overrides)
-    run("evaluate", str(run_dir / "checkpoints" / "best.pt"), "--split", "test", "--out", str(run_dir / "test_metrics.json"))
+    run("evaluate", str(run_dir / "checkpoints" / "best.pt"), "--split", "test",
+        "--out", str(run_dir / "test_metrics.json"))
 
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
     print(f"\ndone in {time.monotonic() - started:.0f} s")

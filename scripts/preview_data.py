@@ -49,7 +49,7 @@ def save_preview(data: str | Path, out: str | Path, n: int = 8, seed: int = 0) -
         titles = ("bg", "fg_bg", "mask", "depth (near 0 .. 1 far)")
         for r, row in enumerate(chosen):
             images = [_load(zf, row[key]) for key in ("bg", "fg_bg", "mask", "depth")]
-            for c, (ax, img) in enumerate(zip(axes[r], images)):
+            for c, (ax, img) in enumerate(zip(axes[r], images, strict=True)):
                 if c == 3:
                     shown = ax.imshow(img, cmap="magma_r", vmin=0.0, vmax=1.0, interpolation="nearest")
                 elif img.ndim == 2:
@@ -62,7 +62,8 @@ def save_preview(data: str | Path, out: str | Path, n: int = 8, seed: int = 0) -
                     ax.set_title(titles[c], fontsize=9)
             label = Path(row["fg_bg"]).stem
             if "coverage" in row:
-                label += f"  {row.get('bg_kind', '')}/{row.get('fg_kind', '')}  mask {100 * float(row['coverage']):.1f}%"
+                kinds = f"{row.get('bg_kind', '')}/{row.get('fg_kind', '')}"
+                label += f"  {kinds}  mask {100 * float(row['coverage']):.1f}%"
             if "distance" in row:
                 label += f"  at {float(row['distance']):.1f} m"
             axes[r][0].text(0.0, -0.04, label, transform=axes[r][0].transAxes, fontsize=7, va="top", ha="left")

@@ -147,7 +147,8 @@ def test_paragraph_rule_counts_prose_only() -> None:
     text = "word " * 121 + "\n\n| a | b |\n|---|---|\n| " + "x " * 200 + "|\n\n```\n" + "y " * 200 + "\n```\n"
     assert [len(t.split()) for _, t in paragraphs(text)] == [121]
     assert [len(t.split()) for _, t in paragraphs("one two\nthree\n\nfour\n")] == [3, 1]
-    assert [len(t.split()) for _, t in paragraphs("- one two\n  three\n- four\n1. five\n")] == [4, 2, 2]  # with the marker
+    # with the marker
+    assert [len(t.split()) for _, t in paragraphs("- one two\n  three\n- four\n1. five\n")] == [4, 2, 2]
 
 
 @pytest.mark.parametrize("path", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: str(p.relative_to(REPO)))

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_process_group
 
 from benchmarks import full_size_job as job
 from benchmarks import render
+
+from conftest import run_process_group
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

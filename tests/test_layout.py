@@ -172,13 +172,6 @@ FORBIDDEN = {
     "synth": {"train", "model"},
 }
 
-# Where the code and docs/architecture.md disagree today; each is reported, not hidden, and this
-# test fails once one is resolved, so that its entry goes. evaluate draws the per-epoch grid
-# (draw_epoch_grid) through viz since the grid's forward pass moved from viz to evaluate, while
-# the doc's stack still puts viz above evaluate ("grids, drawn through evaluate.forward").
-KNOWN_DISAGREEMENTS = {"maskdepth.evaluate: evaluate imports viz, which is not below it"}
-
-
 @pytest.fixture(scope="module")
 def src_modules() -> list[Module]:
     return find_modules(SRC, "maskdepth")
@@ -196,8 +189,7 @@ def test_no_module_imports_another_modules_private_names(src_modules: list[Modul
 def test_imports_point_down_the_stack_of_the_architecture_doc(src_modules: list[Module]) -> None:
     level, arrows = architecture_stack(ARCHITECTURE.read_text())
     assert {"model", "data", "synth", "train", "cli"} <= set(level)
-    found = {re.sub(r":\d+:", ":", p) for p in layer_problems(src_modules, level, arrows)}
-    assert found == KNOWN_DISAGREEMENTS
+    assert layer_problems(src_modules, level, arrows) == []
 
 
 def test_model_losses_metrics_data_and_synth_know_nothing_above_them(src_modules: list[Module]) -> None:
