@@ -316,9 +316,8 @@ class ZipArchive:
                     "(a damaged archive or a zip bomb)"
                 )
         elif method == 0xFFFF:
-            raise DataError(
-                f"{self.path}: {self.name(index)}: entry is encrypted; re-create the zip without a password"
-            )
+            raise DataError(f"{self.path}: {self.name(index)}: entry is encrypted; "
+                            "re-create the zip without a password")
         elif method != STORED:
             raise DataError(
                 f"{self.path}: {self.name(index)}: compression method {method} is not supported; "
@@ -440,9 +439,8 @@ def _parse_central_directory(cd: memoryview, count: int, path: str) -> tuple[dic
         if len(need64):
             csize, usize, offset = csize.astype(np.int64), usize.astype(np.int64), offset.astype(np.int64)
         for i in need64:
-            usize[i], csize[i], offset[i] = _zip64_extra(
-                cd, int(starts[i]), int(usize[i]), int(csize[i]), int(offset[i]), path
-            )
+            usize[i], csize[i], offset[i] = _zip64_extra(cd, int(starts[i]), int(usize[i]), int(csize[i]),
+                                                         int(offset[i]), path)
     finally:
         del cdv  # a live view of `cd` (kept by a traceback, say) would make the caller's cd.release() fail
     return folders, (flags, method, crc, csize, usize, offset)

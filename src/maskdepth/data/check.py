@@ -149,9 +149,8 @@ def check_data(paths: Sequence[str | os.PathLike] | str | os.PathLike, *, size: 
     return report
 
 
-def _check_one(
-    manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool, report: CheckReport
-) -> None:
+def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | None, progress: bool,
+               report: CheckReport) -> None:
     from tqdm import tqdm
 
     report.problems.extend(manifest.missing)
@@ -264,10 +263,8 @@ def _note_pairing(manifest: Manifest, path: str, report: CheckReport) -> None:
         unique, counts = np.unique(keys, return_counts=True)
         if (counts > 1).any():
             repeated = unique[counts > 1][:_LISTED_NOTES]
-            names = []
-            for k in repeated:
-                archive = manifest.archives[int(k >> 32)]
-                names.append(f"{archive.path}: {archive.name(int(k & 0xFFFFFFFF))}")
+            owners = [manifest.archives[int(k >> 32)] for k in repeated]
+            names = [f"{a.path}: {a.name(int(k & 0xFFFFFFFF))}" for a, k in zip(owners, repeated, strict=True)]
             report.notes.append(f"{path}: {int((counts > 1).sum())} {ROLES[role]} entries appear in several samples, "
                                 f"e.g. {'; '.join(names)}")
     for number, archive in enumerate(manifest.archives):

@@ -124,9 +124,8 @@ class MaskDepthDataset(Dataset):
                 squares += np.square(x).sum(1)
                 pixels += x.shape[1]
         if not pixels:
-            raise DataError(
-                f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} could be read"
-            )
+            raise DataError(f"{self.manifest.source}: none of {len(picks)} samples of split {self.split!r} "
+                            "could be read")
         mean = total / pixels
         std = np.sqrt(np.maximum(squares / pixels - mean**2, 0))
         return {

@@ -100,18 +100,16 @@ class Manifest:
         index = int(self.entries[role, row])
         archive = self.archive(role, row)
         if index < 0:
-            raise DataError(
-                f"{archive.path}: sample {row} of {self.source}: {ROLES[role]} entry is missing from the archive"
-            )
+            raise DataError(f"{archive.path}: sample {row} of {self.source}: {ROLES[role]} entry "
+                            "is missing from the archive")
         return archive.read(index)
 
 
 _LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
-def load_manifest(
-    path: str | os.PathLike, *, in_memory: bool = False, list_missing: int | None = _MAX_LISTED
-) -> Manifest:
+def load_manifest(path: str | os.PathLike, *, in_memory: bool = False,
+                  list_missing: int | None = _MAX_LISTED) -> Manifest:
     """The manifest of a dataset: `path` is a zip holding manifest.csv (and dataset.json), a
     manifest CSV naming its archives, or a folder holding manifest.csv.
 
@@ -164,9 +162,8 @@ def _load(path: str, in_memory: bool, list_missing: int | None) -> Manifest:
         text = default_archive.read(index, _MAX_MANIFEST_BYTES)
         base_dir = os.path.dirname(os.path.abspath(path))
         info_index = default_archive.find(INFO_NAME)
-        info = {}
-        if info_index >= 0:
-            info = _parse_info(default_archive.read(info_index, _MAX_MANIFEST_BYTES), f"{path}: {INFO_NAME}")
+        info = (_parse_info(default_archive.read(info_index, _MAX_MANIFEST_BYTES), f"{path}: {INFO_NAME}")
+                if info_index >= 0 else {})
     manifest = _parse_manifest(text, path, base_dir, default_archive, in_memory, info, list_missing)
     release_free_memory()
     return manifest
@@ -228,9 +225,8 @@ def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipA
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in ROLES if c not in header]
     if absent:
-        raise DataError(
-            f"{source}: manifest has no column {', '.join(absent)} (columns: {', '.join(header) or 'none'})"
-        )
+        raise DataError(f"{source}: manifest has no column {', '.join(absent)} "
+                        f"(columns: {', '.join(header) or 'none'})")
     col = {name: i for i, name in enumerate(header)}
     archive_col = [col.get(c) for c in ARCHIVE_COLUMNS]
     if default_archive is None and None in archive_col:
@@ -281,9 +277,8 @@ class _Resolver:
     """Turns manifest rows into entry indices and archive numbers, opening each archive that the
     `*_archive` columns name once, and collecting the entries that are not in their archive."""
 
-    def __init__(
-        self, source: str, base_dir: str, default: ZipArchive | None, in_memory: bool, list_missing: int | None
-    ) -> None:
+    def __init__(self, source: str, base_dir: str, default: ZipArchive | None, in_memory: bool,
+                 list_missing: int | None) -> None:
         self.source, self.base_dir, self.in_memory, self.list_missing = source, base_dir, in_memory, list_missing
         self.archives: list[ZipArchive] = [] if default is None else [default]
         self.numbers: dict[str, int] = {} if default is None else {"": 0}
@@ -302,9 +297,8 @@ class _Resolver:
             number = self.numbers[value] = len(self.archives) - 1
         return number
 
-    def resolve(
-        self, role: str, names: list[str], values: list[str] | None, numbers: list[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def resolve(self, role: str, names: list[str], values: list[str] | None,
+                numbers: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(entry index per row, -1 where missing; archive number per row) of one role's column."""
         n = len(names)
         if values is None:
@@ -339,9 +333,8 @@ def _row_blocks(reader: Any, header: list[str], source: str) -> Iterator[tuple[l
             if not row:
                 continue
             if len(row) != width:
-                raise DataError(
-                    f"{source}: line {reader.line_num}: {len(row)} fields, expected {width} ({', '.join(header)})"
-                )
+                raise DataError(f"{source}: line {reader.line_num}: {len(row)} fields, "
+                                f"expected {width} ({', '.join(header)})")
             numbers.append(reader.line_num)
             rows.append(row)
             if len(rows) == _BLOCK_ROWS:
@@ -434,9 +427,8 @@ def _images_by_stem(archive: ZipArchive, folder: str, role: str, unpaired: list[
             unique[stem] = names[0]
         else:
             for name in names:
-                unpaired.append(
-                    f"{archive.path}: {name}: {role} stem {stem!r} occurs {len(names)} times ({', '.join(names)})"
-                )
+                unpaired.append(f"{archive.path}: {name}: {role} stem {stem!r} occurs {len(names)} times "
+                                f"({', '.join(names)})")
     return unique, ignored
 
 
@@ -468,9 +460,8 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     except re.error as exc:
         raise ConfigError(f"--bg-pattern {pattern_text!r} is not a valid regex ({exc})") from None
     if pattern.groups < 1:
-        raise ConfigError(
-            f"--bg-pattern {pattern_text!r} needs a group, e.g. '^(.+?)_fg', that captures the background key"
-        )
+        raise ConfigError(f"--bg-pattern {pattern_text!r} needs a group, e.g. '^(.+?)_fg', "
+                          "that captures the background key")
     specs = {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth}
     unpaired: list[str] = []
     archives, tables, ignored = _open_roles(specs, unpaired)
@@ -502,9 +493,8 @@ def _pair_entries(
         if match is None:
             problems.append(f"stem does not match --bg-pattern {pattern_text!r}")
         elif bg_key not in bg_by_key:
-            problems.append(
-                f"no background whose key is {bg_key!r} (captured by --bg-pattern) in {archives['bg'].path}"
-            )
+            problems.append(f"no background whose key is {bg_key!r} (captured by --bg-pattern) "
+                            f"in {archives['bg'].path}")
         else:
             used_bg.add(bg_by_key[bg_key])
         if problems:
@@ -512,9 +502,8 @@ def _pair_entries(
             continue
         fg_id = match.group(2) if pattern.groups >= 2 and match.group(2) else ""
         bg_stem = bg_by_key[bg_key]
-        rows.append(
-            (tables["fg_bg"][stem], tables["bg"][bg_stem], tables["mask"][stem], tables["depth"][stem], bg_stem, fg_id)
-        )
+        rows.append((tables["fg_bg"][stem], tables["bg"][bg_stem], tables["mask"][stem], tables["depth"][stem],
+                     bg_stem, fg_id))
     for role in ("mask", "depth"):
         for stem in sorted(set(tables[role]) - set(tables["fg_bg"])):
             unpaired.append(f"{archives[role].path}: {tables[role][stem]}: no fg_bg with stem {stem!r}")
@@ -537,9 +526,8 @@ def _backgrounds_by_key(stems: dict[str, str], pattern: re.Pattern, path: str, u
             unique[key] = found[0]
             continue
         names = ", ".join(stems[stem] for stem in sorted(found))
-        unpaired.extend(
-            f"{path}: {stems[stem]}: {len(found)} backgrounds have the key {key!r} ({names})" for stem in sorted(found)
-        )
+        unpaired.extend(f"{path}: {stems[stem]}: {len(found)} backgrounds have the key {key!r} ({names})"
+                        for stem in sorted(found))
     return unique
 
 
@@ -578,9 +566,8 @@ def _duplicate_lines(archives: list[ZipArchive]) -> dict[str, list[str]]:
             count, names = shared_names(first, second)
             if count:
                 more = ", ..." if count > len(names) else ""
-                shared.append(
-                    f"{count} entry name(s) occur in both {first.path} and {second.path}: {', '.join(names)}{more}"
-                )
+                shared.append(f"{count} entry name(s) occur in both {first.path} and {second.path}: "
+                              f"{', '.join(names)}{more}")
     return {"duplicates": duplicates, "shared": shared}
 
 

@@ -23,9 +23,8 @@ SPLIT_MODES = ("bg", "random")
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"data.fractions must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}"
-        )
+        raise ConfigError("data.fractions must be three non-negative numbers (train, val, test) summing to 1, "
+                          f"got {list(fractions)}")
     return values  # type: ignore[return-value]
 
 
