@@ -140,6 +140,7 @@ def test_config_rules_for_encoders(tiny_overrides: list[str]) -> None:
         load_config(QUICK, [*tiny_overrides, "model.encoder=vit"])
 
 
+@pytest.mark.slow
 def test_pretrained_encoder_trains_and_resumes_exactly(tiny_overrides: list[str], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A resnet18 run from local weights: one epoch straight, and the same epoch crashed after two

@@ -101,6 +101,7 @@ class _Killed(BaseException):
 _DERIVED = ("last.pt", "best.pt", "epoch_002.pt", "metrics.csv", "curves.png", "epoch_002.png")
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_write_of_the_last_epoch_is_repaired_by_the_rerun(
         tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = [*tiny_overrides, "train.best_metric=train_loss", "train.keep_last=2"]

@@ -47,6 +47,7 @@ print(json.dumps(peaks))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_second_run_in_the_same_process_does_not_hold_a_second_copy_of_the_data(
     tiny_data: Path, tiny_overrides: list[str], tmp_path: Path

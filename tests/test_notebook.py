@@ -132,6 +132,7 @@ def _has_widget(cell: nbformat.NotebookNode) -> bool:
     return any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The synthetic path, all cells; then the training cell again (it resumes), then the parameters
     cell again with another RUN_NAME, and training trains that run."""
@@ -187,6 +188,7 @@ def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert on_drive == sorted(p.name for p in local.glob("synthetic_*.zip"))
 
 
+@pytest.mark.slow
 def test_notebook_trains_on_a_folder_of_the_four_original_zips(
     tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
