@@ -40,6 +40,7 @@ from maskdepth.errors import CheckpointError, ConfigError, DataError
 from maskdepth.fileio import write_atomic
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.pairs import collect_pairs
+from maskdepth.rundir import check_same_data
 from maskdepth.runtime import amp_dtype, autocast, resolve_device
 from maskdepth.viz import colorize_depth
 
@@ -101,12 +102,16 @@ def evaluate_checkpoint(
     out: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     overrides: Sequence[str] = (),
+    other_data: bool = False,
 ) -> dict[str, Any]:
     """The full metric set of a checkpoint on one split of its dataset.
 
     The dataset, image size and split settings (split_mode, fractions, split_seed) come from the
     checkpoint's config, so `split="test"` is the split held out in training; `data` replaces
     data.path and `overrides` ("key=value", e.g. "data.size=64", "device=cpu") any other key.
+    Data other than the checkpoint trained on (by its recorded fingerprint) is refused, with one
+    line, unless `other_data` (the CLI's --data): then it is evaluated and "trained on A,
+    evaluated on B" is printed and returned as "data_note".
 
     Returns (and writes as JSON to `out`, atomically) a dict:
         "checkpoint", "epoch" (epochs completed), "step", "split", "data", "size", "model",
@@ -124,6 +129,8 @@ def evaluate_checkpoint(
     model, cfg, ck = _load(checkpoint, "cpu", overrides)
     device = resolve_device(cfg.device)
     model.to(device)
+    note = check_same_data(ck, cfg.data.path, f"checkpoint {checkpoint}", tqdm.write, refuse=not other_data,
+                           advice=f"pass --data {cfg.data.path} (other_data=True) to evaluate on it anyway")
     dataset, loader = _split_loader(cfg, checkpoint, data, split, batch_size, device)
     figures = evaluate(model, loader, device, regions=True, progress=True)
     results: dict[str, Any] = {
@@ -136,6 +143,7 @@ def evaluate_checkpoint(
         "model": cfg.model.name,
         "count": int(figures.get("count", len(dataset))),
         "split_matches_training": _split_matches(ck.splits, dataset.splits, split),
+        "data_note": note,
         "metrics": {k: _finite_or_none(figures.get(k)) for k in MASK_KEYS + DEPTH_KEYS},
     }
     for region in REGIONS:
