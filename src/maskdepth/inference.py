@@ -37,13 +37,14 @@ from tqdm.auto import tqdm
 from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
 from maskdepth.config import Config, config_from_dict, is_device_name
 from maskdepth.errors import CheckpointError, ConfigError, DataError
-from maskdepth.fileio import write_atomic
+from maskdepth.fileio import refuse_overwrite, write_atomic
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.pairs import collect_pairs
 from maskdepth.rundir import check_same_data
 from maskdepth.runtime import amp_dtype, autocast, resolve_device
 from maskdepth.viz import colorize_depth
 
+OUTPUT_SUFFIXES = ("_mask.png", "_depth.png", "_depth_color.png", "_overlay.png")  # per pair, after the fg_bg stem
 REGIONS = ("inside", "outside")  # depth metrics restricted to the true mask / its complement
 
 
@@ -262,6 +263,10 @@ def predict_pairs(
         ConfigError: both or neither of `pairs` and (`bg`, `fg_bg`), a bad device or batch size.
     """
     pair_list = collect_pairs(bg=bg, fg_bg=fg_bg, pairs=pairs)
+    inputs = [("checkpoint", checkpoint), ("--pairs", pairs), *(("--bg", b) for b, _ in pair_list),
+              *(("--fg-bg", f) for _, f in pair_list)]  # an output named like an input would overwrite it
+    refuse_overwrite([Path(out) / f"{f.stem}{suffix}" for _, f in pair_list for suffix in OUTPUT_SUFFIXES], inputs,
+                     "--out writes")
     predictor = Predictor.load(checkpoint, device=device, amp=amp)
     check_batch_size(batch_size)
     written: list[Path] = []

@@ -40,7 +40,7 @@ import numpy as np
 
 from maskdepth.data.archive import ZipArchive, describe_duplicates, open_archive, release_free_memory, shared_names
 from maskdepth.errors import ConfigError, DataError
-from maskdepth.fileio import atomic_open
+from maskdepth.fileio import atomic_open, refuse_overwrite
 
 ROLES = ("fg_bg", "bg", "mask", "depth")
 ARCHIVE_COLUMNS = tuple(f"{role}_archive" for role in ROLES)
@@ -400,6 +400,8 @@ class IndexReport:
             lines.append(f"skipped {self.ignored} entries that are not images (folders, macOS metadata, other files)")
         if self.out is not None:
             lines.append(f"paired {self.rows} samples; wrote {self.out}")
+        elif self.rows and self.duplicates:
+            lines.append(f"paired {self.rows} samples, but wrote no manifest: an archive repeats entry names (below)")
         else:
             lines.append("paired no sample; no manifest written (check the archives and --bg-pattern)")
         if self.unpaired:
@@ -461,7 +463,7 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     Returns:
         IndexReport; `.ok` is False when any entry could not be paired (it is named in
         `.unpaired`; the manifest holds the paired samples) or an archive holds an entry name
-        twice (`.duplicates`). Names found in two of the archives are noted in `.shared`.
+        twice (`.duplicates`; then no manifest is written, as it would read hidden copies). Names found in two of the archives are noted in `.shared`.
 
     Raises:
         ConfigError: an invalid `bg_pattern`. DataError: an archive is missing or unreadable.
@@ -478,13 +480,13 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     archives, tables, ignored = _open_roles(specs, unpaired)
     rows = _pair_entries(archives, tables, pattern, pattern_text, unpaired)
     out = os.fspath(out)
-    written = None
-    if rows:
+    refuse_overwrite(out, {f"--{r.replace('_', '-')}": archives[r].path for r in ROLES})
+    written, lines = None, _duplicate_lines(list(archives.values()))
+    if rows and not lines["duplicates"]:  # a repeated name hides an entry: no manifest that would read it
         _write_manifest(out, rows, [archives[r].path for r in ROLES])
         written = out
     return IndexReport(out=written, rows=len(rows), counts={r: len(tables[r]) for r in ROLES},
-                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored,
-                       **_duplicate_lines(list(archives.values())))
+                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored, **lines)
 
 
 def _pair_entries(
