@@ -316,3 +316,23 @@ def test_a_truncated_video_is_an_error_unless_keep_going(detector: Path, tmp_pat
     assert count == 5
     assert sorted(p.name for p in frames.iterdir()) == sorted(
         [f"frame_{i:06d}_{k}.png" for i in range(count) for k in ("depth", "mask")] + ["notes.txt"])
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped_white(tmp_path: Path) -> None:
+    """Issue 24: PIL's convert("RGB") clips I;16, so a 16-bit composite read as all white."""
+    import io
+
+    from maskdepth.data import read_image_file
+    from maskdepth.data.images import decode_rgb
+
+    values = np.tile(np.array([0, 16384, 32768, 65535], np.uint16), (8, 2))  # 8 x 8
+    path = tmp_path / "gray16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    expected = np.rint(values / 257.0) / 255.0
+    image = read_image_file(path)  # predict and the video's background
+    assert image.shape == (3, 8, 8)
+    np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
+    rgb, stored = decode_rgb(path.read_bytes(), None)  # the dataset
+    assert stored == (8, 8)
+    np.testing.assert_array_equal(rgb[..., 1], np.rint(values / 257.0).astype(np.uint8))
