@@ -127,3 +127,16 @@ def test_the_dynamo_exporter_gives_the_same_graph(checkpoint: Path, tmp_path: Pa
         outputs = session.run(None, {"bg": bg.numpy(), "fg_bg": fg_bg.numpy()})
         for got, want in zip(outputs, _reference(checkpoint, bg, fg_bg), strict=True):
             assert np.abs(got - want).max() <= 1e-4
+
+
+def test_export_refuses_an_out_that_is_its_checkpoint(checkpoint: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: `export X.pt --out X.pt` replaced the checkpoint with the export, exit 0."""
+    link = tmp_path / "link.pt"
+    link.symlink_to(checkpoint)
+    before = checkpoint.read_bytes()
+    for out in (checkpoint, link):
+        assert main(["export", str(checkpoint), "--format", "torchscript", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"maskdepth: error: --out {out} is the input checkpoint {checkpoint}; writing it would destroy" in err
+    assert checkpoint.read_bytes() == before

@@ -350,3 +350,58 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
     assert re.match(r"maskdepth: interrupted (at|after) epoch \d+", last_line), last_line
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["step"] > 0 and f"(step {saved['step']})" in last_line
+
+
+# --------------------------------------------------------------------------------------------
+# 10. a run knows its data (issue 24)
+
+
+def test_a_run_refuses_other_data_keeps_its_checkpoint_and_resumes_on_a_copy(
+        tiny_data: Path, tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maskdepth.synth import make_dataset
+
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    # the same generator settings, another seed: the same names and bg ids, other images
+    other = tmp_path / "other.zip"
+    make_dataset(other, size=32, num_bg=5, num_fg=3, per_pair=2, seed=1, workers=1, progress=False)
+    before = last.read_bytes()
+    capsys.readouterr()
+    for epochs in ("2", "1"):  # an unfinished resume, and "already trained"
+        assert main(["train", str(QUICK), *tiny_overrides, f"data.path={other}", f"train.epochs={epochs}"]) == 2
+        line = _one_error_line(capsys)
+        assert f"run {run} was trained on {tiny_data} (60 samples" in line, line
+        assert f"data.path is other data: {other} (60 samples" in line and "new run_dir" in line, line
+        assert last.read_bytes() == before
+    # the notebook's evaluation (data given, no consent) is refused; the CLI's --data evaluates and says so
+    from maskdepth.errors import DataError
+    from maskdepth.inference import evaluate_checkpoint
+
+    with pytest.raises(DataError, match="was trained on .*tiny.zip .* other data: .*other.zip"):
+        evaluate_checkpoint(last, data=other, split="val")
+    assert main(["evaluate", str(last), "--data", str(other), "--split", "val"]) == 0
+    out = capsys.readouterr()
+    assert f"was trained on {tiny_data}" in out.err + out.out and f"evaluated on {other}" in out.err + out.out
+    # the same archive at another path (Drive -> local disk) resumes as before
+    copy = tmp_path / "local" / "tiny.zip"
+    copy.parent.mkdir()
+    shutil.copy(tiny_data, copy)
+    fit(load_config(QUICK, [*tiny_overrides, f"data.path={copy}", "train.epochs=2"]))
+    assert load_checkpoint(last)["epoch"] == 2
+
+
+def test_a_checkpoint_without_a_data_fingerprint_still_resumes_with_a_note(
+        tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maskdepth.checkpoint import save_checkpoint
+
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    state = load_checkpoint(last)
+    assert state["data"]["samples"] == 60 and len(state["data"]["sha1"]) == 16
+    del state["data"]  # as written before fingerprints were recorded
+    save_checkpoint(last, state)
+    capsys.readouterr()
+    assert main(["train", str(QUICK), *tiny_overrides]) == 0
+    out = capsys.readouterr()
+    assert "records no data fingerprint" in out.out + out.err and "Traceback" not in out.err
+    assert load_checkpoint(last)["epoch"] == 2 and "data" in load_checkpoint(last)

@@ -221,6 +221,38 @@ def test_index_reports_duplicate_names_inside_and_across_archives(tmp_path, caps
     assert main(args) == 1
     out = capsys.readouterr().out
     assert report.duplicates[0] in out and f"note: {report.shared[0]}" in out
+    # issue 24: no manifest that would read a hidden copy, and a manifest by hand is refused by training
+    assert report.out is None and not (tmp_path / "m.csv").exists() and not (tmp_path / "m2.csv").exists()
+    assert "paired 2 samples, but wrote no manifest" in out
+
+
+def test_a_dataset_whose_archive_repeats_a_name_is_refused_in_one_line(tmp_path):
+    from maskdepth.data import open_dataset
+    from maskdepth.errors import DataError
+
+    data = tmp_path / "dup.zip"
+    write_dataset_zip(data, num_bg=3, per_bg=2)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(data, "a") as z:
+        z.writestr("mask/bg001_fg001.png", b"a second copy")
+    with pytest.raises(DataError, match=r"dup.zip: 1 entry name\(s\) occur more than once .*mask/bg001_fg001.png; "
+                                        r"re-create the zip without them \(or set data.skip_bad=true"):
+        open_dataset(data, 32, "all")
+    with pytest.warns(UserWarning, match="the last copy of each is read"):
+        assert len(open_dataset(data, 32, "all", skip_bad=True)) == 6
+
+
+def test_index_refuses_an_out_that_is_one_of_its_input_zips(tmp_path, capsys):
+    paths = write_original_layout(tmp_path / "zips", num_bg=2, per_bg=1)
+    link = tmp_path / "link.zip"
+    link.symlink_to(paths["depth"])
+    before = paths["depth"].read_bytes()
+    for out in (paths["mask"], link):
+        args = ["index", *(x for r in ("bg", "fg_bg", "mask", "depth") for x in (f"--{r.replace('_', '-')}", str(paths[r]))),
+                "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"maskdepth: error: --out {out} is the input --" in err and "choose another output path" in err
+    assert paths["depth"].read_bytes() == before and zipfile.is_zipfile(paths["mask"])
 
 
 @pytest.mark.parametrize("pattern", [r"bg192_(\d+)", r"(bg192_\d+)", r"^(bg192_\d+)_?(fg\d+)?"])

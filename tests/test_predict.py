@@ -256,3 +256,85 @@ def test_side_by_side_pads_odd_sizes_to_even() -> None:
     assert panel.shape == (6, 22, 3) and panel.dtype == np.uint8
     assert (panel[:5, :7] == 9).all() and panel[2, 10].tolist() == [255] * 3 and panel[1, 10].tolist() == [0] * 3
     assert (panel[5] == 0).all() and (panel[:, 21] == 0).all()  # the padding row and column
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24: outputs never overwrite inputs; truncated videos and reused --frames folders
+
+
+def test_an_output_that_is_an_input_is_refused(detector: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bg_path, bg = _scene(tmp_path)
+    video = _make_video(tmp_path / "in.mp4", bg)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(video)
+    before = video.read_bytes()
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    fg = _png(shots / "a.png", W, H)
+    clash = _png(shots / "a_mask.png", W, H)  # the bg is named like a's mask output
+    cases = [(["--bg", str(bg_path), "--video", str(video), "--out", str(video)], f"--out {video} is the input --video"),
+             (["--bg", str(bg_path), "--video", str(video), "--out", str(link)], f"--out {link} is the input --video"),
+             (["--bg", str(clash), "--fg-bg", str(fg), "--out", str(shots)], f"--out writes {clash} is the input --bg")]
+    for args, message in cases:
+        assert main(["predict", str(detector), *args, "--device", "cpu"]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("maskdepth: error: ") and err.count("\n") == 1 and message in err, (args, err)
+    assert video.read_bytes() == before
+
+
+def test_a_truncated_video_is_an_error_unless_keep_going(detector: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bg_path, bg = _scene(tmp_path)
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as container:  # moov at the front
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i in range(FRAMES):
+            frame = bg.copy()
+            frame[_object_box(i)] = OBJECT_RGB
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(full)) as container:  # cut at the start of the 6th packet: frames 0-4 decode, no error
+        starts = [p.pos for p in container.demux(container.streams.video[0]) if p.pos is not None and p.pos >= 0]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: starts[5]])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frame_999999_mask.png").write_bytes(b"stale")  # of an earlier, longer clip
+    (frames / "notes.txt").write_text("not ours")
+    out = tmp_path / "out.mp4"
+    args = ["predict", str(detector), "--bg", str(bg_path), "--video", str(cut), "--out", str(out), "--device", "cpu",
+            "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--video {cut}: only " in err and f"of the {FRAMES} frames its container" in err
+    assert "--keep-going" in err and not out.exists()
+    with pytest.warns(UserWarning, match="truncated"):
+        assert main([*args, "--keep-going", "--frames", str(frames)]) == 0
+    count = len(_read_video(out)[0])
+    assert count == 5
+    assert sorted(p.name for p in frames.iterdir()) == sorted(
+        [f"frame_{i:06d}_{k}.png" for i in range(count) for k in ("depth", "mask")] + ["notes.txt"])
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped_white(tmp_path: Path) -> None:
+    """Issue 24: PIL's convert("RGB") clips I;16, so a 16-bit composite read as all white."""
+    import io
+
+    from maskdepth.data import read_image_file
+    from maskdepth.data.images import decode_rgb
+
+    values = np.tile(np.array([0, 16384, 32768, 65535], np.uint16), (8, 2))  # 8 x 8
+    path = tmp_path / "gray16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    expected = np.rint(values / 257.0) / 255.0
+    image = read_image_file(path)  # predict and the video's background
+    assert image.shape == (3, 8, 8)
+    np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
+    rgb, stored = decode_rgb(path.read_bytes(), None)  # the dataset
+    assert stored == (8, 8)
+    np.testing.assert_array_equal(rgb[..., 1], np.rint(values / 257.0).astype(np.uint8))

@@ -20,6 +20,8 @@ A checkpoint is a plain dict of tensors and Python values, so it loads with
     rng                   every RNG training touches (see `capture_rng`)
     best_metric, history  the best value of train.best_metric and one metrics.csv row per epoch
     splits                the bg ids of train / val / test
+    data                  the data it trained on: {"samples", "sha1"} (`Manifest.fingerprint`); absent
+                          in checkpoints written before it was recorded
 Older formats are migrated on read (`_MIGRATIONS`): format 1 kept a LambdaLR state and the
 epoch sums as a flat dict.
 
@@ -79,6 +81,11 @@ class Checkpoint:
     splits: dict[str, list[Any]] | None
     state: dict[str, Any]  # the whole dict, for `restore`
 
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """The fingerprint of the data this run trained on (None: an older checkpoint without one)."""
+        return self.state.get("data") or None
+
 
 # --------------------------------------------------------------------------------------------
 # write
@@ -94,10 +101,12 @@ def make_state(
     ema: Any = None,
     splits: dict[str, list[Any]] | None = None,
     version: str = "",
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of a training run. `model` is the optimised network (unwrapped from
     DDP / compile); with `ema` (a `ModelEMA`) the saved `model` is its average and the
-    optimised weights go to `raw_model`. The RNG states are captured now."""
+    optimised weights go to `raw_model`; `data` is the training data's fingerprint. The RNG
+    states are captured now."""
     extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema is not None else {}
     return {
         "format": FORMAT, "version": version, "config": config, **extra,
@@ -106,6 +115,7 @@ def make_state(
         "epoch": ts.epoch, "batch_in_epoch": ts.batch_in_epoch, "step": ts.step,
         "epoch_sums": {"sums": ts.sums, "seconds": ts.epoch_seconds} if ts.batch_in_epoch else {},
         "rng": capture_rng(), "best_metric": ts.best_metric, "history": list(ts.history), "splits": splits,
+        **({"data": dict(data)} if data else {}),
     }
 
 

@@ -96,6 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out=args.out,
         batch_size=args.batch_size,
         overrides=args.overrides,
+        other_data=args.data is not None,  # --data names the data on purpose: evaluated, with a note
     )
     print(format_metrics(results))
     if args.out:
@@ -120,7 +121,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         out = args.out or str(Path(args.video).with_name(Path(args.video).stem + "_pred.mp4"))
         path, count = predict_video(args.checkpoint, bg=args.bg, video=args.video, out=out, frames=args.frames,
-                                    **common)
+                                    keep_going=args.keep_going, **common)
         print(f"wrote {path} ({count} frames: input | mask | depth)" + (f" and {args.frames}/" if args.frames else ""))
         return 0
     from maskdepth.inference import predict_pairs
@@ -236,7 +237,7 @@ def _add_evaluate(sub: Any) -> None:
         description="Evaluate a checkpoint; the data, size and normalisation come from its config unless overridden.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's data.path)")
+    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's data.path); other data than it trained on is evaluated, with a note")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=None)
@@ -264,7 +265,10 @@ def _add_predict(sub: Any) -> None:
                    help="output folder (default: predictions), or with --video the video to write "
                         "(.mp4, .mov, .mkv, .avi; default: IN_pred.mp4)")
     p.add_argument("--frames", default=None, metavar="DIR",
-                   help="with --video: also write frame_NNNNNN_mask.png and frame_NNNNNN_depth.png here")
+                   help="with --video: also write frame_NNNNNN_mask.png and frame_NNNNNN_depth.png here (those of "
+                        "an earlier run in DIR are removed first)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="with --video: write the frames that decode of a video cut short (default: an error)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="pairs or frames per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", choices=["auto", "fp32", "bf16", "fp16"], default="auto",

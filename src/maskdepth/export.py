@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from maskdepth import __version__
 from maskdepth.errors import ConfigError, MaskDepthError
-from maskdepth.fileio import write_atomic
+from maskdepth.fileio import refuse_overwrite, write_atomic
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "legacy", "dynamo")
@@ -122,6 +122,8 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    refuse_overwrite(out, {"checkpoint": checkpoint})
+    refuse_overwrite(Path(out).with_name(Path(out).name + ".json"), {"checkpoint": checkpoint}, "the sidecar of --out")
     model, cfg = load_model(checkpoint, "cpu")
     ck = read_checkpoint(checkpoint, mmap=True)
     stride = int(getattr(model, "stride", 1))

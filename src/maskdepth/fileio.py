@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from maskdepth.errors import DiskFullError
+from maskdepth.errors import ConfigError, DiskFullError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -35,6 +35,32 @@ def disk_full(exc: BaseException) -> bool:
             return True
         stack += [e.__cause__, e.__context__]
     return False
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """The keys that make two paths one file: the resolved path (symlinks followed) and, for a
+    file that exists, its inode (hard links, case-insensitive file systems)."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return (real,)
+    return (real, (st.st_dev, st.st_ino))
+
+
+def refuse_overwrite(outs: Any, inputs: dict[str, Any] | list[tuple[str, Any]], flag: str = "--out") -> None:
+    """ConfigError (one line) when an output path (`outs`: one path or several) is one of
+    `inputs` ({what: path} or (what, path) pairs; None skipped): writing it would destroy the
+    input before (or while) it is read."""
+    known: dict[Any, tuple[str, Any]] = {}
+    for what, path in inputs.items() if isinstance(inputs, dict) else inputs:
+        if path is not None:
+            known.update({key: (what, path) for key in _identity(path)})
+    for out in [outs] if isinstance(outs, (str, os.PathLike)) else outs:
+        hit = next((known[key] for key in _identity(out) if key in known), None)
+        if hit is not None:
+            raise ConfigError(f"{flag} {out} is the input {hit[0]} {hit[1]}; writing it would destroy the input: "
+                              "choose another output path")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -37,12 +37,14 @@ from tqdm.auto import tqdm
 from maskdepth.checkpoint import Checkpoint, load_weights, read_checkpoint
 from maskdepth.config import Config, config_from_dict, is_device_name
 from maskdepth.errors import CheckpointError, ConfigError, DataError
-from maskdepth.fileio import write_atomic
+from maskdepth.fileio import refuse_overwrite, write_atomic
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 from maskdepth.pairs import collect_pairs
+from maskdepth.rundir import check_same_data
 from maskdepth.runtime import amp_dtype, autocast, resolve_device
 from maskdepth.viz import colorize_depth
 
+OUTPUT_SUFFIXES = ("_mask.png", "_depth.png", "_depth_color.png", "_overlay.png")  # per pair, after the fg_bg stem
 REGIONS = ("inside", "outside")  # depth metrics restricted to the true mask / its complement
 
 
@@ -101,12 +103,16 @@ def evaluate_checkpoint(
     out: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     overrides: Sequence[str] = (),
+    other_data: bool = False,
 ) -> dict[str, Any]:
     """The full metric set of a checkpoint on one split of its dataset.
 
     The dataset, image size and split settings (split_mode, fractions, split_seed) come from the
     checkpoint's config, so `split="test"` is the split held out in training; `data` replaces
     data.path and `overrides` ("key=value", e.g. "data.size=64", "device=cpu") any other key.
+    Data other than the checkpoint trained on (by its recorded fingerprint) is refused, with one
+    line, unless `other_data` (the CLI's --data): then it is evaluated and "trained on A,
+    evaluated on B" is printed and returned as "data_note".
 
     Returns (and writes as JSON to `out`, atomically) a dict:
         "checkpoint", "epoch" (epochs completed), "step", "split", "data", "size", "model",
@@ -124,6 +130,8 @@ def evaluate_checkpoint(
     model, cfg, ck = _load(checkpoint, "cpu", overrides)
     device = resolve_device(cfg.device)
     model.to(device)
+    note = check_same_data(ck, cfg.data.path, f"checkpoint {checkpoint}", tqdm.write, refuse=not other_data,
+                           advice=f"pass --data {cfg.data.path} (other_data=True) to evaluate on it anyway")
     dataset, loader = _split_loader(cfg, checkpoint, data, split, batch_size, device)
     figures = evaluate(model, loader, device, regions=True, progress=True)
     results: dict[str, Any] = {
@@ -136,6 +144,7 @@ def evaluate_checkpoint(
         "model": cfg.model.name,
         "count": int(figures.get("count", len(dataset))),
         "split_matches_training": _split_matches(ck.splits, dataset.splits, split),
+        "data_note": note,
         "metrics": {k: _finite_or_none(figures.get(k)) for k in MASK_KEYS + DEPTH_KEYS},
     }
     for region in REGIONS:
@@ -254,6 +263,10 @@ def predict_pairs(
         ConfigError: both or neither of `pairs` and (`bg`, `fg_bg`), a bad device or batch size.
     """
     pair_list = collect_pairs(bg=bg, fg_bg=fg_bg, pairs=pairs)
+    inputs = [("checkpoint", checkpoint), ("--pairs", pairs), *(("--bg", b) for b, _ in pair_list),
+              *(("--fg-bg", f) for _, f in pair_list)]  # an output named like an input would overwrite it
+    refuse_overwrite([Path(out) / f"{f.stem}{suffix}" for _, f in pair_list for suffix in OUTPUT_SUFFIXES], inputs,
+                     "--out writes")
     predictor = Predictor.load(checkpoint, device=device, amp=amp)
     check_batch_size(batch_size)
     written: list[Path] = []

@@ -57,18 +57,32 @@ def read_pairs_csv(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--pairs {path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [{**{k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, "": reader.line_num}
+                    for row in reader]
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:  # whole, for the line (a chunked decoder counts from its chunk)
+            line = data[:exc.start].count(b"\n") + 1
+            raise DataError(f"--pairs {path}: not UTF-8 text (line {line}, byte "
+                            f"{exc.start}: {exc.reason}); save it as UTF-8 CSV") from None
+        raise
     if not {"bg", "fg_bg"} <= set(columns):
         found = ",".join(columns) or "none"
         raise DataError(f"--pairs {path}: needs a header row with bg and fg_bg columns, found {found}")
     rows = [row for row in rows if row.get("bg") or row.get("fg_bg")]  # blank lines
     if not rows:
         raise DataError(f"--pairs {path}: no pairs (only a header row)")
+    empty = [f"line {row['']}: empty {key} cell" for row in rows for key in ("bg", "fg_bg") if not row.get(key)]
+    if empty:
+        raise DataError(f"--pairs {path}: {_listing(empty)}; every row needs a bg and a fg_bg file")
     pairs = [(path.parent / row["bg"], path.parent / row["fg_bg"]) for row in rows]
-    missing = [f"{p} (line {i + 2})" for i, pair in enumerate(pairs) for p in pair if not p.is_file()]
+    missing = [f"{p} (line {row['']})" for row, pair in zip(rows, pairs) for p in pair if not p.is_file()]
     if missing:
         raise DataError(f"--pairs {path}: {len(missing)} file(s) not found: {_listing(missing)}")
     _check_unique_names(pairs, f"--pairs {path}")
@@ -80,7 +94,7 @@ def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> li
 
     Each argument is a file, a folder (its images, IMAGE_SUFFIXES) or a glob. Two files make one
     pair; one bg file is shared by a folder or glob of composites; two folders or two globs pair
-    by file stem, and two globs whose names differ pair in sorted order when they hold as many files.
+    by file stem, and the files of either without a partner are named.
     """
     bg_files, bg_kind = _expand(bg, "--bg")
     fg_files, fg_kind = _expand(fg_bg, "--fg-bg")
@@ -93,19 +107,15 @@ def pair_inputs(bg: str | os.PathLike[str], fg_bg: str | os.PathLike[str]) -> li
         pairs = [(bg_files[0], fg_files[0])]
     else:
         by_name_bg, by_name_fg = _by_stem(bg_files, "--bg"), _by_stem(fg_files, "--fg-bg")
-        if set(by_name_bg) == set(by_name_fg):
-            pairs = [(by_name_bg[s], by_name_fg[s]) for s in sorted(by_name_fg)]
-        elif bg_kind == fg_kind == "glob" and len(bg_files) == len(fg_files):
-            pairs = list(zip(bg_files, fg_files, strict=True))  # globs with different names: documented sorted order
-        else:
+        if set(by_name_bg) != set(by_name_fg):  # globs too: pairing by sorted order paired wrong files silently
             only_bg = sorted(set(by_name_bg) - set(by_name_fg))
             only_fg = sorted(set(by_name_fg) - set(by_name_bg))
             raise DataError(
                 f"--bg {bg} and --fg-bg {fg_bg} do not pair by name: "
                 f"{_listing(only_fg)} only in --fg-bg, {_listing(only_bg)} only in --bg"
-                + (f" ({len(bg_files)} vs {len(fg_files)} files, so not by order either)"
-                   if bg_kind == "glob" else "")
+                + (f" ({len(bg_files)} vs {len(fg_files)} files)" if bg_kind == "glob" else "")
             )
+        pairs = [(by_name_bg[s], by_name_fg[s]) for s in sorted(by_name_fg)]
     _check_unique_names(pairs, f"--fg-bg {fg_bg}")
     return pairs
 

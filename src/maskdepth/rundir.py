@@ -29,7 +29,8 @@ import torch
 
 from maskdepth.checkpoint import Checkpoint, TrainState, read_checkpoint
 from maskdepth.config import Config, config_from_dict, diff_configs, save_config
-from maskdepth.errors import CheckpointError, ConfigError, MaskDepthError, TrainingError
+from maskdepth.data.manifest import load_manifest
+from maskdepth.errors import CheckpointError, ConfigError, DataError, MaskDepthError, TrainingError
 from maskdepth.fileio import atomic_open, write_atomic
 from maskdepth.history import best_epoch, write_metrics_csv
 from maskdepth.runlock import RunLock
@@ -98,12 +99,15 @@ def run_lock(run_dir: Path, world: Dist, device: torch.device) -> Iterator[None]
             lock.release()
 
 
-def read_resumable(source: Path | None, cfg: Config) -> Checkpoint | None:
+def read_resumable(source: Path | None, cfg: Config, log: Log = print) -> Checkpoint | None:
     """The checkpoint at `source` (None: none), after checking that `cfg` changes only
-    RESUMABLE_KEYS of the config it was trained with."""
+    RESUMABLE_KEYS of the config it was trained with, and that data.path is the data it trained on
+    (`check_same_data`; a checkpoint given as resume=PATH from elsewhere gets a note instead)."""
     if source is None:
         return None
     ck = read_checkpoint(source)
+    own = source.resolve() == last_checkpoint(Path(cfg.run_dir)).resolve()
+    check_same_data(ck, cfg.data.path, f"run {cfg.run_dir}" if own else f"checkpoint {source}", log, refuse=own)
     try:
         saved = config_from_dict(ck.config)
     except ConfigError as exc:
@@ -119,6 +123,38 @@ def read_resumable(source: Path | None, cfg: Config) -> Checkpoint | None:
         raise ConfigError(f"{key}={new!r} but the run in {ck.path} was trained with {key}={old!r}{more}; a resumed "
                           f"run may change only {', '.join(RESUMABLE_KEYS)}; set it back, or train into a new run_dir")
     return ck
+
+
+TRAIN_ADVICE = "train this data under a new run_dir (in the notebook a new RUN_NAME), or set data.path back"
+
+
+def check_same_data(ck: Checkpoint, data_path: str | Path, what: str, log: Log, *, refuse: bool = True,
+                    advice: str = TRAIN_ADVICE) -> str | None:
+    """Whether `data_path` holds the data `ck` trained on (its `Manifest.fingerprint`, which a copy
+    of the same archive at another path shares). Other data: DataError naming `what` (e.g. "run
+    RUN"), both datasets and what to do, or with `refuse=False` the line "trained on A, evaluated
+    on B", logged and returned. A checkpoint that records no fingerprint (older ones) gets a note;
+    data that is not there is left to whatever reads it next (a finished run needs none)."""
+    trained = ck.config.get("data", {}).get("path", "?")
+    if not data_path or not Path(data_path).exists():
+        return None
+    if ck.data is None:
+        log(f"note: {ck.path} records no data fingerprint (written before maskdepth recorded one); "
+            f"not checking that {data_path} is the data it trained on ({trained})")
+        return None
+    given = load_manifest(data_path, in_memory=False).fingerprint
+    if given == ck.data:
+        return None
+
+    def describe(path: Any, fp: dict[str, Any]) -> str:
+        return f"{path} ({fp.get('samples')} samples, fingerprint {fp.get('sha1')})"
+
+    if refuse:
+        raise DataError(f"{what} was trained on {describe(trained, ck.data)}, but data.path is other data: "
+                        f"{describe(data_path, given)}; the checkpoint is left as it is: {advice}")
+    line = f"note: {ck.path} was trained on {describe(trained, ck.data)}, evaluated on {describe(data_path, given)}"
+    log(line)
+    return line
 
 
 def training_clock(history: list[dict[str, Any]], current: float) -> float:
@@ -200,5 +236,5 @@ def save_epoch(run_dir: Path, cfg: Config, ts: TrainState, improved: bool, save:
     save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
 
 
-__all__ = ["RESUMABLE_KEYS", "grid_path", "last_checkpoint", "prepare_run_dir", "read_resumable", "repair_run_dir",
+__all__ = ["RESUMABLE_KEYS", "check_same_data", "grid_path", "last_checkpoint", "prepare_run_dir", "read_resumable", "repair_run_dir",
            "resume_source", "run_finished", "run_lock", "save_epoch", "training_clock"]

@@ -180,7 +180,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
     try:
         source = resume_source(cfg, run_dir, log)
         with run_lock(run_dir, world, device), StopRequest(log) as stop, contextlib.ExitStack() as stack:
-            ck = read_resumable(source, cfg)
+            ck = read_resumable(source, cfg, log)
             if ck is not None and run_finished(ck.train, cfg, run_dir, log):
                 if world.main:
                     repair_run_dir(run_dir, ck, cfg, draw_grid=functools.partial(_draw_finished, run_dir, ck, cfg))
@@ -348,7 +348,8 @@ def _save(path: Path, *, p: Parts, ts: TrainState, cfg: Config) -> None:
     if not all_finite(p.model):
         raise TrainingError("the model has non-finite weights; refusing to overwrite the last good checkpoint")
     save_checkpoint(path, make_state(ts, config=config_to_dict(cfg), model=p.model, optimizer=p.optimizer,
-                                     scaler=p.scaler, ema=p.ema, splits=p.train_set.splits, version=__version__))
+                                     scaler=p.scaler, ema=p.ema, splits=p.train_set.splits, version=__version__,
+                                     data=p.train_set.manifest.fingerprint))
 
 
 def _draw_finished(run_dir: Path, ck: Any, cfg: Config, row: dict[str, Any]) -> None:

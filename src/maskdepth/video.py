@@ -19,6 +19,8 @@ an optional dependency; without it the command says so in one line.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -30,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maskdepth.errors import ConfigError, DataError, MaskDepthError
-from maskdepth.fileio import atomic_open
+from maskdepth.fileio import atomic_open, refuse_overwrite
 from maskdepth.inference import Predictor, check_batch_size, resize_bilinear, write_mask_depth
 from maskdepth.viz import colorize_depth
 
@@ -48,6 +50,9 @@ def require_av() -> Any:
     return av
 
 
+FRAME_FILE = re.compile(r"frame_\d{6}_(mask|depth)\.png")  # what --frames holds: this command's own files
+
+
 def predict_video(
     checkpoint: str | os.PathLike[str],
     *,
@@ -59,6 +64,7 @@ def predict_video(
     batch_size: int = 8,
     amp: str = "auto",
     progress: bool = False,
+    keep_going: bool = False,
 ) -> tuple[Path, int]:
     """Write the side-by-side video (frame | mask | depth colour map) of `video` to `out`.
 
@@ -66,13 +72,13 @@ def predict_video(
         bg: the background image, the scene without the object; the frame's size, or the same
             aspect ratio (then it is resized to the frame size).
         out: a .mp4, .mov, .mkv or .avi file, written to a temp file and renamed when complete.
-        frames: a folder for per-frame frame_NNNNNN_mask.png and frame_NNNNNN_depth.png, or None.
+        frames: a folder for per-frame frame_NNNNNN_mask.png and _depth.png (old ones removed), or None.
         device, batch_size, amp: as for `maskdepth.inference.predict_pairs`.
-    Returns:
-        (out, the number of frames written).
+        keep_going: write what decodes of a video cut short (see `_check_complete`).
+    Returns (out, the number of frames written).
     Raises:
-        MaskDepthError: PyAV missing. DataError: an unreadable video or bg, a bg of another aspect
-        ratio. ConfigError: an unsupported output suffix, a bad device.
+        MaskDepthError: PyAV missing. DataError: an unreadable or truncated video or bg, a bg of
+        another aspect ratio. ConfigError: an unsupported or input-destroying output, a bad device.
     """
     from maskdepth.data import read_image_file
 
@@ -81,10 +87,12 @@ def predict_video(
     container = CONTAINERS.get(out.suffix.lower())
     if container is None:
         raise ConfigError(f"--out {out}: the output video must end in {', '.join(CONTAINERS)}")
+    refuse_overwrite(out, {"--video": video, "--bg": bg, "checkpoint": checkpoint})
     check_batch_size(batch_size)
     predictor = Predictor.load(checkpoint, device=device, amp=amp)
     bg_img = read_image_file(bg)
     count = 0
+    _clear_frames(frames)
     with _open_input(av, video) as (source, stream), atomic_open(out, "wb") as f:
         height, width = stream.codec_context.height, stream.codec_context.width
         bg_img = _fit_background(bg_img, height, width, bg, video)
@@ -101,9 +109,34 @@ def predict_video(
                     bar.update(1)
             if count == 0:  # raised inside: nothing is written to `out`
                 raise DataError(f"--video {video}: no frames could be decoded")
+            _check_complete(stream, rate, count, video, keep_going)
             for packet in writer.encode():  # flush the encoder
                 sink.mux(packet)
     return out, count
+
+
+def _clear_frames(frames: str | os.PathLike[str] | None) -> None:
+    """A reused --frames folder: remove this command's own frame files, so that no stale frame of an
+    earlier, longer clip stays beside the new ones (anything else in the folder is left alone)."""
+    for old in Path(frames).glob("frame_*_*.png") if frames is not None else ():
+        if FRAME_FILE.fullmatch(old.name):
+            old.unlink()
+
+
+def _check_complete(stream: Any, rate: Fraction, count: int, video: Any, keep_going: bool) -> None:
+    """DataError when fewer frames decoded than the container declares (its frame count, else its
+    duration times the rate, within a frame): a truncated file decodes up to the cut without an
+    error. With `keep_going` only a warning."""
+    declared = int(stream.frames or 0)
+    if not declared and stream.duration and stream.time_base:
+        declared = int(float(stream.duration * stream.time_base * rate)) - 1
+    if count >= declared:
+        return
+    message = (f"--video {video}: only {count} of the {declared} frames its container declares could be decoded "
+               "(a truncated or damaged file)")
+    if not keep_going:
+        raise DataError(f"{message}; pass --keep-going to write the {count} frames that decode")
+    warnings.warn(f"{message}; --keep-going: wrote those {count}", stacklevel=3)
 
 
 def side_by_side(rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> np.ndarray:

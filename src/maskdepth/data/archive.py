@@ -224,6 +224,11 @@ class ZipArchive:
         base = self._basenames[k][index - int(self._folder_start[k])]
         return self._folders[k] + base.decode("utf-8")
 
+    def crcs(self, indices: np.ndarray) -> np.ndarray:
+        """The CRC-32 (uint32) of entries `indices`, from the central directory: what the data
+        fingerprint hashes, so two archives with the same names but other images differ."""
+        return self._crc[np.asarray(indices, dtype=np.int64)]
+
     def names(self) -> Iterable[str]:
         """Every entry name, in index order."""
         for folder, base in zip(self._folders, self._basenames, strict=True):

@@ -55,6 +55,7 @@ import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from maskdepth.data._buffers import batch_buffer, probe_shared_memory, reuse_freed_batch_memory
+from maskdepth.data.archive import describe_duplicates
 from maskdepth.data.images import ImageError, decode_depth_raw, decode_mask_binary, decode_rgb
 from maskdepth.data.manifest import Manifest, load_manifest
 from maskdepth.data.splits import SPLIT_MODES, SPLITS, check_fractions, split_rows
@@ -387,6 +388,7 @@ def open_dataset(
     fractions = _check_options(size, split, split_mode, fractions)
     manifest = load_manifest(path, in_memory=in_memory)
     _report_missing(manifest, skip_bad)
+    _report_duplicates(manifest, skip_bad)
     rows, splits = split_rows(manifest, split, split_mode, fractions, split_seed)
     if len(rows) == 0:
         raise DataError(f"{manifest.source}: split {split!r} has no samples (fractions {list(fractions)}); "
@@ -403,6 +405,16 @@ def _check_options(size: Any, split: str, split_mode: str, fractions: Sequence[f
     if split_mode not in SPLIT_MODES:
         raise ConfigError(f"data.split_mode must be 'bg' or 'random', got {split_mode!r}")
     return check_fractions(fractions)
+
+
+def _report_duplicates(manifest: Manifest, skip_bad: bool) -> None:
+    """An archive that holds an entry name twice hides the earlier copy: which one a sample
+    means cannot be told. DataError (one line), or with skip_bad a warning that says so."""
+    lines = [line for line in map(describe_duplicates, manifest.archives) if line is not None]
+    if lines and not skip_bad:
+        raise DataError(f"{lines[0]} (or set data.skip_bad=true to read the last copy of each)")
+    if lines:
+        warnings.warn(f"{lines[0]} (data.skip_bad: the last copy of each is read)", stacklevel=3)
 
 
 def _report_missing(manifest: Manifest, skip_bad: bool) -> None:

@@ -326,7 +326,7 @@ def decode_rgb(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, in
     try:
         _shrink_in_decoder(img, "RGB", size)
         if img.mode != "RGB":
-            img = img.convert("RGB")
+            img = to_rgb(img)
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.BILINEAR)
         return np.asarray(img), stored
@@ -429,6 +429,17 @@ def decode_depth(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, 
     return depth, stored
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as 8-bit RGB. A 16-bit grayscale PNG (PIL's "I;16" or "I") is scaled to 8 bits
+    (value / 257): PIL's own convert clips it, so every pixel above 255 of 65535 came out white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
 def read_image_file(path: str | os.PathLike) -> torch.Tensor:
     """An image file (any format PIL reads; EXIF rotation applied) as float32 [3, H, W] in [0, 1].
 
@@ -444,7 +455,7 @@ def read_image_file(path: str | os.PathLike) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img).convert("RGB")
+                img = to_rgb(ImageOps.exif_transpose(img))
     except _DECODE_ERRORS as exc:
         raise DataError(f"{path}: not a readable image ({_reason(exc)}); expected a JPEG or PNG file") from None
     array = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))

@@ -167,6 +167,8 @@ def prepare_dataset(dataset: str | os.PathLike[str], local_dir: str | os.PathLik
             log(f"{manifest}: indexed before, reused")
             return manifest
         report = build_manifest(**{role: copies[role] for role in ROLES}, out=manifest)
+        if report.out is None and report.duplicates:
+            raise DataError(f"{source}: no manifest written: {report.duplicates[0]}")
         if report.out is None:
             raise DataError(f"{source}: no sample could be paired; {report.format().splitlines()[0]}")
         log(report.format())  # every unpaired entry, by name

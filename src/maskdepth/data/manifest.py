@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ import numpy as np
 
 from maskdepth.data.archive import ZipArchive, describe_duplicates, open_archive, release_free_memory, shared_names
 from maskdepth.errors import ConfigError, DataError
-from maskdepth.fileio import atomic_open
+from maskdepth.fileio import atomic_open, refuse_overwrite
 
 ROLES = ("fg_bg", "bg", "mask", "depth")
 ARCHIVE_COLUMNS = tuple(f"{role}_archive" for role in ROLES)
@@ -66,6 +67,8 @@ class Manifest:
         bg_code, fg_code: int32 [N], indices into `bg_ids` / `fg_ids`.
         info: dataset.json (empty when there is none).
         missing: messages naming the first entries that are not in their archive; missing_count: all.
+        fingerprint: {"samples": N, "sha1": ...}, a hash of the rows' entry names and bg ids: what
+            identifies the data a run trained on, the same for a copy of the archive at another path.
     """
 
     source: str
@@ -79,6 +82,7 @@ class Manifest:
     info: dict = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     missing_count: int = 0
+    fingerprint: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.entries.shape[1]
@@ -240,6 +244,7 @@ def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipA
     archive_ids: list[list[np.ndarray]] = [[] for _ in ROLES]
     bg_parts: list[np.ndarray] = []
     fg_parts: list[np.ndarray] = []
+    digest = hashlib.sha1()
     for numbers, columns in _row_blocks(reader, header, source):
         for k, role in enumerate(ROLES):
             values = columns[archive_col[k]] if archive_col[k] is not None else None
@@ -248,16 +253,21 @@ def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipA
             archive_ids[k].append(ids.astype(np.uint16))
         bg_ids = columns[col["bg_id"]] if "bg_id" in col else [_stem(name) for name in columns[col["bg"]]]
         bg_parts.append(_as_bytes(bg_ids))
+        for values in [*(columns[col[role]] for role in ROLES), bg_ids]:
+            digest.update(("\n".join(values) + "\0").encode("utf-8"))
         fg_parts.append(_as_bytes(columns[col["fg_id"]]) if "fg_id" in col else np.zeros(len(numbers), dtype="S1"))
     if not bg_parts:
         raise DataError(f"{source}: the manifest lists no samples")
     bg_ids, bg_code = np.unique(np.concatenate(bg_parts), return_inverse=True)
     fg_ids, fg_code = np.unique(np.concatenate(fg_parts), return_inverse=True)
+    found = np.stack([np.concatenate(parts) for parts in entries])
+    which = np.stack([np.concatenate(parts) for parts in archive_ids])
+    _hash_contents(digest, found, which, resolver.archives)
     return Manifest(
         source=source,
         archives=resolver.archives,
-        entries=np.stack([np.concatenate(parts) for parts in entries]),
-        archive_ids=np.stack([np.concatenate(parts) for parts in archive_ids]),
+        entries=found,
+        archive_ids=which,
         bg_code=bg_code.astype(np.int32),
         bg_ids=[b.decode("utf-8") for b in bg_ids],
         fg_code=fg_code.astype(np.int32),
@@ -265,7 +275,18 @@ def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipA
         info=info,
         missing=resolver.missing,
         missing_count=resolver.missing_count,
+        fingerprint={"samples": int(len(bg_code)), "sha1": digest.hexdigest()[:16]},
     )
+
+
+def _hash_contents(digest: Any, entries: np.ndarray, archive_ids: np.ndarray, archives: list[ZipArchive]) -> None:
+    """Add every resolved entry's CRC-32 to the fingerprint: synthetic archives made with other
+    seeds share every name and bg id; their images differ. Missing entries count as 0."""
+    crcs = np.zeros(entries.shape, dtype=np.uint32)
+    for a, archive in enumerate(archives):
+        at = (archive_ids == a) & (entries >= 0)
+        crcs[at] = archive.crcs(entries[at])
+    digest.update(crcs.astype("<u4").tobytes())
 
 
 def _as_bytes(values: list[str]) -> np.ndarray:
@@ -387,6 +408,8 @@ class IndexReport:
             lines.append(f"skipped {self.ignored} entries that are not images (folders, macOS metadata, other files)")
         if self.out is not None:
             lines.append(f"paired {self.rows} samples; wrote {self.out}")
+        elif self.rows and self.duplicates:
+            lines.append(f"paired {self.rows} samples, but wrote no manifest: an archive repeats entry names (below)")
         else:
             lines.append("paired no sample; no manifest written (check the archives and --bg-pattern)")
         if self.unpaired:
@@ -449,7 +472,7 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     Returns:
         IndexReport; `.ok` is False when any entry could not be paired (it is named in
         `.unpaired`; the manifest holds the paired samples) or an archive holds an entry name
-        twice (`.duplicates`). Names found in two of the archives are noted in `.shared`.
+        twice (`.duplicates`; then no manifest is written, as it would read hidden copies). Names found in two of the archives are noted in `.shared`.
 
     Raises:
         ConfigError: an invalid `bg_pattern`. DataError: an archive is missing or unreadable.
@@ -467,13 +490,13 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     archives, tables, ignored = _open_roles(specs, unpaired)
     rows = _pair_entries(archives, tables, pattern, pattern_text, unpaired)
     out = os.fspath(out)
-    written = None
-    if rows:
+    refuse_overwrite(out, {f"--{r.replace('_', '-')}": archives[r].path for r in ROLES})
+    written, lines = None, _duplicate_lines(list(archives.values()))
+    if rows and not lines["duplicates"]:  # a repeated name hides an entry: no manifest that would read it
         _write_manifest(out, rows, [archives[r].path for r in ROLES])
         written = out
     return IndexReport(out=written, rows=len(rows), counts={r: len(tables[r]) for r in ROLES},
-                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored,
-                       **_duplicate_lines(list(archives.values())))
+                       sources={r: archives[r].path for r in ROLES}, unpaired=unpaired, ignored=ignored, **lines)
 
 
 def _pair_entries(
