@@ -247,8 +247,8 @@ def test_index_refuses_an_out_that_is_one_of_its_input_zips(tmp_path, capsys):
     link.symlink_to(paths["depth"])
     before = paths["depth"].read_bytes()
     for out in (paths["mask"], link):
-        args = ["index", *(x for r in ("bg", "fg_bg", "mask", "depth") for x in (f"--{r.replace('_', '-')}", str(paths[r]))),
-                "--out", str(out)]
+        roles = [x for r in ("bg", "fg_bg", "mask", "depth") for x in (f"--{r.replace('_', '-')}", str(paths[r]))]
+        args = ["index", *roles, "--out", str(out)]
         assert main(args) == 2
         err = capsys.readouterr().err
         assert f"maskdepth: error: --out {out} is the input --" in err and "choose another output path" in err

@@ -71,7 +71,8 @@ def test_a_pairs_csv_that_is_not_utf8_or_has_an_empty_cell_is_one_line(tmp_path:
     _png(tmp_path / "bg.png", 8, 8)
     latin = tmp_path / "latin.csv"
     latin.write_bytes("bg,fg_bg\nbg.png,caf\u00e9.png\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text \(line 2, byte 19: invalid continuation byte\); save it as UTF-8"):
+    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text "
+                                        r"\(line 2, byte 19: invalid continuation byte\); save it as UTF-8"):
         read_pairs_csv(latin)
     empty = tmp_path / "empty.csv"
     empty.write_text("bg,fg_bg\nbg.png,bg.png\nbg.png,\n")

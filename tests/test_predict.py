@@ -273,7 +273,8 @@ def test_an_output_that_is_an_input_is_refused(detector: Path, tmp_path: Path,
     shots.mkdir()
     fg = _png(shots / "a.png", W, H)
     clash = _png(shots / "a_mask.png", W, H)  # the bg is named like a's mask output
-    cases = [(["--bg", str(bg_path), "--video", str(video), "--out", str(video)], f"--out {video} is the input --video"),
+    cases = [(["--bg", str(bg_path), "--video", str(video), "--out", str(video)],
+              f"--out {video} is the input --video"),
              (["--bg", str(bg_path), "--video", str(video), "--out", str(link)], f"--out {link} is the input --video"),
              (["--bg", str(clash), "--fg-bg", str(fg), "--out", str(shots)], f"--out writes {clash} is the input --bg")]
     for args, message in cases:
@@ -322,8 +323,6 @@ def test_a_truncated_video_is_an_error_unless_keep_going(detector: Path, tmp_pat
 
 def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped_white(tmp_path: Path) -> None:
     """Issue 24: PIL's convert("RGB") clips I;16, so a 16-bit composite read as all white."""
-    import io
-
     from maskdepth.data import read_image_file
     from maskdepth.data.images import decode_rgb
 

@@ -237,7 +237,8 @@ def _add_evaluate(sub: Any) -> None:
         description="Evaluate a checkpoint; the data, size and normalisation come from its config unless overridden.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's data.path); other data than it trained on is evaluated, with a note")
+    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's data.path); "
+                   "other data than it trained on is evaluated, with a note")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=None)

@@ -82,7 +82,7 @@ def read_pairs_csv(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     if empty:
         raise DataError(f"--pairs {path}: {_listing(empty)}; every row needs a bg and a fg_bg file")
     pairs = [(path.parent / row["bg"], path.parent / row["fg_bg"]) for row in rows]
-    missing = [f"{p} (line {row['']})" for row, pair in zip(rows, pairs) for p in pair if not p.is_file()]
+    missing = [f"{p} (line {row['']})" for row, pair in zip(rows, pairs, strict=True) for p in pair if not p.is_file()]
     if missing:
         raise DataError(f"--pairs {path}: {len(missing)} file(s) not found: {_listing(missing)}")
     _check_unique_names(pairs, f"--pairs {path}")

@@ -236,5 +236,5 @@ def save_epoch(run_dir: Path, cfg: Config, ts: TrainState, improved: bool, save:
     save_curves(run_dir / "metrics.csv", run_dir / "curves.png")
 
 
-__all__ = ["RESUMABLE_KEYS", "check_same_data", "grid_path", "last_checkpoint", "prepare_run_dir", "read_resumable", "repair_run_dir",
-           "resume_source", "run_finished", "run_lock", "save_epoch", "training_clock"]
+__all__ = ["RESUMABLE_KEYS", "check_same_data", "grid_path", "last_checkpoint", "prepare_run_dir", "read_resumable",
+           "repair_run_dir", "resume_source", "run_finished", "run_lock", "save_epoch", "training_clock"]

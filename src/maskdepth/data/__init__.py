@@ -17,21 +17,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "open_dataset": "maskdepth.data.dataset",
-    "collate": "maskdepth.data.dataset",
-    "to_float": "maskdepth.data.dataset",
-    "MaskDepthDataset": "maskdepth.data.dataset",
-    "split_backgrounds": "maskdepth.data.splits",
-    "read_image_file": "maskdepth.data.images",
-    "check_data": "maskdepth.data.check",
-    "CheckReport": "maskdepth.data.check",
-    "build_manifest": "maskdepth.data.manifest",
-    "IndexReport": "maskdepth.data.manifest",
-    "load_manifest": "maskdepth.data.manifest",
-    "read_scene_table": "maskdepth.data.manifest",
-    "ZipArchive": "maskdepth.data.archive",
-    "prepare_dataset": "maskdepth.data.localcopy",
+_EXPORTS = {  # public name -> the module that holds it
+    "open_dataset": "maskdepth.data.dataset", "collate": "maskdepth.data.dataset",
+    "to_float": "maskdepth.data.dataset", "MaskDepthDataset": "maskdepth.data.dataset",
+    "split_backgrounds": "maskdepth.data.splits", "read_image_file": "maskdepth.data.images",
+    "check_data": "maskdepth.data.check", "CheckReport": "maskdepth.data.check",
+    "build_manifest": "maskdepth.data.manifest", "IndexReport": "maskdepth.data.manifest",
+    "load_manifest": "maskdepth.data.manifest", "read_scene_table": "maskdepth.data.manifest",
+    "ZipArchive": "maskdepth.data.archive", "prepare_dataset": "maskdepth.data.localcopy",
 }
 
 __all__ = sorted(_EXPORTS)

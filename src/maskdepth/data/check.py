@@ -160,14 +160,11 @@ def _check_one(manifest: Manifest, path: str, size: int | None, limit: int | Non
     for row in tqdm(range(count), desc=f"check {os.path.basename(path)}", unit="sample", disable=not progress):
         checker.check_row(row)
     report.stats[path] = {
-        "samples": n,
-        "checked": count,
+        "samples": n, "checked": count,
         "backgrounds": len(set(manifest.bg_code[:count].tolist())),
         "foregrounds": len(set(manifest.fg_code[:count].tolist())),
         "archives": [f"{a.path} ({len(a)} entries)" for a in manifest.archives],
-        "image_size": list(checker.expected) if checker.expected else None,
-        **checker.summary(),
-    }
+        "image_size": list(checker.expected) if checker.expected else None, **checker.summary()}
     empty = sum(c == 0 for c in checker.coverage)
     if empty:
         report.notes.append(f"{path}: {empty} sample(s) have an empty mask")
@@ -245,13 +242,10 @@ class _Checker:
                                     "empty": int((cov == 0).sum())}
         if self.depth_pixels:
             mean, std = self.depth.mean_std()
-            out["depth"] = {
-                "min": self.depth_min if self.depth.pixels else 0.0,
-                "max": self.depth_max if self.depth.pixels else 0.0,
-                "mean": mean[0] if mean else 0.0,
-                "std": std[0] if std else 0.0,
-                "zero_fraction": self.depth_zero / self.depth_pixels,
-            }
+            seen = bool(self.depth.pixels)
+            out["depth"] = {"min": self.depth_min if seen else 0.0, "max": self.depth_max if seen else 0.0,
+                            "mean": mean[0] if mean else 0.0, "std": std[0] if std else 0.0,
+                            "zero_fraction": self.depth_zero / self.depth_pixels}
         return out
 
 

@@ -275,12 +275,8 @@ class MaskDepthDataset(Dataset):
     def _item(self, i: int, row: int) -> dict[str, Any]:
         m = self.manifest
         entry = m.entry_name(FG_BG, row)
-        return {
-            "index": i,
-            "name": os.path.splitext(entry.rpartition("/")[2])[0],
-            "bg_id": m.bg_ids[m.bg_code[row]],
-            "fg_id": m.fg_ids[m.fg_code[row]],
-        }
+        return {"index": i, "name": os.path.splitext(entry.rpartition("/")[2])[0],
+                "bg_id": m.bg_ids[m.bg_code[row]], "fg_id": m.fg_ids[m.fg_code[row]]}
 
 
 def _write_rows(ready: list[tuple], out: dict[str, torch.Tensor], floats: dict[str, torch.Tensor] | None) -> None:

@@ -263,20 +263,11 @@ def _resolve_rows(reader: Any, source: str, base_dir: str, default_archive: ZipA
     found = np.stack([np.concatenate(parts) for parts in entries])
     which = np.stack([np.concatenate(parts) for parts in archive_ids])
     _hash_contents(digest, found, which, resolver.archives)
-    return Manifest(
-        source=source,
-        archives=resolver.archives,
-        entries=found,
-        archive_ids=which,
-        bg_code=bg_code.astype(np.int32),
-        bg_ids=[b.decode("utf-8") for b in bg_ids],
-        fg_code=fg_code.astype(np.int32),
-        fg_ids=[f.decode("utf-8") for f in fg_ids],
-        info=info,
-        missing=resolver.missing,
-        missing_count=resolver.missing_count,
-        fingerprint={"samples": int(len(bg_code)), "sha1": digest.hexdigest()[:16]},
-    )
+    return Manifest(source=source, archives=resolver.archives, entries=found, archive_ids=which,
+                    bg_code=bg_code.astype(np.int32), bg_ids=[b.decode("utf-8") for b in bg_ids],
+                    fg_code=fg_code.astype(np.int32), fg_ids=[f.decode("utf-8") for f in fg_ids], info=info,
+                    missing=resolver.missing, missing_count=resolver.missing_count,
+                    fingerprint={"samples": int(len(bg_code)), "sha1": digest.hexdigest()[:16]})
 
 
 def _hash_contents(digest: Any, entries: np.ndarray, archive_ids: np.ndarray, archives: list[ZipArchive]) -> None:
@@ -472,7 +463,8 @@ def build_manifest(*, bg: str | os.PathLike, fg_bg: str | os.PathLike, mask: str
     Returns:
         IndexReport; `.ok` is False when any entry could not be paired (it is named in
         `.unpaired`; the manifest holds the paired samples) or an archive holds an entry name
-        twice (`.duplicates`; then no manifest is written, as it would read hidden copies). Names found in two of the archives are noted in `.shared`.
+        twice (`.duplicates`; then no manifest is written, as it would read hidden copies).
+        Names found in two of the archives are noted in `.shared`.
 
     Raises:
         ConfigError: an invalid `bg_pattern`. DataError: an archive is missing or unreadable.

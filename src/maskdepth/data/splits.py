@@ -62,16 +62,12 @@ def split_backgrounds(
     order = np.random.default_rng(seed).permutation(len(ids))
     shuffled = [ids[i] for i in order]
     n_train, n_val, _ = _split_counts(len(ids), fractions)
-    return {
-        "train": sorted(shuffled[:n_train]),
-        "val": sorted(shuffled[n_train : n_train + n_val]),
-        "test": sorted(shuffled[n_train + n_val :]),
-    }
+    return {"train": sorted(shuffled[:n_train]), "val": sorted(shuffled[n_train : n_train + n_val]),
+            "test": sorted(shuffled[n_train + n_val :])}
 
 
-def split_rows(
-    manifest: Manifest, split: str, split_mode: str, fractions: tuple[float, float, float], split_seed: int
-) -> tuple[np.ndarray, dict[str, list[str]]]:
+def split_rows(manifest: Manifest, split: str, split_mode: str, fractions: tuple[float, float, float],
+               split_seed: int) -> tuple[np.ndarray, dict[str, list[str]]]:
     """(the manifest rows of `split`, {split: bg ids}) for `open_dataset`; a random split warns
     (pointing at open_dataset's caller)."""
     if split_mode == "bg":
@@ -79,9 +75,8 @@ def split_rows(
     return _random_split(manifest, split, fractions, split_seed)
 
 
-def _background_split(
-    manifest: Manifest, split: str, fractions: tuple[float, float, float], split_seed: int
-) -> tuple[np.ndarray, dict[str, list[str]]]:
+def _background_split(manifest: Manifest, split: str, fractions: tuple[float, float, float],
+                      split_seed: int) -> tuple[np.ndarray, dict[str, list[str]]]:
     """(manifest rows of `split`, {split: bg ids}) holding out whole backgrounds; split "all"
     also works with too few backgrounds for three splits (then every one is in train)."""
     try:
@@ -97,16 +92,12 @@ def _background_split(
     return np.flatnonzero(in_split[manifest.bg_code]), splits
 
 
-def _random_split(
-    manifest: Manifest, split: str, fractions: tuple[float, float, float], split_seed: int
-) -> tuple[np.ndarray, dict[str, list[str]]]:
+def _random_split(manifest: Manifest, split: str, fractions: tuple[float, float, float],
+                  split_seed: int) -> tuple[np.ndarray, dict[str, list[str]]]:
     """(manifest rows of `split`, {split: the bg ids its samples show}) splitting samples; warns."""
-    warnings.warn(
-        "split_mode='random' splits samples, not backgrounds: validation and test scenes are also "
-        "in training, which inflates their scores; use split_mode='bg' for honest figures",
-        UserWarning,
-        stacklevel=4,
-    )
+    warnings.warn("split_mode='random' splits samples, not backgrounds: validation and test scenes are also "
+                  "in training, which inflates their scores; use split_mode='bg' for honest figures",
+                  UserWarning, stacklevel=4)
     n = len(manifest)
     bg_names = np.asarray(manifest.bg_ids, dtype=object)
     order = np.random.default_rng(split_seed).permutation(n)
