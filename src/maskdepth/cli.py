@@ -96,10 +96,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out=args.out,
         batch_size=args.batch_size,
         overrides=args.overrides,
+        report=args.report,
+        worst=args.worst,
     )
     print(format_metrics(results))
     if args.out:
         print(f"wrote {args.out}")
+    if args.report:
+        print(f"wrote the failure report {results['report']}")
     return 0
 
 
@@ -240,6 +244,11 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write a failure report here: the worst samples, errors by depth band, object size and "
+                        "scene kind, histograms; DIR/index.md shows them")
+    p.add_argument("--worst", type=_positive_int, default=8, metavar="K",
+                   help="rows of the report's worst-sample grids (default 8)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.num_workers=2")
     p.set_defaults(func=_cmd_evaluate)
 
