@@ -109,6 +109,7 @@ def _figures(j: int, indices: Sequence[int], names: Sequence[str], values: Mappi
             **{k: float(values[k][j]) for k in ROW_KEYS if k in values}}
 
 
+@torch.no_grad()  # as the epoch grid: its forward pass builds no graph
 def draw_worst_grid(path: str | os.PathLike[str], model: nn.Module, dataset: Any, worst: WorstK,
                     device: torch.device, *, title: str, amp_dtype: torch.dtype | None = None) -> Path | None:
     """The `worst` samples re-read from `dataset`, through `model`, as one sample grid (worst first,
