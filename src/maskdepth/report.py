@@ -351,8 +351,8 @@ def format_index(tables: Mapping[str, Any], results: Mapping[str, Any], depth_ke
              *markdown_table(tables["depth_bands"], ("band", "pixels", "images", *BAND_KEYS)), "",
              "## Mask IoU by object coverage", "",
              *markdown_table(tables["coverage_bands"], ("band", "images", "iou", "dice")), "",
-             "![errors by band](bands.png)", "", "## Per-image IoU and \u03b41", "", "![histograms](histograms.png)", ""]
-    lines += ["## Errors by scene kind", ""]
+             "![errors by band](bands.png)", ""]
+    lines += ["## Per-image IoU and \u03b41", "", "![histograms](histograms.png)", "", "## Errors by scene kind", ""]
     if tables.get("scenes") is None:
         lines += ["The dataset has no scenes.csv (it was not made by `maskdepth make-data`).", ""]
     else:
