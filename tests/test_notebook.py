@@ -166,7 +166,8 @@ def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not list((drive / "runs").glob("smoke_smoke_*"))
     assert "WARNING: NO CUDA GPU" in _text(_the_cell(nb, "machine")[1])
 
-    for tag in ["latest-grid", "curves", "predict", "final-latest-grid", "final-curves", "final-evaluate"]:
+    for tag in ["latest-grid", "curves", "predict", "final-latest-grid", "final-curves", "final-evaluate", "report",
+                "compare"]:
         assert _has_png(_the_cell(nb, tag)[1]), f"cell {tag!r} displayed no image"
     for tag in ("pick-grid", "final-pick-grid"):  # a slider over display-size grids (ipywidgets is a dev extra)
         assert _has_widget(_the_cell(nb, tag)[1]), f"cell {tag!r} displayed no widget"

@@ -14,7 +14,7 @@ from PIL import Image
 from maskdepth.errors import DataError
 from maskdepth.viz import (
     DEPTH_CMAP,
-    _read_metrics,
+    read_metrics,
     colorize_depth,
     save_curves,
     save_sample_grid,
@@ -169,7 +169,7 @@ def test_curves_tolerate_missing_extra_and_repeated_rows(tmp_path) -> None:
         "2,1.4,0.3,z\n"  # epoch 2 re-logged after a resume: the last row wins
         "3,1.0,0.5,\n"
     )
-    epochs, columns = _read_metrics(csv_path)
+    epochs, columns = read_metrics(csv_path)
     np.testing.assert_array_equal(epochs, [1, 2, 3])
     np.testing.assert_array_equal(columns["train_loss"], [2.0, 1.4, 1.0])
     np.testing.assert_array_equal(columns["val_iou"], [0.1, 0.3, 0.5])

@@ -4,7 +4,8 @@
     maskdepth check-data DATA [DATA ...]
     maskdepth index --bg A.zip --fg-bg B.zip --mask C.zip --depth D.zip --out manifest.csv
     maskdepth train CONFIG.yaml [key=value ...]
-    maskdepth evaluate CHECKPOINT [--data PATH] [--split test] [--out metrics.json]
+    maskdepth evaluate CHECKPOINT [--data PATH] [--split test] [--out metrics.json] [--report DIR [--worst 8]]
+    maskdepth compare RUN [RUN ...] [--out compare.png]
     maskdepth predict CHECKPOINT --bg BG --fg-bg FGBG|DIR|GLOB [--out DIR] [--batch-size 8] [--device auto]
     maskdepth predict CHECKPOINT --pairs pairs.csv [--out DIR]
     maskdepth predict CHECKPOINT --bg BG --video IN.mp4 [--out OUT.mp4] [--frames DIR]
@@ -97,10 +98,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overrides=args.overrides,
         other_data=args.data is not None,  # --data names the data on purpose: evaluated, with a note
+        report=args.report,
+        worst=args.worst,
     )
     print(format_metrics(results))
     if args.out:
         print(f"wrote {args.out}")
+    if args.report:
+        print(f"wrote the failure report {results['report']}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from maskdepth.compare import compare_runs
+
+    path, table = compare_runs(args.runs, args.out)
+    print(table)
+    print(f"wrote {path}")
     return 0
 
 
@@ -213,8 +227,8 @@ def _add_data_commands(sub: Any) -> None:
 
 
 def _add_model_commands(sub: Any) -> None:
-    """train, evaluate, predict, export."""
-    for add in (_add_train, _add_evaluate, _add_predict, _add_export):
+    """train, evaluate, compare, predict, export."""
+    for add in (_add_train, _add_evaluate, _add_compare, _add_predict, _add_export):
         add(sub)
 
 
@@ -242,8 +256,26 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write a failure report here: the worst samples, errors by depth band, object size and "
+                        "scene kind, histograms; DIR/index.md shows them")
+    p.add_argument("--worst", type=_positive_int, default=8, metavar="K",
+                   help="rows of the report's worst-sample grids (default 8)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.num_workers=2")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="overlay the curves of several runs; print each run's best and last epoch",
+        description="Read each RUN's metrics.csv and config.yaml (a run still training is read as of its last "
+                    "finished epoch) and draw one panel per loss and validation metric, one colour per run, with "
+                    "the config keys that differ in the legend.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--out", default="compare.png", metavar="FILE.png", help="the PNG to write (default compare.png)")
+    p.set_defaults(func=_cmd_compare)
 
 
 def _add_predict(sub: Any) -> None:

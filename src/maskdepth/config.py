@@ -130,6 +130,7 @@ class TrainConfig:
     keep_last: int = 0  # also keep the last K per-epoch checkpoints as epoch_NNN.pt
     best_metric: str = "val_iou"  # a metrics.csv column; loss/rmse/rel/log columns are minimised
     num_samples: int = 8  # rows of the per-epoch sample grid
+    worst_samples: int = 8  # rows of the per-epoch grid of the worst validation samples (0: off)
     max_steps_per_epoch: int = 0  # cap the steps of an epoch (0: the whole split); for smoke tests
     max_minutes: float = 0.0  # stop when the run's training clock (saved in checkpoints) reaches this (0: no limit)
     ema: float = 0.0  # decay of an exponential moving average of the weights, e.g. 0.999 (0: off)
@@ -294,6 +295,7 @@ def _validate(cfg: Config) -> None:
         (cfg.train.keep_last >= 0, "train.keep_last", "must be >= 0"),
         (cfg.log.every >= 1, "log.every", "must be >= 1"),
         (cfg.train.num_samples >= 0, "train.num_samples", "must be >= 0"),
+        (cfg.train.worst_samples >= 0, "train.worst_samples", "must be >= 0 (0: off)"),
         (cfg.train.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0"),
         (cfg.train.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0: no limit)"),
         (0 <= cfg.train.ema < 1, "train.ema", "must be in [0, 1) (0: off; 0.999 is typical)"),

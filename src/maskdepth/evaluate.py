@@ -3,12 +3,14 @@
     tensors = to_device(batch, device)                 # (bg, fg_bg, mask, depth), float32
     logits, depth = forward(model, bg, fg_bg, amp)     # the one autocast forward pass
     figures = evaluate(model, loader, device)          # {"iou": ..., "rmse": ..., "count": ...}
+    evaluate(model, loader, device, on_batch=observer) # observer(batch, per-image values, tensors) per batch
     draw_epoch_grid(run, model, fixed_samples(val_set, 4), device, row)   # training's per-epoch grid
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,11 @@ from maskdepth import viz
 from maskdepth.data import collate, to_float
 from maskdepth.metrics import MetricAccumulator, depth_metrics, mask_metrics
 from maskdepth.runtime import autocast
+
+# what `evaluate` hands an observer per batch: the batch (its "index" and "name" say which samples),
+# the per-image values {key: float64 [B]} and the tensors {true_mask, pred_mask (probability),
+# true_depth, pred_depth}, each float32 [B,1,H,W] on the device
+BatchObserver = Callable[[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
 
 
 def to_device(batch: dict[str, Any], device: torch.device,
@@ -54,6 +61,7 @@ def evaluate(
     regions: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    on_batch: BatchObserver | None = None,
 ) -> dict[str, float]:
     """Mask and depth metrics over `loader`, every image weighted equally (definitions: docs/metrics.md).
 
@@ -62,6 +70,8 @@ def evaluate(
     with losses given also loss, mask_loss, depth_loss; with `regions` also depth metrics
     inside and outside the true mask as `inside_<name>` / `outside_<name>`. Under
     torch.distributed each rank passes its own shard and all ranks get the global figures.
+    `on_batch` (`BatchObserver`) sees every batch of this rank's shard, for figures per image
+    (`maskdepth.report`) without a second pass.
     """
     was_training = model.training
     model.eval()
@@ -72,9 +82,9 @@ def evaluate(
         bg, fg_bg, true_mask, true_depth = to_device(batch, device, channels_last)
         pred_logits, pred_depth = forward(model, bg, fg_bg, amp_dtype)
         pred_logits, pred_depth = pred_logits.float(), pred_depth.float()
-        n = bg.shape[0]
+        pred_mask, n = torch.sigmoid(pred_logits), bg.shape[0]
         values: dict[str, torch.Tensor] = {}
-        values.update(mask_metrics(torch.sigmoid(pred_logits), true_mask, reduction="none"))
+        values.update(mask_metrics(pred_mask, true_mask, reduction="none"))
         values.update(depth_metrics(pred_depth, true_depth, reduction="none"))
         if regions:
             inside = true_mask >= 0.5
@@ -87,7 +97,11 @@ def evaluate(
             total = loss_weights[0] * m + loss_weights[1] * d
             for k, v in (("loss", total), ("mask_loss", m), ("depth_loss", d)):
                 values[k] = v.double().expand(n).cpu()
-        acc.update({k: v.detach().double().cpu() for k, v in values.items()})
+        values = {k: v.detach().double().cpu() for k, v in values.items()}
+        acc.update(values)
+        if on_batch is not None:
+            on_batch(batch, values, {"true_mask": true_mask, "pred_mask": pred_mask,
+                                     "true_depth": true_depth, "pred_depth": pred_depth})
     acc.all_reduce()
     results = acc.compute()
     results["count"] = float(acc.count("iou"))  # one IoU per image, never NaN
@@ -95,7 +109,7 @@ def evaluate(
     return results
 
 
-__all__ = ["evaluate", "forward", "to_device"]
+__all__ = ["BatchObserver", "draw_epoch_grid", "evaluate", "fixed_samples", "forward", "predict_batch", "to_device"]
 
 
 def fixed_samples(dataset: Any, n: int) -> dict[str, Any] | None:
@@ -114,15 +128,27 @@ def draw_epoch_grid(run_dir: Path, model: nn.Module, batch: dict[str, Any] | Non
     with the epoch's metrics.csv `row`; the model's train/eval mode is left as it was."""
     if batch is None:
         return None
+    batch, pred_mask, pred_depth = predict_batch(model, batch, device, amp_dtype)
+    title = (f"{run_dir.name}  epoch {row['epoch']}  val IoU {row.get('val_iou', math.nan):.3f}  "
+             f"δ1 {row.get('val_delta1', math.nan):.3f} (median-scaled {row.get('val_delta1_ms', math.nan):.3f})  "
+             f"RMSE {row.get('val_rmse', math.nan):.4f}")
+    return viz.save_sample_grid(run_dir / "samples" / f"epoch_{row['epoch']:03d}.png", batch["bg"], batch["fg_bg"],
+                                batch["mask"], pred_mask, batch["depth"], pred_depth, title=title)
+
+
+@torch.no_grad()
+def predict_batch(model: nn.Module, batch: dict[str, Any], device: torch.device,
+                  amp_dtype: torch.dtype | None = None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """(the batch with float images, mask probability, depth) of `model` in eval mode on one
+    (collated) batch, predictions float32 [B,1,H,W] on the CPU: what a sample grid shows. The
+    model's train/eval mode is left as it was."""
     was_training = model.training
     model.eval()
     batch = to_float(batch)
     bg, fg_bg, _, _ = to_device(batch, device)
     pred_logits, pred_depth = forward(model, bg, fg_bg, amp_dtype)
     model.train(was_training)
-    title = (f"{run_dir.name}  epoch {row['epoch']}  val IoU {row.get('val_iou', math.nan):.3f}  "
-             f"δ1 {row.get('val_delta1', math.nan):.3f} (median-scaled {row.get('val_delta1_ms', math.nan):.3f})  "
-             f"RMSE {row.get('val_rmse', math.nan):.4f}")
-    return viz.save_sample_grid(run_dir / "samples" / f"epoch_{row['epoch']:03d}.png", batch["bg"], batch["fg_bg"],
-                            batch["mask"], torch.sigmoid(pred_logits.float()).cpu(), batch["depth"],
-                            pred_depth.float().cpu(), title=title)
+    return batch, torch.sigmoid(pred_logits.float()).cpu(), pred_depth.float().cpu()
+
+
+__all__ = ["BatchObserver", "draw_epoch_grid", "evaluate", "fixed_samples", "forward", "predict_batch", "to_device"]

@@ -41,14 +41,18 @@ def metric_columns() -> list[str]:
     return [c for c in CSV_COLUMNS if c.startswith(("train_", "val_"))]
 
 
+def minimised(metric: str) -> bool:
+    """Whether smaller is better for the column (or metric key) `metric`: losses, rmse*, *rel*, *log*."""
+    return any(tag in metric for tag in _MINIMISED)
+
+
 def is_better(metric: str, value: float | None, best: float | None) -> bool:
     """Whether `value` of column `metric` beats `best` (None: nothing yet); NaN never does."""
     if value is None or not math.isfinite(value):
         return False
     if best is None:
         return True
-    minimise = any(tag in metric for tag in _MINIMISED)
-    return value < best if minimise else value > best
+    return value < best if minimised(metric) else value > best
 
 
 def best_epoch(history: Sequence[dict[str, Any]], metric: str) -> int | None:
@@ -95,4 +99,4 @@ def write_metrics_csv(path: str | os.PathLike[str], history: Sequence[dict[str, 
 
 
 __all__ = ["CSV_COLUMNS", "DEPTH_KEYS", "LOSS_KEYS", "MASK_KEYS", "TABLE_COLUMNS", "best_epoch", "is_better",
-           "metric_columns", "write_metrics_csv"]
+           "metric_columns", "minimised", "write_metrics_csv"]

@@ -104,8 +104,10 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     overrides: Sequence[str] = (),
     other_data: bool = False,
+    report: str | os.PathLike[str] | None = None,
+    worst: int = 8,
 ) -> dict[str, Any]:
-    """The full metric set of a checkpoint on one split of its dataset.
+    """The full metric set of a checkpoint on one split of its dataset, and optionally its failure report.
 
     The dataset, image size and split settings (split_mode, fractions, split_seed) come from the
     checkpoint's config, so `split="test"` is the split held out in training; `data` replaces
@@ -123,8 +125,11 @@ def evaluate_checkpoint(
         "inside": {the depth metrics over pixels inside the true mask},
         "outside": {the depth metrics over pixels outside it}.
     Every image weighs the same; an image without foreground is skipped by the "inside" means.
+    With `report` (a folder) the same pass writes the failure report there (`maskdepth.report`, the
+    `worst` worst samples), and results["report"] is its index.md.
     """
     from maskdepth.evaluate import evaluate
+    from maskdepth.report import FailureReport, scene_table, write_report
 
     overrides = [*overrides, *([f"data.path={data}"] if data is not None else [])]
     model, cfg, ck = _load(checkpoint, "cpu", overrides)
@@ -133,7 +138,8 @@ def evaluate_checkpoint(
     note = check_same_data(ck, cfg.data.path, f"checkpoint {checkpoint}", tqdm.write, refuse=not other_data,
                            advice=f"pass --data {cfg.data.path} (other_data=True) to evaluate on it anyway")
     dataset, loader = _split_loader(cfg, checkpoint, data, split, batch_size, device)
-    figures = evaluate(model, loader, device, regions=True, progress=True)
+    found = FailureReport(worst) if report is not None else None
+    figures = evaluate(model, loader, device, regions=True, progress=True, on_batch=found)
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "epoch": ck.train.epoch,
@@ -149,6 +155,9 @@ def evaluate_checkpoint(
     }
     for region in REGIONS:
         results[region] = {k: _finite_or_none(figures.get(f"{region}_{k}")) for k in DEPTH_KEYS}
+    if found is not None:
+        results["report"] = str(write_report(found, model, dataset, report, device, results=dict(results),
+                                             scenes=scene_table(cfg.data.path)))
     if out is not None:
         write_atomic(out, (json.dumps(results, indent=2) + "\n").encode())
     return results

@@ -8,6 +8,7 @@ timm keeps its CheckpointSaver apart from its loop.
     RUN/checkpoints/best.pt            by train.best_metric; epoch_NNN.pt: the last train.keep_last
     RUN/metrics.csv, curves.png        one row per epoch, and its plot
     RUN/samples/epoch_NNN.png          the fixed validation samples (`evaluate.draw_epoch_grid`, called by the loop)
+    RUN/samples/worst_NNN.png          the epoch's worst validation samples (`report.EpochGrids`, train.worst_samples)
     RUN/tb/                            optional TensorBoard logs (`tblog`)
 
 Every file after last.pt is derived again from last.pt when a run starts (`repair_run_dir`), so a
@@ -41,7 +42,7 @@ from maskdepth.viz import save_curves
 RESUMABLE_KEYS = (
     "run_dir", "resume", "device", "data.path", "data.num_workers", "data.in_memory", "data.skip_bad",
     "train.epochs", "train.lr", "train.max_minutes", "train.checkpoint_minutes", "train.checkpoint_every",
-    "train.keep_last", "train.num_samples", "train.on_nonfinite", "train.grad_clip", "train.amp",
+    "train.keep_last", "train.num_samples", "train.worst_samples", "train.on_nonfinite", "train.grad_clip", "train.amp",
     "train.compile", "train.channels_last", "train.deterministic", "log.tensorboard", "log.every",
 )
 Log = Callable[[str], Any]

@@ -43,6 +43,7 @@ from maskdepth.history import COUNT_KEYS, CSV_COLUMNS, is_better
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator
 from maskdepth.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_pretrained, nearest_valid_sizes
+from maskdepth.report import EpochGrids
 
 # one name a line (ruff's isort) would take 21 of train.py's 400 lines (issue 23): wrapped by hand
 # isort: off
@@ -190,7 +191,8 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
             ts = restore(ck, model=p.model, optimizer=p.optimizer, scaler=p.scaler, ema=p.ema) if ck else TrainState()
             total = p.steps_per_epoch * cfg.train.epochs
             grid = fixed_samples(p.val_set, cfg.train.num_samples) if world.main else None
-            draw = functools.partial(draw_epoch_grid, run_dir, p.eval_model, grid, device, amp_dtype=p.amp_dtype)
+            draw = EpochGrids(run_dir, p.eval_model, grid, device, val_set=p.val_set if world.main else None,
+                              worst=cfg.train.worst_samples, metric=cfg.train.best_metric, amp_dtype=p.amp_dtype)
             save = functools.partial(_save, p=p, ts=ts, cfg=cfg)
             if world.main:
                 prepare_run_dir(run_dir, cfg, p.train_set.splits)
@@ -205,7 +207,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                 t0 = time.monotonic()
                 val = evaluate(p.eval_model, p.val_loader, device, mask_loss=p.mask_loss, depth_loss=p.depth_loss,
                                loss_weights=(cfg.loss.mask_weight, cfg.loss.depth_weight), amp_dtype=p.amp_dtype,
-                               channels_last=p.channels_last)
+                               channels_last=p.channels_last, on_batch=draw.observe)
                 row, improved = _end_epoch(ts, cfg, figures, val, total, time.monotonic() - t0)
                 if world.main:
                     save_epoch(run_dir, cfg, ts, improved, save)

@@ -23,6 +23,7 @@ import csv
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def save_sample_grid(
     pred_depth: Any,
     *,
     title: str | None = None,
+    row_titles: Sequence[str] | None = None,
 ) -> Path:
     """Write a PNG with one row per sample and the columns of `GRID_COLUMNS`.
 
@@ -92,6 +94,8 @@ def save_sample_grid(
         true_mask: [N, 1, H, W] in {0, 1}; pred_mask: [N, 1, H, W] probabilities in [0, 1].
         true_depth, pred_depth: [N, 1, H, W] in [0, 1], larger = farther.
         title: an optional line above the grid (e.g. "epoch 3").
+        row_titles: optional, one line per row, written left-aligned under its input columns (e.g.
+            the sample's entry name and figures, in the failure report's worst-sample grids).
 
     Each row is annotated with its IoU under the predicted mask, its depth RMSE under the
     predicted depth (`maskdepth.metrics` definitions) and its mean error under the error map.
@@ -112,9 +116,11 @@ def save_sample_grid(
     for c, label in enumerate(GRID_COLUMNS):
         fig.text((grid.col_x(c) + grid.cell_w / 2) / grid.width, 1.0 - (header_y + grid.header_h / 2) / grid.height,
                  label, ha="center", va="center", fontsize=grid.font + 1)
-    _draw_grid_rows(fig, grid, header_y + grid.header_h, images)
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"save_sample_grid got {len(row_titles)} row titles for {n} rows")
+    _draw_grid_rows(fig, grid, header_y + grid.header_h, images, row_titles)
     _draw_grid_bars(fig, grid)
-    return _write_figure(fig, path)
+    return write_figure(fig, path)
 
 
 def _grid_inputs(bg: Any, fg_bg: Any, true_mask: Any, pred_mask: Any, true_depth: Any,
@@ -131,8 +137,10 @@ def _grid_inputs(bg: Any, fg_bg: Any, true_mask: Any, pred_mask: Any, true_depth
     return images
 
 
-def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, np.ndarray]) -> None:
-    """One row per sample from pixel row `top` down, each annotated with its IoU, RMSE and mean error."""
+def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, np.ndarray],
+                    row_titles: Sequence[str] | None = None) -> None:
+    """One row per sample from pixel row `top` down, each annotated with its IoU, RMSE and mean error
+    (and its title, when given, under the input columns)."""
     true_d, pred_d = images["true_depth"][..., 0], images["pred_depth"][..., 0]
     error = np.abs(np.clip(pred_d, 0.0, 1.0) - true_d)
     ious = mask_metrics(torch.from_numpy(images["pred_mask"]), torch.from_numpy(images["true_mask"]),
@@ -150,7 +158,11 @@ def _draw_grid_rows(fig: Figure, grid: _GridLayout, top: int, images: dict[str, 
         ]
         notes = {3: f"IoU {ious[r]:.3f}", 5: f"RMSE {rmses[r]:.4f}" if np.isfinite(rmses[r]) else "RMSE n/a",
                  6: f"mean {np.mean(error[r]):.4f}"}
-        _draw_grid_row(fig, grid, top + r * (grid.cell_h + grid.note_h + grid.gap), cells, notes)
+        y = top + r * (grid.cell_h + grid.note_h + grid.gap)
+        _draw_grid_row(fig, grid, y, cells, notes)
+        if row_titles is not None:  # left-aligned under bg, fg_bg and true mask, which carry no notes
+            fig.text(grid.col_x(0) / grid.width, 1.0 - (y + grid.cell_h + grid.note_h / 2 + 1) / grid.height,
+                     row_titles[r], ha="left", va="center", fontsize=grid.font - 1, color="#111111")
 
 
 @dataclass
@@ -264,7 +276,7 @@ def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str
     Raises:
         DataError: the CSV is missing or has no `epoch` column.
     """
-    epochs, columns = _read_metrics(Path(metrics_csv))
+    epochs, columns = read_metrics(Path(metrics_csv))
     fig = Figure(figsize=(12, 6.4), dpi=_DPI, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3)
@@ -296,11 +308,12 @@ def save_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     run_name = Path(metrics_csv).resolve().parent.name
     fig.suptitle(f"{run_name}: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}", fontsize=11)
-    return _write_figure(fig, path)
+    return write_figure(fig, path)
 
 
-def _read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Epochs (sorted, unique) and every other numeric column aligned to them (NaN = missing)."""
+def read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A metrics.csv as (epochs sorted and unique, {column: values aligned to them, NaN = missing});
+    a later row for an epoch wins. Raises DataError for a missing file or one without `epoch`."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -359,7 +372,7 @@ def _as_image(x: Any, name: str, channels: int) -> np.ndarray:
     return a
 
 
-def _write_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def write_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Render `fig` to PNG and put it at `path` atomically (temp file in the same folder, fsync, rename)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, facecolor=fig.get_facecolor())
