@@ -100,13 +100,13 @@ def test_report_tables_match_metrics_computed_directly(trained: Path, tiny_data:
     evaluate(model, torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate), torch.device("cpu"),
              on_batch=found)
     tables = found.tables(read_scene_table(tiny_data))
-    for row, (lo, hi) in zip(tables["depth_bands"], bands(DEPTH_BANDS)):
+    for row, (lo, hi) in zip(tables["depth_bands"], bands(DEPTH_BANDS), strict=True):
         t = truth["true_depth"]
         direct = depth_metrics(truth["pred_depth"], t, region=(t >= lo) & (t < hi), reduction="mean")
         for key in report.BAND_KEYS:
             assert row[key] == pytest.approx(direct[key], rel=1e-6, abs=1e-9) or (row[key] is None
                                                                                   and math.isnan(direct[key]))
-    for row, (lo, hi) in zip(tables["coverage_bands"], bands(COVERAGE_BANDS)):
+    for row, (lo, hi) in zip(tables["coverage_bands"], bands(COVERAGE_BANDS), strict=True):
         pick = (truth["coverage"] >= lo) & (truth["coverage"] < hi)
         assert row["images"] == pick.sum()
         if pick.any():

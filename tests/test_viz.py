@@ -14,8 +14,8 @@ from PIL import Image
 from maskdepth.errors import DataError
 from maskdepth.viz import (
     DEPTH_CMAP,
-    read_metrics,
     colorize_depth,
+    read_metrics,
     save_curves,
     save_sample_grid,
 )

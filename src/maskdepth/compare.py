@@ -115,7 +115,7 @@ def save_comparison(runs: Sequence[Run], path: str | os.PathLike[str]) -> Path:
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     keys = differing_keys(runs)
-    for ax, (title, columns) in zip(axes, chosen):
+    for ax, (title, columns) in zip(axes, chosen, strict=False):  # the grid's spare axes are switched off below
         for r, run in enumerate(runs):
             for column in columns:
                 values = run.columns.get(column)
@@ -156,7 +156,7 @@ def format_table(runs: Sequence[Run]) -> str:
             lines.append([run.name, row["which"], str(row["epoch"]), run.best_metric,
                           *(f"{row[c]:.4g}" if c in row else "-" for c in TABLE_METRICS)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def compare_runs(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> tuple[Path, str]:

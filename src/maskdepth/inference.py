@@ -95,18 +95,10 @@ def _load(
 # evaluate
 
 
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    *,
-    data: str | os.PathLike[str] | None = None,
-    split: str = "test",
-    out: str | os.PathLike[str] | None = None,
-    batch_size: int | None = None,
-    overrides: Sequence[str] = (),
-    other_data: bool = False,
-    report: str | os.PathLike[str] | None = None,
-    worst: int = 8,
-) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
+                        split: str = "test", out: str | os.PathLike[str] | None = None, batch_size: int | None = None,
+                        overrides: Sequence[str] = (), other_data: bool = False,
+                        report: str | os.PathLike[str] | None = None, worst: int = 8) -> dict[str, Any]:
     """The full metric set of a checkpoint on one split of its dataset, and optionally its failure report.
 
     The dataset, image size and split settings (split_mode, fractions, split_seed) come from the

@@ -281,7 +281,7 @@ def _per_image_csv(per_image: Mapping[str, Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(list(per_image))
-    for row in zip(*per_image.values()):
+    for row in zip(*per_image.values(), strict=True):
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
     return buffer.getvalue()
 
@@ -311,7 +311,8 @@ def save_histograms(per_image: Mapping[str, Sequence[float]], path: str | os.Pat
     """histograms.png: the distribution of per-image IoU and delta1, with their means."""
     fig = Figure(figsize=(10, 3.4), dpi=100, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
-    for ax, key, label in zip(fig.subplots(1, 2), ("iou", "delta1"), ("mask IoU", "depth \u03b41 (< 1.25)")):
+    for ax, key, label in zip(fig.subplots(1, 2), ("iou", "delta1"), ("mask IoU", "depth \u03b41 (< 1.25)"),
+                              strict=True):
         values = np.asarray(per_image[key], np.float64)
         values = values[~np.isnan(values)]
         ax.hist(values, bins=np.linspace(0, 1, 21), color="C0", alpha=0.8)
