@@ -219,7 +219,7 @@ def test_two_process_gloo_run(tiny_overrides: list[str], tmp_path: Path) -> None
     run = tmp_path / "run"
     rows = _rows(run)
     assert len(rows) == 1 and float(rows[0]["val_iou"]) == float(rows[0]["val_iou"])
-    assert len(list((run / "samples").glob("*.png"))) == 1
+    assert len(list((run / "samples").glob("epoch_*.png"))) == 1
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped, loads without DDP
