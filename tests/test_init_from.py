@@ -52,6 +52,8 @@ def test_init_from_run_records_it_trains_and_resumes_from_its_own_checkpoint(
     assert load_config(run / "config.yaml").train.init_from == str(source)  # and the run records it
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 1 and len(state["history"]) == 1  # a history of its own, from step 0
+    row = state["history"][0]  # and the row has val_score (issue 22, item 4)
+    assert row["val_score"] == pytest.approx((row["val_iou"] + row["val_delta1"]) / 2)
     source.unlink()  # a resume that read CKPT again would fail now
     fit(load_config(QUICK, [*args, "train.epochs=2"]))
     out = capsys.readouterr()
