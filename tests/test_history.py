@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskdepth.history import CSV_COLUMNS, best_epoch, is_better, metric_columns, write_metrics_csv
+from maskdepth.history import CSV_COLUMNS, best_epoch, is_better, metric_columns, with_score, write_metrics_csv
 from maskdepth.metrics import DEPTH_KEYS, MASK_KEYS
 
 from conftest import QUICK
@@ -26,8 +26,22 @@ def test_columns_follow_the_metric_names_of_metrics_py() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_val_score_is_the_mean_of_iou_and_delta1() -> None:
+    row = with_score({"epoch": 1, "val_iou": 0.8, "val_delta1": 0.5})
+    assert row["val_score"] == pytest.approx(0.65) and row["val_iou"] == 0.8  # (0.8 + 0.5) / 2
+    assert with_score({"val_iou": 1.0, "val_delta1": 0.0})["val_score"] == 0.5
+    for partial in ({"val_iou": 0.8}, {"val_iou": 0.8, "val_delta1": float("nan")}, {}):
+        assert with_score(partial)["val_score"] != with_score(partial)["val_score"]  # NaN: never best
+    assert "val_score" in metric_columns() and not is_better("val_score", float("nan"), None)
+    # the mask alone picks epoch 1; the score, which also sees depth, picks epoch 2
+    history = [with_score({"epoch": 1, "val_iou": 0.9, "val_delta1": 0.2}),   # score 0.55
+               with_score({"epoch": 2, "val_iou": 0.85, "val_delta1": 0.45}),  # score 0.65
+               with_score({"epoch": 3, "val_iou": 0.7, "val_delta1": 0.5})]    # score 0.60
+    assert best_epoch(history, "val_iou") == 1 and best_epoch(history, "val_score") == 2
+
+
 @pytest.mark.parametrize(("metric", "minimised"), [
-    ("val_silog", True), ("val_abs_rel_ms", True), ("val_delta1_ms", False),
+    ("val_score", False), ("val_silog", True), ("val_abs_rel_ms", True), ("val_delta1_ms", False),
     ("val_rmse", True), ("val_abs_rel", True), ("val_delta1", False), ("val_iou", False), ("val_loss", True),
 ])
 def test_best_metric_direction(metric: str, minimised: bool) -> None:

@@ -5,6 +5,7 @@
     ck = read_checkpoint(path)              # Checkpoint: config, weights, train state, splits
     ts = restore(ck, model=..., optimizer=..., scaler=..., ema=...)   # resume training
     load_weights(model, ck)                 # inference: one mismatch message for every caller
+    load_init_weights(model, path)          # train.init_from: another run's weights, nothing else
 
 A checkpoint is a plain dict of tensors and Python values, so it loads with
 `torch.load(weights_only=True)`. Keys (format 2):
@@ -172,6 +173,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                               "pass RUN/checkpoints/last.pt or best.pt)")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated: the end of the file is missing)")
+    with zipfile.ZipFile(path) as archive:  # torch.jit.save's zip holds constants.pkl; torch.save's never does
+        if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+            raise CheckpointError(f"{path} is a TorchScript export, not a checkpoint: pass the checkpoint it was "
+                                  "exported from (RUN/checkpoints/best.pt or last.pt)")
     try:
         # str(path): torch < 2.3 maps only a str path (mmap=True with a Path raises ValueError there)
         state = torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
@@ -239,6 +244,30 @@ def load_weights(model: nn.Module, ck: Checkpoint, *, raw: bool = False) -> nn.M
     return model
 
 
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str],
+                      model_config: dict[str, Any] | None = None) -> str:
+    """Start a run from another run's weights (train.init_from): the evaluated weights of the
+    checkpoint at `path` (its EMA under train.ema) go into `model`, nothing else (optimiser,
+    schedule, history and RNGs start afresh). The input normalisation buffers are weights too,
+    so they come from the checkpoint: the network keeps seeing its inputs as it was trained to.
+    `model_config` (this run's `model` section) names the differing model keys when the weights
+    do not fit. Returns the line to log; CheckpointError (one line) when the file is not a
+    checkpoint or its weights do not fit."""
+    ck = read_checkpoint(path)
+    problem = _mismatch(model.state_dict(), ck.weights)
+    if problem:
+        theirs, ours = dict(ck.config.get("model", {})), dict(model_config or {})
+        keys = [f"model.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(set(theirs) | set(ours))
+                if theirs.get(k) != ours.get(k)]
+        differ = (f"model keys that differ: {', '.join(keys) or 'none'}" if model_config is not None
+                  else f"its model: {theirs}")
+        raise CheckpointError(f"train.init_from={path}: its weights do not fit this model: {problem}; {differ}")
+    model.load_state_dict(ck.weights)
+    size = ck.config.get("data", {}).get("size")
+    return (f"initialised from {path} (epoch {ck.train.epoch}, step {ck.train.step}, trained at {size} px): "
+            "weights and input normalisation only; optimiser, schedule and history start afresh")
+
+
 def restore(ck: Checkpoint, *, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
             ema: Any = None) -> TrainState:
     """Put a training run back where `ck` left it: weights, EMA, optimiser, scaler, RNGs.
@@ -291,5 +320,5 @@ def all_finite(module: nn.Module) -> bool:
     return True
 
 
-__all__ = ["FORMAT", "Checkpoint", "TrainState", "all_finite", "capture_rng", "load_checkpoint", "load_weights",
-           "make_state", "read_checkpoint", "restore", "restore_rng", "save_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "TrainState", "all_finite", "capture_rng", "load_checkpoint", "load_init_weights",
+           "load_weights", "make_state", "read_checkpoint", "restore", "restore_rng", "save_checkpoint"]

@@ -134,6 +134,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # cap the steps of an epoch (0: the whole split); for smoke tests
     max_minutes: float = 0.0  # stop when the run's training clock (saved in checkpoints) reaches this (0: no limit)
     ema: float = 0.0  # decay of an exponential moving average of the weights, e.g. 0.999 (0: off)
+    # a checkpoint whose weights a new run starts from (a fine-tune, e.g. 192 px from a 64 px run's best.pt):
+    # weights and input normalisation only, loaded when a run starts, not on resume; "": off
+    init_from: str = ""
 
 
 @dataclass
@@ -309,6 +312,8 @@ def _validate(cfg: Config) -> None:
          "applies only to model.name=maskdepth (leave it at own)"),
         (cfg.model.pretrained == "none" or cfg.model.encoder != "own", "model.pretrained",
          f"needs a torchvision encoder (model.encoder: {', '.join(PRETRAINED_ENCODERS)})"),
+        (not cfg.train.init_from or cfg.model.pretrained == "none", "model.pretrained",
+         f"must be none with train.init_from={cfg.train.init_from} (the checkpoint's weights replace it)"),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -1,6 +1,7 @@
 """metrics.csv: the run's history, one row per epoch, with columns derived from the metric keys.
 
-    CSV_COLUMNS    epoch, train_<loss>, val_<loss>, val_<mask metric>, val_<depth metric>, lr, ...
+    CSV_COLUMNS    epoch, train_<loss>, val_<loss>, val_<mask metric>, val_<depth metric>, val_score, lr, ...
+    row = with_score(row)            # val_score: mask and depth in one figure, for train.best_metric
     write_metrics_csv(run_dir / "metrics.csv", history)
     best_epoch(history, "val_iou")   # the epoch best.pt holds
 
@@ -25,7 +26,7 @@ COUNT_KEYS = ("skipped_batches", "skipped_samples")  # summed over the epoch, no
 CSV_COLUMNS = [
     "epoch",
     *(f"train_{k}" for k in LOSS_KEYS),
-    *(f"val_{k}" for k in LOSS_KEYS + MASK_KEYS + DEPTH_KEYS),
+    *(f"val_{k}" for k in LOSS_KEYS + MASK_KEYS + DEPTH_KEYS), "val_score",
     "lr", "seconds", "steps", *COUNT_KEYS,
 ]
 # what the notebook's table shows by default: losses, both mask metrics, the headline depth ones
@@ -34,6 +35,25 @@ TABLE_COLUMNS = ("epoch", "train_loss", "val_loss",
 # columns where smaller is better (a column containing one of these: losses, rmse*, abs_rel*, sq_rel,
 # rmse_log, log10, silog); every other train_/val_ column (iou, dice, delta*) is maximised
 _MINIMISED = ("loss", "rmse", "rel", "log")
+
+
+def with_score(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with `val_score`, the mean of val_iou and val_delta1: both in [0, 1], higher better, so
+    a best.pt picked by it weighs the mask and the depth alike (val_iou alone ignores depth). NaN
+    when either is missing or not finite (docs/metrics.md)."""
+    iou, delta1 = row.get("val_iou"), row.get("val_delta1")
+    finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (iou, delta1))
+    return {**row, "val_score": (iou + delta1) / 2 if finite else math.nan}
+
+
+def epoch_summary(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    """The one line training logs at the end of an epoch (`row` is its metrics.csv row)."""
+    return (f"epoch {row['epoch']:>3}/{epochs}  train {row['train_loss']:.4f} "
+            f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
+            f"val {row.get('val_loss', math.nan):.4f}  iou {row.get('val_iou', math.nan):.3f}  "
+            f"dice {row.get('val_dice', math.nan):.3f}  rmse {row.get('val_rmse', math.nan):.4f}  "
+            f"d1 {row.get('val_delta1', math.nan):.3f} (ms {row.get('val_delta1_ms', math.nan):.3f})  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s{'  *best' if improved else ''}")
 
 
 def metric_columns() -> list[str]:
@@ -98,5 +118,5 @@ def write_metrics_csv(path: str | os.PathLike[str], history: Sequence[dict[str, 
     return True
 
 
-__all__ = ["CSV_COLUMNS", "DEPTH_KEYS", "LOSS_KEYS", "MASK_KEYS", "TABLE_COLUMNS", "best_epoch", "is_better",
-           "metric_columns", "minimised", "write_metrics_csv"]
+__all__ = ["CSV_COLUMNS", "DEPTH_KEYS", "LOSS_KEYS", "MASK_KEYS", "TABLE_COLUMNS", "best_epoch", "epoch_summary",
+           "is_better", "metric_columns", "minimised", "with_score", "write_metrics_csv"]

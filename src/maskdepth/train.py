@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maskdepth import __version__
-from maskdepth.checkpoint import TrainState, all_finite, make_state, restore, save_checkpoint
+from maskdepth.checkpoint import TrainState, all_finite, load_init_weights, make_state, restore, save_checkpoint
 from maskdepth.config import Config, config_to_dict
 from maskdepth.data import collate, open_dataset
 from maskdepth.data.augment import augment_batch
@@ -39,7 +39,7 @@ from maskdepth.data.sampler import EpochBatches
 from maskdepth.ema import ModelEMA
 from maskdepth.errors import ConfigError, TrainingError, TrainingInterrupted
 from maskdepth.evaluate import draw_epoch_grid, evaluate, fixed_samples, forward, to_device
-from maskdepth.history import COUNT_KEYS, CSV_COLUMNS, is_better
+from maskdepth.history import COUNT_KEYS, CSV_COLUMNS, epoch_summary, is_better, with_score
 from maskdepth.losses import DepthLoss, DiceBCELoss
 from maskdepth.metrics import MetricAccumulator
 from maskdepth.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_pretrained, nearest_valid_sizes
@@ -110,8 +110,9 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
           pretrained: bool = True) -> Parts:
     """The train/val loaders (batch order a pure function of seed and epoch), the model with the
     dataset's input normalisation, EMA, losses, optimiser and GradScaler for `cfg` on `device`.
-    `pretrained`: load `model.pretrained` weights (a fresh run; a resumed one has them in its
-    checkpoint)."""
+    `pretrained`: load the `train.init_from` or `model.pretrained` weights (a fresh run; a resumed one
+    has its own in its checkpoint), on every rank: each rank's EMA (made below, before DDP syncs)
+    starts from them."""
     world, device = world or Dist(), device or torch.device("cpu")
     options = cfg.data.dataset_options()
     train_set = open_dataset(cfg.data.path, cfg.data.size, "train", uint8=True, **options)
@@ -135,12 +136,13 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
     model = build_model(cfg.model.name, **cfg.model.options())
     if cfg.model.pretrained != "none":  # ImageNet's normalisation, which the weights expect
         model.set_normalization(IMAGENET_MEAN, IMAGENET_STD)
-        if pretrained:  # on every rank: each rank's EMA (made below, before DDP syncs) starts from them
-            report = load_pretrained(model, cfg.model.pretrained)
-            if world.main:
-                tqdm.write(report)
     elif "mean" in train_set.info and "std" in train_set.info:
         model.set_normalization(train_set.info["mean"], train_set.info["std"])
+    if pretrained and (cfg.train.init_from or cfg.model.pretrained != "none"):
+        report = (load_init_weights(model, cfg.train.init_from, config_to_dict(cfg)["model"]) if cfg.train.init_from
+                  else load_pretrained(model, cfg.model.pretrained))
+        if world.main:  # init_from's normalisation buffers come with its weights, replacing the ones set above
+            tqdm.write(report)
     if cfg.data.size % model.stride:  # fail before any training, naming the config key
         sizes = " or ".join(map(str, nearest_valid_sizes(cfg.data.size, model.stride)))
         raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {model.stride}; "
@@ -212,7 +214,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
                 if world.main:
                     save_epoch(run_dir, cfg, ts, improved, save)
                     draw(row)
-                    log(_summary(row, cfg, improved))
+                    log(epoch_summary(row, cfg.train.epochs, improved))
                     if tb:
                         tb.epoch(row, grid_path(run_dir, row["epoch"]))
                     if on_epoch_end is not None:  # the evaluated model, in eval mode, then back as it was
@@ -367,8 +369,9 @@ def _end_epoch(ts: TrainState, cfg: Config, figures: dict[str, Any], val: dict[s
                val_seconds: float) -> tuple[dict[str, Any], bool]:
     """The epoch's metrics.csv row (training `figures`, `evaluate`'s `val`), appended to `ts`, which
     moves to the next epoch's start; (row, whether it is the best so far by train.best_metric)."""
-    row = {"epoch": ts.epoch + 1, **figures, **{f"val_{k}": v for k, v in val.items() if f"val_{k}" in CSV_COLUMNS},
-           "lr": lr_at(cfg, ts.step, total), "seconds": ts.epoch_seconds + val_seconds, "steps": ts.step}
+    row = with_score({"epoch": ts.epoch + 1, **figures, **{f"val_{k}": v for k, v in val.items()
+                                                          if f"val_{k}" in CSV_COLUMNS},
+                      "lr": lr_at(cfg, ts.step, total), "seconds": ts.epoch_seconds + val_seconds, "steps": ts.step})
     metric = cfg.train.best_metric
     improved = is_better(metric, row.get(metric), ts.best_metric)
     ts.history.append(row)
@@ -386,15 +389,6 @@ def _log_start(log: Callable[[str], Any], cfg: Config, p: Parts, ts: TrainState,
     log(f"training {cfg.model.name} ({sum(t.numel() for t in p.model.parameters()):,} parameters) on {device}"
         f"{f' x{world.world}' if world.world > 1 else ''} in {p.precision}: {len(p.train_set)} train / "
         f"{len(p.val_set)} val samples, {p.steps_per_epoch} steps per epoch, run dir {run_dir}")
-
-
-def _summary(row: dict[str, Any], cfg: Config, improved: bool) -> str:
-    return (f"epoch {row['epoch']:>3}/{cfg.train.epochs}  train {row['train_loss']:.4f} "
-            f"(mask {row['train_mask_loss']:.4f} depth {row['train_depth_loss']:.4f})  "
-            f"val {row.get('val_loss', float('nan')):.4f}  iou {row.get('val_iou', float('nan')):.3f}  "
-            f"dice {row.get('val_dice', float('nan')):.3f}  rmse {row.get('val_rmse', float('nan')):.4f}  "
-            f"d1 {row.get('val_delta1', float('nan')):.3f} (ms {row.get('val_delta1_ms', float('nan')):.3f})  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s{'  *best' if improved else ''}")
 
 
 __all__ = ["CSV_COLUMNS", "EpochHook", "Parts", "build", "fit", "lr_at", "lr_factor", "train_one_epoch"]
