@@ -10,8 +10,14 @@ GPU figures for docs/results.md, on one CUDA device:
    and the projected time of a 400k-sample epoch; peak GPU memory over the run.
 Prints a table and writes the figures to `--out` (docs/results/gpu.json), which `python
 benchmarks/render.py` turns into the GPU section of docs/results.md.
-`--device cpu` runs the same path on the CPU with tiny settings (a check that it works, not a
-measurement).
+3. The T4 path: images/s of MaskDepthNet's training step (the loop's autocast and GradScaler) at
+   64 and 192 px in fp32 / fp16 / bf16, channels_last off and on, torch.compile off and on, with
+   peak GPU memory (`precision`); the loader's rate (2 workers, pinned memory) against the step's
+   at the training size (`loader`); and a resume parity check: 2 epochs in one go against 1 epoch,
+   a restart and the second, train.deterministic=true, weights compared bit for bit (`resume`).
+`--dry-run` (`bash benchmarks/gpu.sh --dry-run`) takes every one of those code paths on the CPU
+with tiny settings in under two minutes (a check that it works, not a measurement; fp16 where this
+torch has it on the CPU, torch.compile in one cell), so that the first GPU run cannot fail on a typo.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from benchmarks.common import REPO, RESULTS, meta, rounded, write_results
 from benchmarks.model import bench_one
 
 GPU_BATCH = {64: 256, 128: 128, 192: 64}
+_DRY_MODEL: dict[str, int] = {}  # a dry run's tiny network: {"base_channels": 8}
+_LAST_DATA: dict[str, list[str]] = {}  # bench_train's data overrides, for the loader and resume checks
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -90,8 +98,12 @@ def bench_train(device: torch.device, work: Path, samples: int, steps: int, batc
     run_dir = work / "run"
     overrides = [f"data.path={data}", f"run_dir={run_dir}", f"data.size={size}", f"data.num_workers={workers}",
                  f"train.batch_size={batch}", "train.epochs=2", f"train.max_steps_per_epoch={steps}",
-                 "resume=never", f"device={device}", "train.checkpoint_minutes=0", "train.num_samples=4"]
+                 "resume=never", f"device={device}", "train.checkpoint_minutes=0", "train.num_samples=4",
+                 *(f"model.{k}={v}" for k, v in _DRY_MODEL.items())]
     cfg = load_config(REPO / "configs" / "full192.yaml", overrides)
+    _LAST_DATA["overrides"] = [f"data.path={data}", f"data.size={size}", f"data.num_workers={workers}",
+                               f"train.batch_size={batch}", f"device={device}", "train.checkpoint_minutes=0",
+                               *(f"model.{k}={v}" for k, v in _DRY_MODEL.items())]
     _reset_peak(device)
     start = time.perf_counter()
     fit(cfg)
@@ -110,6 +122,124 @@ def bench_train(device: torch.device, work: Path, samples: int, steps: int, batc
     }
 
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _matrix(dry_run: bool, compile_: str) -> list[tuple[str, bool, bool]]:
+    """(amp, channels_last, compile) cells: all of them on a GPU; a dry run compiles one cell, and
+    only with --compile on (inductor on a busy 2-core CPU takes minutes)."""
+    compiles = {"both": (False, True), "off": (False,), "on": (True,)}[compile_]
+    if dry_run:
+        compiles = (False, True) if compile_ == "on" else (False,)
+    cells = [(amp, cl, c) for c in compiles for amp in PRECISIONS for cl in (False, True)]
+    return [cell for cell in cells if not (dry_run and cell[2] and cell[:2] != ("fp32", False))]
+
+
+def bench_precision(device: torch.device, sizes: list[int], batches: dict[int, int], steps: int,
+                    cells: list[tuple[str, bool, bool]]) -> list[dict[str, Any]]:
+    """MaskDepthNet's training step as the loop takes it (autocast, GradScaler for fp16, clipping)."""
+    rows = []
+    for (amp, channels_last, compile_), size in ((cell, size) for cell in cells for size in sizes):
+        row: dict[str, Any] = {"size": size, "batch": batches[size], "amp": amp, "channels_last": channels_last,
+                               "compile": compile_}
+        _reset_peak(device)
+        try:
+            step = _train_step(device, amp, channels_last, compile_, size, batches[size])
+            row["train_ips"] = rounded(batches[size] / _best_seconds(step, device, steps, 5 if compile_ else 2), 1)
+        except Exception as exc:  # e.g. fp16 or compile unsupported here: record it, measure the rest
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        row["peak_mem_mb"] = rounded(_peak_mb(device), 0)
+        if compile_:
+            torch.compiler.reset()
+        print(f"  maskdepth {size:3d}px {amp} channels_last={channels_last!s:5s} compile={compile_!s:5s} "
+              f"train {row.get('train_ips', float('nan')):8.1f} img/s {row.get('error', '')}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _train_step(device: torch.device, amp: str, channels_last: bool, compile_: bool, size: int,
+                batch: int) -> Any:
+    """One training step of MaskDepthNet on random data, as the loop takes it."""
+    from maskdepth.losses import DepthLoss, DiceBCELoss
+    from maskdepth.model import build_model
+    from maskdepth.runtime import amp_dtype, autocast, grad_scaler
+
+    dtype, _ = amp_dtype(amp, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model("maskdepth", **_DRY_MODEL).to(device, memory_format=fmt)
+    net = torch.compile(model) if compile_ else model
+    optimizer, scaler = torch.optim.AdamW(model.parameters(), lr=1e-4), grad_scaler(dtype == torch.float16, device)
+    x = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    target = (x[:, :1] > 0.5).float()
+    mask_loss, depth_loss = DiceBCELoss(), DepthLoss()
+
+    def step() -> None:
+        with autocast(device, dtype):
+            logits, depth = net(x, x)
+        loss = mask_loss(logits, target) + depth_loss(depth, target.clamp(min=0.01))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def _best_seconds(step: Any, device: torch.device, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    seconds = []
+    for _ in range(max(1, steps)):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_loader(cfg: Any, device: torch.device, batches: int, step_ips: float | None) -> dict[str, Any]:
+    """The training loader's rate (the config's workers; pinned memory on CUDA) against the step's."""
+    from maskdepth.train import build
+
+    parts = build(cfg, device=device, pretrained=False)
+    it, n, start = iter(parts.train_loader), 0, 0.0
+    for i, batch in enumerate(it):  # the first batch waits for the workers to start: untimed
+        if i == 0:
+            start = time.perf_counter()
+            continue
+        n += batch["bg"].shape[0]
+        batch["bg"].to(device, non_blocking=True)
+        if i >= batches:
+            break
+    ips = n / max(time.perf_counter() - start, 1e-9)
+    del it, parts
+    return {"num_workers": cfg.data.num_workers, "pin_memory": device.type == "cuda", "loader_ips": rounded(ips, 1),
+            "step_ips": rounded(step_ips, 1), "loader_over_step": rounded(ips / step_ips, 2) if step_ips else None}
+
+
+def check_resume(cfg_path: Path, overrides: list[str], work: Path) -> dict[str, Any]:
+    """2 epochs in one go against 1 epoch, a new process state and the second: equal weights?"""
+    from maskdepth.checkpoint import load_checkpoint
+    from maskdepth.config import load_config
+    from maskdepth.train import fit
+
+    common = [*overrides, "train.deterministic=true", "train.epochs=2"]
+    fit(load_config(cfg_path, [*common, f"run_dir={work / 'straight'}"]))
+    fit(load_config(cfg_path, [*common, f"run_dir={work / 'resumed'}", "train.epochs=1"]))
+    fit(load_config(cfg_path, [*common, f"run_dir={work / 'resumed'}"]))
+    a, b = (load_checkpoint(work / run / "checkpoints" / "last.pt")["model"] for run in ("straight", "resumed"))
+    diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    return {"bit_exact": all(torch.equal(a[k], b[k]) for k in a), "max_abs_diff": diff}
+
+
 def _user_args(argv: list[str]) -> list[str]:
     """The arguments as typed to bench_gpu.sh (without the --out that the shell script adds)."""
     out = list(argv)
@@ -119,52 +249,94 @@ def _user_args(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu.json", help="the data file (default %(default)s)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 192])
+    parser.add_argument("--precision-sizes", type=int, nargs="+", default=[64, 192],
+                        help="sizes of the fp32/fp16/bf16 x channels_last x compile matrix")
     parser.add_argument("--steps", type=int, default=20,
                         help="timed bench_model steps; also max steps per training epoch")
     parser.add_argument("--samples", type=int, default=1600, help="samples of the 192 px make-data archive")
     parser.add_argument("--batch", type=int, default=64, help="batch of the training run")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader workers of the training run")
+    parser.add_argument("--loader-workers", type=int, default=2, help="workers of the loader check (Colab: 2)")
     parser.add_argument("--train-size", type=int, default=192)
     parser.add_argument("--compile", choices=["both", "off", "on"], default="both",
                         help="torch.compile settings to measure")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="every code path on the CPU with tiny settings (< 2 min): a check, not a measurement")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.device, args.sizes, args.precision_sizes, args.steps = "cpu", [32], [32], 1
+        args.samples, args.batch, args.workers, args.train_size = 80, 4, 0, 32
+        _DRY_MODEL["base_channels"] = 8
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("bench_gpu: CUDA is not available here (use --device cpu only to check the script)")
+            raise SystemExit("bench_gpu: CUDA is not available here (use --dry-run only to check the script)")
         torch.backends.cudnn.benchmark = True
         gpu, cuda = torch.cuda.get_device_name(device), torch.version.cuda
         batches = GPU_BATCH
     else:
         gpu, cuda = "none (CPU check run)", None
-        batches = {s: 2 for s in args.sizes}
+        batches = {s: 2 for s in {*args.sizes, *args.precision_sizes}}
     argv = sys.argv[1:] if argv is None else argv
     print(f"bench_gpu on {gpu}, torch {torch.__version__}, CUDA {cuda}", flush=True)
-    run_meta = meta("gpu", argv, gpu=gpu, device=str(device), compile=args.compile)
+    run_meta = meta("gpu", argv, gpu=gpu, device=str(device), compile=args.compile, dry_run=args.dry_run)
     run_meta["command"] = " ".join(["bash benchmarks/gpu.sh", *_user_args(argv)])
-    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile]
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile if not args.dry_run else "off"]
+    pbatches = {s: batches.get(s, 32) for s in args.precision_sizes}
     result: dict[str, Any] = {
-        "bench_model": bench_steps(device, args.sizes, {s: batches.get(s, 32) for s in args.sizes}, args.steps, modes)}
-    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
-        try:
-            result["train"] = bench_train(device, Path(tmp), args.samples, args.steps, args.batch, args.workers,
-                                          args.train_size)
-        except Exception as exc:
-            traceback.print_exc()
-            result["errors"] = {"train": f"{type(exc).__name__}: {exc}"}
-    t = result.get("train")
-    if t:
-        print(f"\ntraining {t['size']}px batch {t['batch']}, {t['num_workers']} workers: {t['img_s']:.0f} img/s "
-              f"(epoch {t['epoch']}: {t['steps']} steps in {t['epoch_s']:.1f} s incl. validation); "
-              f"400k-sample epoch ~ {t['epoch_400k_min']:.1f} min; peak GPU memory {t['peak_mem_mb'] or 0:.0f} MB")
+        "bench_model": bench_steps(device, args.sizes, {s: batches.get(s, 32) for s in args.sizes}, args.steps, modes),
+        "precision": bench_precision(device, args.precision_sizes, pbatches,
+                                     args.steps, _matrix(args.dry_run, args.compile))}
+    _train_checks(args, device, result)
     write_results(args.out, run_meta, result)
     return result
+
+
+def _train_checks(args: argparse.Namespace, device: torch.device, result: dict[str, Any]) -> None:
+    """The training run, the loader against the step and the resume parity check, each recorded or its error."""
+    from maskdepth.config import load_config
+
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
+        errors: dict[str, str] = {}
+        for name in ("train", "loader", "resume"):
+            try:
+                if name == "train":
+                    result["train"] = bench_train(device, Path(tmp), args.samples, args.steps, args.batch,
+                                                  args.workers, args.train_size)
+                    t = result["train"]
+                    print(f"\ntraining {t['size']}px batch {t['batch']}, {t['num_workers']} workers: {t['img_s']:.0f} "
+                          f"img/s (epoch {t['epoch']}: {t['steps']} steps in {t['epoch_s']:.1f} s incl. validation); "
+                          f"400k-sample epoch ~ {t['epoch_400k_min']:.1f} min; peak GPU memory "
+                          f"{t['peak_mem_mb'] or 0:.0f} MB", flush=True)
+                    continue
+                overrides = [*_LAST_DATA["overrides"], f"run_dir={Path(tmp) / name}", "resume=never",
+                             f"train.max_steps_per_epoch={max(args.steps, 2)}", "train.num_samples=2"]
+                if name == "loader":
+                    cfg = load_config(REPO / "configs" / "full192.yaml",
+                                      [*overrides, f"data.num_workers={args.loader_workers}"])
+                    step = [r.get("train_ips") for r in result.get("precision", []) if r["size"] == args.train_size
+                            and r["amp"] == cfg.train.amp.replace("auto", "bf16") and not r["compile"]]
+                    step_ips = max(filter(None, step), default=None)
+                    result["loader"] = bench_loader(cfg, device, max(args.steps, 2), step_ips)
+                else:
+                    result["resume"] = check_resume(REPO / "configs" / "full192.yaml", overrides, Path(tmp) / "resume")
+                print(f"{name}: {result[name]}", flush=True)
+            except Exception as exc:
+                traceback.print_exc()
+                errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+        if errors:
+            result["errors"] = errors
 
 
 if __name__ == "__main__":

@@ -8,10 +8,18 @@
 #      of at most --steps steps, the real DataLoader pipeline): img/s, the projected time of a
 #      400k-sample epoch, peak GPU memory (torch.cuda.max_memory_allocated);
 #   3. writes docs/results/gpu.json, then renders the tables of docs/results.md from the data files.
+#   4. the T4 path: fp32 / fp16 / bf16 x channels_last x torch.compile at 64 and 192 px, the loader
+#      (2 workers, pinned memory) against the step, and a resume parity check (benchmarks/gpu.py).
+# bash benchmarks/gpu.sh --dry-run: every code path on the CPU with tiny settings (< 2 min), written
+# to ${TMPDIR:-/tmp}/gpu_dry_run.json, docs/results untouched: run it before the GPU is there.
 # Extra arguments go to benchmarks/gpu.py. Set PYTHON to choose the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
+if [[ "${1:-}" == "--dry-run" ]]; then
+  exec "$PYTHON" -m benchmarks.gpu --out "${TMPDIR:-/tmp}/gpu_dry_run.json" "$@"
+fi
+export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"  # the resume check's deterministic cuBLAS
 
 "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu.sh: no CUDA device visible to torch; run it on a GPU machine")'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

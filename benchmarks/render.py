@@ -332,6 +332,15 @@ def render_table(name: str, data: dict[str, Any]) -> str:
     return markdown_table([h for h, _ in columns], [[cell(t, row) for _, t in columns] for row in rows])
 
 
+def stale_note(data: dict[str, Any]) -> str:
+    """The line under a table whose data file's meta says its sources changed since (tests/test_figures.py)."""
+    stale = data.get("meta", {}).get("stale")
+    if not stale:
+        return ""
+    return (f"\n*Stale: source changed since the measurement ({', '.join(stale['files'])}, {stale['since']}): "
+            f"{stale['why']}.*\n")
+
+
 def missing_line(stem: str, results: Path) -> str:
     writer = WRITERS.get(stem, f"the benchmark that writes {stem}.json")
     return f"Not measured yet: {_shown(results / (stem + '.json'))} does not exist; {writer} writes it."
@@ -358,7 +367,7 @@ def render_text(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
                 return match[1] + match[4]
         else:
             try:
-                return match[1] + render_table(name, cache[stem]) + "\n" + match[4]
+                return match[1] + render_table(name, cache[stem]) + "\n" + stale_note(cache[stem]) + match[4]
             except NoRows as exc:
                 line = f"Not measured: {_shown(results / (stem + '.json'))} has {exc}."
         missing.append(line)

@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,11 +118,34 @@ def _bf16_native() -> bool:
         return torch.cuda.get_device_capability()[0] >= 8
 
 
+def cpu_fp16_unsupported() -> str | None:
+    """None where this torch has what train.amp=fp16 needs on the CPU (fp16 autocast, torch >= 2.4,
+    and `torch.amp.GradScaler("cpu")`, torch >= 2.3), else why not: a probe, not a version check."""
+    if not hasattr(torch.amp, "GradScaler"):
+        return f"torch {torch.__version__} has no torch.amp.GradScaler for the CPU (torch >= 2.3)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unsupported autocast dtype warns and disables itself
+            with torch.autocast("cpu", dtype=torch.float16):
+                out = torch.mm(torch.ones(2, 2), torch.ones(2, 2))
+            torch.amp.GradScaler("cpu")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        return f"torch {torch.__version__} refuses fp16 on the CPU ({exc})"
+    if out.dtype != torch.float16:
+        return f"torch {torch.__version__} has no fp16 autocast on the CPU (torch >= 2.4)"
+    return None
+
+
+_CPU_FP16 = ("train.amp=fp16 on the CPU is slow: it exists to test the GPU (T4) path of fp16 with a GradScaler; "
+             "train on the CPU with train.amp=fp32 or bf16")
+
+
 def amp_dtype(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
     """(autocast dtype or None for fp32, the reason) for train.amp on `device`.
 
     auto: fp32 off CUDA; on CUDA bf16 where the GPU has it natively (compute capability >= 8.0),
     else fp16 with a GradScaler (T4, V100, P100), since emulated bf16 is slower than fp32.
+    fp16 on the CPU runs (with one warning) where torch has it: what tests the T4 path here.
     """
     if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
         return None, "fp32" + (" (no CUDA)" if amp == "auto" else "")
@@ -132,15 +156,26 @@ def amp_dtype(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
             return torch.bfloat16, f"bf16 ({name}, compute capability {major}.{minor} has native bf16)"
         return torch.float16, f"fp16 + GradScaler ({name}, compute capability {major}.{minor} has no native bf16)"
     if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16 or fp32")
+        why = cpu_fp16_unsupported() if device.type == "cpu" else f"device {device} is not the CPU or CUDA"
+        if why:
+            raise ConfigError(f"train.amp=fp16 needs CUDA here: {why}; on CPU use train.amp=bf16 or fp32")
+        warnings.warn(_CPU_FP16, stacklevel=2)
+        return torch.float16, "fp16 + GradScaler on the CPU (slow: for testing the GPU path)"
     return (torch.bfloat16, "bf16") if amp == "bf16" else (torch.float16, "fp16 + GradScaler")
 
 
-def grad_scaler(enabled: bool) -> Any:
-    """A GradScaler (a no-op unless `enabled`, i.e. fp16)."""
+def grad_scaler(enabled: bool, device: torch.device | str = "cuda") -> Any:
+    """A GradScaler for `device` (a no-op unless `enabled`, i.e. fp16)."""
+    kind = torch.device(device).type
     if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover - torch 2.2
+        return torch.amp.GradScaler(kind if kind in ("cuda", "cpu") else "cuda", enabled=enabled and kind != "mps")
+    return torch.cuda.amp.GradScaler(enabled=enabled and kind == "cuda")  # pragma: no cover - torch 2.2
+
+
+def channels_last_on(requested: bool, device: torch.device) -> bool:
+    """Whether training uses channels_last: train.channels_last on CUDA only (on the CPU it is
+    slower; tests patch this to run that path on the CPU)."""
+    return requested and device.type == "cuda"
 
 
 def seed_everything(seed: int) -> None:

@@ -49,8 +49,8 @@ from maskdepth.report import EpochGrids
 # isort: off
 from maskdepth.rundir import (grid_path, last_checkpoint, prepare_run_dir, read_resumable, repair_run_dir,
                               resume_source, run_finished, run_lock, save_epoch, training_clock)
-from maskdepth.runtime import (Dist, StopRequest, all_ranks_finite, all_ranks_true, amp_dtype, any_rank, grad_scaler,
-                               ignore_interrupts, init_distributed, settle, shutdown_distributed)
+from maskdepth.runtime import (Dist, StopRequest, all_ranks_finite, all_ranks_true, amp_dtype, channels_last_on,
+                               any_rank, grad_scaler, ignore_interrupts, init_distributed, settle, shutdown_distributed)
 # isort: on
 from maskdepth.tblog import tensorboard_log
 
@@ -148,7 +148,7 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
         raise ConfigError(f"data.size={cfg.data.size} is not a multiple of the model's stride {model.stride}; "
                           f"use {sizes}")
     model.to(device)
-    channels_last = cfg.train.channels_last and device.type == "cuda"
+    channels_last = channels_last_on(cfg.train.channels_last, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
@@ -160,7 +160,7 @@ def build(cfg: Config, world: Dist | None = None, device: torch.device | None = 
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Parts(
         train_set, val_set, train_batches, train_loader, val_loader, model, net, ema, optimizer,
-        grad_scaler(enabled=dtype == torch.float16),
+        grad_scaler(dtype == torch.float16, device),
         DiceBCELoss(bce_weight=cfg.loss.bce_weight, dice_weight=cfg.loss.dice_weight),
         DepthLoss(w_depth=cfg.loss.w_depth, w_ssim=cfg.loss.w_ssim, w_edge=cfg.loss.w_edge,
                   w_silog=cfg.loss.w_silog, w_grad=cfg.loss.w_grad),
