@@ -351,6 +351,7 @@ def render_text(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
     that stand in for missing data files or rows."""
     cache: dict[str, Any] = {}
     missing: list[str] = []
+    noted: set[str] = set()  # data files whose stale note is already on the page (once, at the first table)
 
     def body(match: re.Match[str]) -> str:
         name = match["name"]
@@ -367,7 +368,9 @@ def render_text(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
                 return match[1] + match[4]
         else:
             try:
-                return match[1] + render_table(name, cache[stem]) + "\n" + stale_note(cache[stem]) + match[4]
+                note = "" if stem in noted else stale_note(cache[stem])
+                noted.add(stem)
+                return match[1] + render_table(name, cache[stem]) + "\n" + note + match[4]
             except NoRows as exc:
                 line = f"Not measured: {_shown(results / (stem + '.json'))} has {exc}."
         missing.append(line)
