@@ -250,6 +250,11 @@ STATE_KEYS = [
     ("maskdepth", {"encoder": "resnet18"}, 234, "1211e7e18ff5c42c"),
     ("maskdepth", {"encoder": "resnet34", "context": "ppm"}, 354, "8cd293e212800c4a"),
     ("maskdepth", {"encoder": "efficientnet_b0", "depth_sees_mask": True}, 466, "71ab27129d97bbfe"),
+    # issue 22's options, pinned when they came in; log_depth alone adds no key
+    ("maskdepth", {"log_depth": True}, 162, "29eab7f267702e09"),
+    ("maskdepth", {"scale_head": True}, 166, "24196c3aab1fb11e"),
+    ("maskdepth", {"ruler": True}, 162, "07a696257b22f805"),
+    ("maskdepth", {"scale_head": True, "ruler": True, "log_depth": True}, 166, "f13e52cffcc551a3"),
 ]
 
 
@@ -270,3 +275,115 @@ def test_the_public_face_exports_what_it_lists():
     public = {name for name in dir(maskdepth.model) if not name.startswith("_") and name not in helpers
               and not isinstance(getattr(maskdepth.model, name), types.ModuleType)}
     assert public == set(maskdepth.model.__all__)
+
+
+# --------------------------------------------------------------------------------------------
+# depth that knows its scale (issue 22): scale_head, ruler, log_depth
+
+SCALE_OPTIONS = [{"scale_head": True}, {"ruler": True}, {"log_depth": True}, {"scale_head": True, "ruler": True},
+                 {"scale_head": True, "log_depth": True}, {"scale_head": True, "ruler": True, "log_depth": True}]
+
+
+@pytest.mark.parametrize("options", SCALE_OPTIONS)
+def test_scale_options_keep_depth_in_range(options):
+    torch.manual_seed(0)
+    model = build_model("maskdepth", base_channels=16, **options).eval()
+    bg, fg_bg = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        logits, depth = model(bg, fg_bg)
+    assert logits.shape == depth.shape == (2, 1, 32, 48)
+    assert bool(torch.isfinite(depth).all()) and float(depth.min()) > 0 and float(depth.max()) <= 1
+    # pushed to either end, the depth stays in (0, 1] and finite
+    head = model.scale_head.out if model.scale_head is not None else model.depth_head.out
+    for bias in (-30.0, 30.0):
+        with torch.no_grad():
+            head.bias.fill_(bias)
+            depth = model(bg, fg_bg)[1]
+        assert bool(torch.isfinite(depth).all()) and float(depth.min()) > 0 and float(depth.max()) <= 1
+
+
+def test_scale_head_sets_one_scale_per_image_and_learns():
+    torch.manual_seed(0)
+    model = build_model("maskdepth", base_channels=16, scale_head=True, log_depth=True).train()
+    bg, fg_bg = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    _, depth = model(bg, fg_bg)
+    loss = DepthLoss(w_silog=1.0)(depth, torch.rand(2, 1, 32, 32).clamp_min(0.05))
+    loss.backward()
+    for name, param in model.scale_head.named_parameters():  # the last layer starts at zero weight ...
+        if name.startswith("out."):
+            assert param.grad is not None and bool(torch.isfinite(param.grad).all()) and param.grad.abs().sum() > 0
+    # ... and s is one log scale per image: +ln 2 doubles every depth below the ceiling
+    model.eval()
+    with torch.no_grad():
+        before = model(bg, fg_bg)[1]
+        model.scale_head.out.bias.add_(float(torch.log(torch.tensor(2.0))))
+        after = model(bg, fg_bg)[1]
+    low = before < 0.2
+    assert low.any() and torch.allclose(after[low] / before[low], torch.full_like(before[low], 2.0), rtol=1e-3)
+
+
+def test_ruler_features_measure_the_object():
+    from maskdepth.model import ruler_features
+
+    mask = torch.zeros(3, 1, 10, 8)
+    mask[0, :, 2:7, 3:5] = 1.0  # rows 2..6: 5 of 10 rows, lowest row 6 of 0..9
+    mask[1, :, 9, 0] = 0.8  # one soft row, the last one
+    height, foot = ruler_features(mask).T
+    assert torch.allclose(height, torch.tensor([0.5, 0.08, 0.0]))
+    assert torch.allclose(foot, torch.tensor([6 / 9, 0.8, 0.0]))
+    mask.requires_grad_(True)
+    ruler_features(mask).sum().backward()
+    assert mask.grad.abs().sum() > 0  # differentiable in the mask
+
+
+def test_ruler_gives_the_depth_head_the_mask_and_the_ruler():
+    torch.manual_seed(0)
+    model = build_model("maskdepth", ruler=True, scale_head=True).eval()
+    assert model.depth_head.refine[0].in_channels == 32 + 9 + 1 + 2  # decoder + input + mask + height, foot
+    assert model.scale_head.hidden[0].in_features == 2 * 256 + 2
+    assert build_model("maskdepth", ruler=True, depth_sees_mask=True).depth_head.refine[0].in_channels == 32 + 9 + 3
+    bg, fg_bg = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        depth = model(bg, fg_bg)[1]
+        model.mask_head.out.bias.add_(3.0)  # another mask: another ruler and mask plane
+        assert not torch.allclose(model(bg, fg_bg)[1], depth)
+
+
+def test_scale_option_combinations_build_and_stay_in_the_parameter_budget():
+    torch.manual_seed(0)
+    bg, fg_bg = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    for extra in ({}, {"context": "ppm", "depth_sees_mask": True, "coords": True}, {"encoder": "resnet18"}):
+        model = build_model("maskdepth", scale_head=True, ruler=True, log_depth=True, **extra).eval()
+        if not extra:
+            assert count_parameters(model) <= 3_500_000
+        with torch.no_grad():
+            depth = model(bg, fg_bg)[1]
+        assert depth.shape == (1, 1, 64, 64) and 0 < float(depth.min()) and float(depth.max()) <= 1
+    # off is the default network, key for key
+    assert build_model("maskdepth", scale_head=False, ruler=False, log_depth=False).state_dict().keys() == \
+        build_model("maskdepth").state_dict().keys()
+
+
+def test_scale_options_round_trip_through_a_checkpoint(tmp_path):
+    import dataclasses
+
+    from maskdepth.checkpoint import TrainState, make_state, save_checkpoint
+    from maskdepth.config import load_config
+    from maskdepth.inference import load_model
+    from maskdepth.runtime import grad_scaler
+
+    cfg = load_config(None, ["model.scale_head=true", "model.ruler=true", "model.log_depth=true",
+                             "model.base_channels=16"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, **cfg.model.options())
+    with torch.no_grad():
+        model.scale_head.out.weight.normal_()  # not the initial value, so the load is seen
+    state = make_state(TrainState(), config=dataclasses.asdict(cfg), model=model,
+                       optimizer=torch.optim.AdamW(model.parameters()), scaler=grad_scaler(False))
+    path = save_checkpoint(tmp_path / "last.pt", state)
+    loaded, loaded_cfg = load_model(path, "cpu")
+    assert (loaded_cfg.model.scale_head, loaded_cfg.model.ruler, loaded_cfg.model.log_depth) == (True, True, True)
+    bg, fg_bg = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = model.eval()(bg, fg_bg), loaded(bg, fg_bg)
+    assert torch.equal(expected[1], got[1]) and torch.equal(expected[0], got[0])

@@ -73,6 +73,10 @@ class ModelConfig:
     coords: bool | None = None  # two input channels of pixel coordinates
     dropout: float | None = None  # Dropout2d on the bottleneck features
     blocks: int | None = None  # residual blocks per encoder level (default 1)
+    # depth that knows its scale (issue 22; docs/results.md, "Depth scale"):
+    scale_head: bool | None = None  # depth = shape from the decoder x one scale per image from pooled features
+    ruler: bool | None = None  # the depth head sees the mask, the object's pixel height and foot row
+    log_depth: bool | None = None  # the depth head outputs log depth (pair with a larger loss.w_silog)
     # the seed decoders' activation: relu (what the 2020 model_1.py runs: its nn.ReLU(0.2) is a
     # plain ReLU) or leaky_relu (slope 0.2, what the 2020 notebook's model summary shows)
     seed_activation: str = _choice("relu", "relu", "leaky_relu")

@@ -14,6 +14,7 @@ Where things are:
     backbones.py     the encoder networks it builds
     pretrained.py    `load_pretrained`: torchvision-format weights into a torchvision encoder
     maskdepthnet.py  MaskDepthNet: encoder, pyramid pooling, the two U-Net decoders and the heads
+                     (the scale head and the object ruler of issue 22 among them)
     seed.py          SeedNet, the original solution's network
     common.py        what both nets share: the input contract and the conv blocks
 
@@ -34,13 +35,13 @@ if TYPE_CHECKING:
 
     from maskdepth.model.backbones import OwnEncoder, TorchvisionEncoder
     from maskdepth.model.common import BasicBlock, InputSizeError, PairNet, nearest_valid_sizes
-    from maskdepth.model.maskdepthnet import CONTEXTS, MaskDepthNet, PyramidPooling
+    from maskdepth.model.maskdepthnet import CONTEXTS, MaskDepthNet, PyramidPooling, ScaleHead, ruler_features
     from maskdepth.model.pretrained import load_pretrained
     from maskdepth.model.seed import SEED_ACTIVATIONS, SeedNet
 
 MODEL_NAMES = ("maskdepth", "seed")
 _OPTIONS = {"maskdepth": ("base_channels", "num_stages", "context", "depth_sees_mask", "coords", "dropout", "blocks",
-                          "encoder"),
+                          "encoder", "scale_head", "ruler", "log_depth"),
             "seed": ("activation",)}
 
 _EXPORTS = {
@@ -54,6 +55,8 @@ _EXPORTS = {
     "CONTEXTS": "maskdepth.model.maskdepthnet",
     "MaskDepthNet": "maskdepth.model.maskdepthnet",
     "PyramidPooling": "maskdepth.model.maskdepthnet",
+    "ScaleHead": "maskdepth.model.maskdepthnet",
+    "ruler_features": "maskdepth.model.maskdepthnet",
     "SEED_ACTIVATIONS": "maskdepth.model.seed",
     "SeedNet": "maskdepth.model.seed",
 }
@@ -63,9 +66,9 @@ def build_model(name: str = "maskdepth", **options: Any) -> nn.Module:
     """Build a network by name: "maskdepth" (MaskDepthNet) or "seed" (the seed baseline).
 
     Options of "maskdepth": base_channels (default 32), num_stages (default 4), context,
-    depth_sees_mask, coords, dropout, blocks, encoder (see MaskDepthNet). Options of "seed": activation
-    ("relu" or "leaky_relu", see SeedNet). An option that is None is ignored (so a config can
-    leave it unset). Unknown names or options raise ConfigError naming the valid ones.
+    depth_sees_mask, coords, dropout, blocks, encoder, scale_head, ruler, log_depth (see MaskDepthNet).
+    Options of "seed": activation ("relu" or "leaky_relu", see SeedNet). An option that is None is
+    ignored (so a config can leave it unset). Unknown names or options raise ConfigError naming the valid ones.
     """
     options = {key: value for key, value in options.items() if value is not None}
     if name not in _OPTIONS:
@@ -104,6 +107,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "CONTEXTS", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_NAMES", "PRETRAINED_ENCODERS", "REGISTRY",
     "SEED_ACTIVATIONS", "BasicBlock", "InputSizeError", "MaskDepthNet", "OwnEncoder", "PairNet", "PyramidPooling",
-    "SeedNet", "TorchvisionEncoder", "build_model", "count_parameters", "get_encoder", "load_pretrained",
-    "nearest_valid_sizes",
+    "ScaleHead", "SeedNet", "TorchvisionEncoder", "build_model", "count_parameters", "get_encoder", "load_pretrained",
+    "nearest_valid_sizes", "ruler_features",
 ]

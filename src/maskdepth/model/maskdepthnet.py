@@ -4,7 +4,7 @@
 
     bg, fg_bg          float [B,3,H,W] RGB in [0, 1]; H and W multiples of `model.stride`
     pred_mask_logits   float [B,1,H,W] logits (apply sigmoid for probabilities)
-    pred_depth         float [B,1,H,W] in [0, 1] (a sigmoid), larger = farther
+    pred_depth         float [B,1,H,W] in (0, 1] (a sigmoid by default), larger = farther
 
 About 3.0M parameters with the defaults:
 - input: the normalised bg, fg_bg and their difference, 9 channels. The background is known,
@@ -22,6 +22,14 @@ About 3.0M parameters with the defaults:
   the depth head the predicted mask probability as one more input; `coords=True` adds two
   channels of pixel coordinates in [-1, 1] to the input; `dropout` applies Dropout2d to the
   bottleneck features during training; `blocks` stacks more residual blocks per encoder level.
+- options for depth that knows its scale (issue 22, docs/results.md "Depth scale"): on unseen
+  scenes most of the depth error is one number per image. `scale_head=True` splits the depth
+  into a relative map from the decoder (its per-image mean removed) and one log scale s per
+  image from pooled bottleneck features (ScaleHead); `ruler=True` gives the depth head the
+  predicted mask and two numbers measured on it, the object's pixel height and its foot row
+  (also fed to the scale head when both are on): the pasted object is a ruler; `log_depth=True`
+  makes the head's output log depth with a sharp ceiling at 0 (pair it with a larger
+  loss.w_silog). The losses apply to pred_depth unchanged in every case.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from maskdepth.model.common import PairNet, conv_bn_relu
 from maskdepth.model.encoders import encoder_spec, get_encoder
 
 CONTEXTS = ("none", "ppm")
+RULER_FEATURES = 2  # what ruler_features measures: the object's pixel height and foot row
+LOG_DEPTH_SHARPNESS = 8.0  # log_depth: ln pred = -softplus(-z, beta) is z (log depth) up to about -1/beta
+LOG_DEPTH_START = -1.2  # log_depth: the head starts near depth exp(-1.2) = 0.3, the synthetic data's mean
 
 
 def _check_options(base_channels: int, num_stages: int, context: str, dropout: float, blocks: int) -> None:
@@ -69,19 +80,28 @@ class MaskDepthNet(PairNet):
         encoder: a name of the registry, maskdepth.model.encoders.REGISTRY: "own" or a torchvision
             architecture (stride 32; num_stages and blocks do not apply). Its weights start
             random; `load_pretrained` puts ImageNet (or any torchvision-format) weights in.
+        scale_head: pred = sigmoid(r + s) (or log_depth's ceiling): r the depth head's output less
+            its per-image mean (the shape), s [B,1,1,1] one log scale per image from ScaleHead (the
+            scale); below the ceiling, sigmoid(z) ~ exp(z), so s multiplies the depth by exp(s).
+        ruler: the depth head sees the predicted mask and the object's soft pixel height and foot
+            row (`ruler_features`) as constant planes; with scale_head, the scale head gets them too.
+        log_depth: the head's output z is log depth: pred = exp(-softplus(-z, beta=8)), i.e. exp(z)
+            below about 0.9 with a smooth ceiling at 1 (instead of sigmoid(z)).
 
     forward(bg, fg_bg): bg, fg_bg float [B,3,H,W] in [0,1], H and W multiples of `stride`.
-    Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in [0,1] via a sigmoid).
+    Returns (pred_mask_logits [B,1,H,W], pred_depth [B,1,H,W] in (0,1]: a sigmoid, or see above).
     """
 
     def __init__(self, base_channels: int = 32, num_stages: int = 4, context: str = "none",
                  depth_sees_mask: bool = False, coords: bool = False, dropout: float = 0.0,
-                 blocks: int = 1, encoder: str = "own") -> None:
+                 blocks: int = 1, encoder: str = "own", scale_head: bool = False, ruler: bool = False,
+                 log_depth: bool = False) -> None:
         super().__init__()
         encoder_spec(encoder)  # an unknown name: one line naming the registry's
         _check_options(base_channels, num_stages, context, dropout, blocks)
         self.base_channels, self.encoder_name = base_channels, encoder
         self.depth_sees_mask, self.coords = bool(depth_sees_mask), bool(coords)
+        self.ruler, self.log_depth = bool(ruler), bool(log_depth)
         in_ch = 9 + 2 * self.coords  # bg, fg_bg, fg_bg - bg (, x, y)
         widths = self._attach_encoder(get_encoder(encoder, in_ch, base_channels=base_channels, num_stages=num_stages,
                                                   blocks=blocks))
@@ -93,8 +113,17 @@ class MaskDepthNet(PairNet):
         self.depth_decoder = UNetDecoder(widths, depth_widths)
         self.mask_decoder = UNetDecoder(widths, [w // 2 for w in depth_widths])
         head_ch = max(base_channels // 2, 8)
-        self.depth_head = FullResHead(depth_widths[0] + in_ch + self.depth_sees_mask, head_ch)
+        sees_mask = self.depth_sees_mask or self.ruler
+        self.depth_head = FullResHead(depth_widths[0] + in_ch + sees_mask + RULER_FEATURES * self.ruler, head_ch)
         self.mask_head = FullResHead(depth_widths[0] // 2 + in_ch, head_ch)
+        # registered only when on, so the default model's state_dict keys stay those of older checkpoints
+        self.scale_head: ScaleHead | None = None
+        if scale_head:
+            self.scale_head = ScaleHead(widths[-1], RULER_FEATURES * self.ruler)
+        if self.log_depth:
+            with torch.no_grad():
+                (self.scale_head.out.bias if self.scale_head is not None else self.depth_head.out.bias).fill_(
+                    LOG_DEPTH_START)
 
     def _attach_encoder(self, encoder: nn.Module) -> list[int]:
         """Register the encoder where checkpoints have always had it: the own encoder's parts on the
@@ -128,9 +157,63 @@ class MaskDepthNet(PairNet):
         skips[-1] = self.dropout(self.context(skips[-1]))
 
         pred_mask_logits = self.mask_head(self.mask_decoder(skips), x)
-        depth_in = torch.cat([x, torch.sigmoid(pred_mask_logits)], dim=1) if self.depth_sees_mask else x
-        pred_depth = torch.sigmoid(self.depth_head(self.depth_decoder(skips), depth_in))
-        return pred_mask_logits, pred_depth
+        return pred_mask_logits, self.depth(skips, x, torch.sigmoid(pred_mask_logits))
+
+    def depth(self, skips: list[Tensor], x: Tensor, mask_prob: Tensor) -> Tensor:
+        """pred_depth [B,1,H,W] in (0, 1] from the encoder's skips, the input planes x [B,C,H,W] and
+        the predicted mask probability [B,1,H,W]; see the class docstring for the options."""
+        ruler = ruler_features(mask_prob) if self.ruler else None  # [B,2]
+        planes = [x]
+        if self.depth_sees_mask or self.ruler:
+            planes.append(mask_prob)
+        if ruler is not None:
+            planes.append(ruler[:, :, None, None].expand(-1, -1, *x.shape[-2:]))
+        z = self.depth_head(self.depth_decoder(skips), torch.cat(planes, dim=1) if len(planes) > 1 else x)
+        if self.scale_head is not None:  # the shape from the decoder, the scale from the whole image
+            z = z - z.mean(dim=(2, 3), keepdim=True) + self.scale_head(skips[-1], ruler)
+        if self.log_depth:
+            return torch.exp(-F.softplus(-z, beta=LOG_DEPTH_SHARPNESS))
+        return torch.sigmoid(z)
+
+
+def ruler_features(mask_prob: Tensor) -> Tensor:
+    """The pasted object as a ruler: [B,2] (height, foot) in [0, 1] from mask_prob [B,1,H,W] in [0, 1].
+
+    With row_h = max over the row h of the mask probability (1 where the row crosses the object):
+    height = mean over rows of row_h (the soft fraction of rows the object spans: its pixel height / H)
+    and foot = max over rows of row_h * h / (H - 1) (the lowest row it reaches, 0 top .. 1 bottom).
+    Both are differentiable in the mask, and 0 when nothing is predicted. With the camera height,
+    where an object stands and how tall it looks say how far it is.
+    """
+    rows = mask_prob.amax(dim=-1).flatten(1)  # [B,H]
+    position = torch.linspace(0, 1, rows.shape[1], device=rows.device, dtype=rows.dtype)
+    return torch.stack([rows.mean(dim=1), (rows * position).amax(dim=1)], dim=1)
+
+
+class ScaleHead(nn.Module):
+    """One log scale per image from the bottleneck features: global average and max pooling, then
+    Linear(2C [+ extra], 64) + ReLU + Linear(64, 1).
+
+    forward(feat [B,C,h,w], extra [B,E] or None) -> s [B,1,1,1], unbounded (the depth head's ceiling
+    keeps pred_depth in (0, 1]). The last layer starts at zero weight, so s starts at its bias.
+    """
+
+    def __init__(self, channels: int, extra: int = 0, hidden: int = 64) -> None:
+        super().__init__()
+        self.extra = extra
+        self.hidden = nn.Sequential(nn.Linear(2 * channels + extra, hidden), nn.ReLU(inplace=True))
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, feat: Tensor, extra: Tensor | None = None) -> Tensor:
+        pooled = [feat.mean(dim=(2, 3)), feat.amax(dim=(2, 3))]
+        if self.extra:
+            if extra is None or extra.shape[1] != self.extra:
+                raise ValueError(f"ScaleHead expects {self.extra} extra features, got "
+                                 f"{None if extra is None else tuple(extra.shape)}")
+            pooled.append(extra.to(feat.dtype))
+        return self.out(self.hidden(torch.cat(pooled, dim=1))).view(-1, 1, 1, 1)
 
 
 class PyramidPooling(nn.Module):
