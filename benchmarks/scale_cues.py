@@ -69,8 +69,11 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per cue: Spearman's rho with log(scale_ratio), the median ratio per quartile (per kind for
-    scene_kind); the R^2 of a least-squares fit of log(scale_ratio) on all cues (kinds one-hot)."""
+    """Per cue: Spearman's rho with log(scale_ratio), over images and over backgrounds (means per
+    bg_id: the camera and the kind are drawn once per background, so its images are not independent),
+    the median ratio per quartile (per kind for scene_kind); the share of the variance of
+    log(scale_ratio) that lies between backgrounds; the R^2 of a least-squares fit of
+    log(scale_ratio) on all cues (kinds one-hot)."""
     rows = [r for r in rows if math.isfinite(r["scale_ratio"])]
     log_ratio = np.log([r["scale_ratio"] for r in rows])
     out: dict[str, Any] = {"images": len(rows), "median_scale_ratio": float(np.exp(np.median(log_ratio))),
@@ -78,11 +81,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                            "share_too_far_by_25pct": float(np.mean(log_ratio > math.log(1.25))),
                            "delta1": float(np.mean([r["delta1"] for r in rows])),
                            "delta1_ms": float(np.mean([r["delta1_ms"] for r in rows])), "cues": {}}
+    groups = _by_background(rows)
+    bg_log_ratio = np.array([np.mean(log_ratio[idx]) for idx in groups])
+    # the camera and the scene kind are drawn once per background: how much of the error is per scene
+    out["backgrounds"] = len(groups)
+    out["share_of_log_ratio_variance_between_backgrounds"] = float(
+        sum(len(idx) * (m - log_ratio.mean()) ** 2 for idx, m in zip(groups, bg_log_ratio))
+        / (len(log_ratio) * log_ratio.var()))
     for cue in NUMERIC_CUES:
         x = np.array([float(r[cue]) for r in rows])
         edges = np.quantile(x, [0, 0.25, 0.5, 0.75, 1])
         bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 3)
         out["cues"][cue] = {"spearman_log_ratio": _spearman(x, log_ratio),
+                            "spearman_per_background": _spearman(np.array([x[idx].mean() for idx in groups]),
+                                                                 bg_log_ratio),
                             "quartiles": [{"lo": float(edges[b]), "hi": float(edges[b + 1]),
                                            "median_scale_ratio": float(np.exp(np.median(log_ratio[bins == b])))}
                                           for b in range(4) if (bins == b).any()]}
@@ -95,6 +107,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                                   [c for c in NUMERIC_CUES if c not in ("median_depth_m",
                                                                                        "object_distance_m")])
     return out
+
+
+def _by_background(rows: list[dict[str, Any]]) -> list[np.ndarray]:
+    """The row indices of each background (bg_id), in first-seen order."""
+    index: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        index.setdefault(str(r["bg_id"]), []).append(i)
+    return [np.array(v) for v in index.values()]
 
 
 def _r2(rows: list[dict[str, Any]], y: np.ndarray, kinds: list[str], cues: Any) -> float:
@@ -122,7 +142,8 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title:
         ax.scatter([float(r[cue]) for r in rows], y, s=4, alpha=0.4)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xlabel(cue)
-        ax.set_title(f"Spearman ρ = {summary['cues'][cue]['spearman_log_ratio']:+.2f}", fontsize=9)
+        ax.set_title(f"Spearman ρ = {summary['cues'][cue]['spearman_log_ratio']:+.2f} (images), "
+                     f"{summary['cues'][cue]['spearman_per_background']:+.2f} (backgrounds)", fontsize=9)
     kinds = sorted(summary["cues"][KIND_CUE])
     ax = axes.flat[len(NUMERIC_CUES)]
     ax.boxplot([[v for r, v in zip(rows, y) if r[KIND_CUE] == k] for k in kinds], showfliers=False)
@@ -161,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          f"scale error per unseen image vs what made the scene: {args.label or args.checkpoint}")
     print(json.dumps({k: v for k, v in summary.items() if k != "cues"}, indent=1))
     for cue in NUMERIC_CUES:
-        print(f"{cue:20s} rho {summary['cues'][cue]['spearman_log_ratio']:+.2f}  quartile medians "
+        print(f"{cue:20s} rho {summary['cues'][cue]['spearman_log_ratio']:+.2f} "
+              f"(per bg {summary['cues'][cue]['spearman_per_background']:+.2f})  quartile medians "
               + " ".join(f"{q['median_scale_ratio']:.2f}" for q in summary["cues"][cue]["quartiles"]))
     print({k: round(v["median_scale_ratio"], 2) for k, v in summary["cues"][KIND_CUE].items()})
     return summary
