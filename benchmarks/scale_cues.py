@@ -86,7 +86,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     # the camera and the scene kind are drawn once per background: how much of the error is per scene
     out["backgrounds"] = len(groups)
     out["share_of_log_ratio_variance_between_backgrounds"] = float(
-        sum(len(idx) * (m - log_ratio.mean()) ** 2 for idx, m in zip(groups, bg_log_ratio))
+        sum(len(idx) * (m - log_ratio.mean()) ** 2 for idx, m in zip(groups, bg_log_ratio, strict=True))
         / (len(log_ratio) * log_ratio.var()))
     for cue in NUMERIC_CUES:
         x = np.array([float(r[cue]) for r in rows])
@@ -101,7 +101,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     kinds = sorted({r[KIND_CUE] for r in rows})
     out["cues"][KIND_CUE] = {k: {"images": int(sum(r[KIND_CUE] == k for r in rows)),
                                  "median_scale_ratio": float(np.exp(np.median(
-                                     [lr for r, lr in zip(rows, log_ratio) if r[KIND_CUE] == k])))} for k in kinds}
+                                     [lr for r, lr in zip(rows, log_ratio, strict=True) if r[KIND_CUE] == k])))} for k in kinds}
     out["r2_linear_fit"] = _r2(rows, log_ratio, kinds, NUMERIC_CUES)
     out["r2_linear_fit_without_true_depth"] = _r2(rows, log_ratio, kinds,
                                                   [c for c in NUMERIC_CUES if c not in ("median_depth_m",
@@ -138,7 +138,7 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title:
     rows = [r for r in rows if math.isfinite(r["scale_ratio"])]
     y = np.log2([r["scale_ratio"] for r in rows])
     fig, axes = plt.subplots(3, 3, figsize=(12, 10))
-    for ax, cue in zip(axes.flat, NUMERIC_CUES):
+    for ax, cue in zip(axes.flat, NUMERIC_CUES, strict=False):
         ax.scatter([float(r[cue]) for r in rows], y, s=4, alpha=0.4)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xlabel(cue)
@@ -146,7 +146,7 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title:
                      f"{summary['cues'][cue]['spearman_per_background']:+.2f} (backgrounds)", fontsize=9)
     kinds = sorted(summary["cues"][KIND_CUE])
     ax = axes.flat[len(NUMERIC_CUES)]
-    ax.boxplot([[v for r, v in zip(rows, y) if r[KIND_CUE] == k] for k in kinds], showfliers=False)
+    ax.boxplot([[v for r, v in zip(rows, y, strict=True) if r[KIND_CUE] == k] for k in kinds], showfliers=False)
     ax.set_xticks(range(1, len(kinds) + 1), kinds)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xlabel(KIND_CUE)
