@@ -99,9 +99,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                            "median_scale_ratio": float(np.exp(np.median(log_ratio[bins == b])))}
                                           for b in range(4) if (bins == b).any()]}
     kinds = sorted({r[KIND_CUE] for r in rows})
-    out["cues"][KIND_CUE] = {k: {"images": int(sum(r[KIND_CUE] == k for r in rows)),
-                                 "median_scale_ratio": float(np.exp(np.median(
-                                     [lr for r, lr in zip(rows, log_ratio, strict=True) if r[KIND_CUE] == k])))} for k in kinds}
+    by_kind = {k: [lr for r, lr in zip(rows, log_ratio, strict=True) if r[KIND_CUE] == k] for k in kinds}
+    out["cues"][KIND_CUE] = {k: {"images": len(by_kind[k]), "median_scale_ratio": float(np.exp(np.median(by_kind[k])))}
+                             for k in kinds}
     out["r2_linear_fit"] = _r2(rows, log_ratio, kinds, NUMERIC_CUES)
     out["r2_linear_fit_without_true_depth"] = _r2(rows, log_ratio, kinds,
                                                   [c for c in NUMERIC_CUES if c not in ("median_depth_m",
