@@ -46,6 +46,9 @@ WRITERS = {
     "make_data": "python -m benchmarks.make_data",
     "full_size_job": "python -m benchmarks.full_size_job",
     "gpu": "bash benchmarks/gpu.sh (on a CUDA machine)",
+    "depth_scale": "the issue-22 ablation runner (branch depth, scripts/bench_quality.py --ablation-set depth) "
+                   "and maskdepth evaluate --split all on the unseen archive",
+    "scale_cues": "python -m benchmarks.scale_cues CHECKPOINT UNSEEN.zip",
 }
 
 # name -> (where the rows are in the data file, [(column header, cell template)], transposed).
@@ -140,6 +143,13 @@ TABLES: dict[str, Spec] = {
         ("method", "{method}"), ("trained on", "{archive}"), ("unseen δ1 ↑", "{unseen_delta1:.3f}"),
         ("unseen δ1 median-scaled ↑", "{unseen_delta1_ms:.3f}"), ("unseen RMSE ↓", "{unseen_rmse:.3f}"),
         ("unseen abs_rel ↓", "{unseen_abs_rel:.3f}"), ("unseen IoU ↑", "{unseen_iou:.3f}")], False),
+    # issue 22: one change at a time against configs/quick.yaml, metric and scale-invariant side by side
+    "depth_scale.ablation": ("ablation", [
+        ("change", "{change}"), ("overrides", "`{overrides}`"), ("trained on", "{archive}"), ("steps", "{steps}"),
+        ("unseen δ1 ↑", "{unseen_delta1:.3f}"), ("δ1 median-scaled ↑", "{unseen_delta1_ms:.3f}"),
+        ("abs_rel ↓", "{unseen_abs_rel:.3f}"), ("abs_rel median-scaled ↓", "{unseen_abs_rel_ms:.3f}"),
+        ("SILog ↓", "{unseen_silog:.2f}"), ("RMSE ↓", "{unseen_rmse:.4f}"), ("IoU ↑", "{unseen_iou:.3f}"),
+        ("parameters", "{params:,}")], False),
     "quality.targets": ("targets", [
         ("archive", "{archive}"), ("δ1 ≥ 0.75", "{delta1_ok:yes|**no**} ({unseen_delta1:.3f})"),
         ("RMSE ≤ half the mean predictor's", "{rmse_ok:yes|**no**} ({unseen_rmse:.3f} vs {half_mean_rmse:.3f})"),

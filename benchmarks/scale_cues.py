@@ -21,15 +21,21 @@ import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.common import meta
+
 REPO = Path(__file__).resolve().parents[1]
 NUMERIC_CUES = ("camera_height_m", "camera_pitch_deg", "fov_deg", "horizon_row", "object_height_px",
                 "object_foot_row", "object_distance_m", "median_depth_m")
 KIND_CUE = "scene_kind"
+# what the figures depend on (tests/test_figures.py: a newer commit of one of them marks them stale)
+SOURCES = ("benchmarks/scale_cues.py", "src/maskdepth/model/maskdepthnet.py", "src/maskdepth/synth/scene.py",
+           "src/maskdepth/train.py", "src/maskdepth/losses.py")
 
 
 def per_image(checkpoint: Path, archive: Path, batch_size: int = 64) -> list[dict[str, Any]]:
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = per_image(args.checkpoint, args.archive)
     summary = summarise(rows)
     summary.update(checkpoint=str(args.checkpoint), archive=str(args.archive), label=args.label)
+    summary = {"meta": meta("scale_cues", list(argv if argv is not None else sys.argv[1:]), sources=list(SOURCES)),
+               **summary}
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
