@@ -89,6 +89,7 @@ def test_fp16_scales_the_loss_and_keeps_the_scaler_in_the_checkpoint(tiny_overri
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @needs_fp16
 def test_an_overflow_step_is_skipped_the_scale_halves_and_a_resume_restores_it(
         tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,6 +129,7 @@ def _all_items(ds, **loader_args):
     return [b for b in loader]
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_workers_give_the_same_samples(data_zip, context):
     if context not in multiprocessing.get_all_start_methods():
@@ -446,6 +447,7 @@ def _glibc() -> bool:
         return False
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not _glibc(), reason="glibc malloc tuning")
 def test_freed_batches_are_reused_without_page_faults():
     """With the tuning, freed batches are reused: in the steady state (after 12 warm-up steps, which

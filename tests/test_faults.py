@@ -145,6 +145,7 @@ def test_a_kill_at_any_write_of_the_last_epoch_is_repaired_by_the_rerun(
     assert k - 1 == len(_DERIVED)  # the uninterrupted run wrote each derived file once
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_stale_temp_files_of_the_run_are_removed_on_start(tiny_overrides: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
@@ -163,6 +164,7 @@ def test_stale_temp_files_of_the_run_are_removed_on_start(tiny_overrides: list[s
 # 4. changed keys on resume: applied, or refused naming the key
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_a_changed_lr_is_applied_and_other_changes_are_refused(tiny_overrides: list[str], tmp_path: Path) -> None:
     import csv
 
@@ -215,6 +217,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch):
     return arm
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("name", ["last.pt", "config.yaml", "metrics.csv", "curves.png", "epoch_002.png"])
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_one(
@@ -289,6 +292,7 @@ def sigint_delivered():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.usefixtures("sigint_delivered")
 def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run_does(
         tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,6 +327,7 @@ def test_sigint_saves_the_position_and_the_rerun_ends_where_an_uninterrupted_run
     assert _csv_without_seconds(run) == _csv_without_seconds(tmp_path / "reference")
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.usefixtures("sigint_delivered")  # the CLI process inherits SIG_IGN, not a handler
 def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -356,6 +361,7 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
 # 10. a run knows its data (issue 24)
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_a_run_refuses_other_data_keeps_its_checkpoint_and_resumes_on_a_copy(
         tiny_data: Path, tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from maskdepth.synth import make_dataset
@@ -390,6 +396,7 @@ def test_a_run_refuses_other_data_keeps_its_checkpoint_and_resumes_on_a_copy(
     assert load_checkpoint(last)["epoch"] == 2
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_a_checkpoint_without_a_data_fingerprint_still_resumes_with_a_note(
         tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from maskdepth.checkpoint import save_checkpoint

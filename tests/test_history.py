@@ -62,6 +62,7 @@ def test_rows_without_the_new_columns_are_written_with_empty_cells(tmp_path: Pat
     assert best_epoch([old, new], "val_silog") == 2 and best_epoch([old], "val_silog") is None
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_a_run_started_before_the_new_metrics_resumes_and_plots(tiny_overrides: list[str]) -> None:
     """A checkpoint and a metrics.csv without the scale-invariant columns (as a run started before they
     existed leaves them): the resumed run rewrites metrics.csv with every column, old rows blank there."""

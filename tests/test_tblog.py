@@ -25,6 +25,7 @@ def _read(folder: Path) -> event_accumulator.EventAccumulator:
     return acc
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_tensorboard_logs_steps_epochs_and_grids_and_resumes_without_duplicates(
     tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ def test_train_end_to_end_writes_the_run_directory(tiny_overrides: list[str], tm
     assert not list(run.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_extend_a_finished_run(tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
@@ -72,6 +73,7 @@ def test_extend_a_finished_run(tiny_overrides: list[str], tmp_path: Path, capsys
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_time_budget_ends_the_epoch_and_survives_a_rerun(tiny_overrides: list[str], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -93,6 +95,7 @@ def test_time_budget_ends_the_epoch_and_survives_a_rerun(tiny_overrides: list[st
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["steps"] == "5"  # 1 + a whole epoch of 4
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_ema_is_what_is_evaluated_saved_and_handed_to_the_epoch_hook(tiny_overrides: list[str], tmp_path: Path) -> None:
     seen: list[tuple[dict, dict]] = []
 
@@ -122,6 +125,7 @@ def test_resume_never_and_architecture_mismatch(tiny_overrides: list[str]) -> No
         fit(load_config(QUICK, [*tiny_overrides, "resume=/no/such.pt"]))
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_nonfinite_loss_stops_without_touching_the_checkpoint(tiny_overrides: list[str], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from maskdepth import losses
@@ -252,6 +256,7 @@ def test_bad_sample_stops_training_naming_it_or_is_skipped_and_counted(tmp_path:
     assert int(row["skipped_samples"]) == 1 and float(row["val_iou"]) == float(row["val_iou"])
 
 
+@pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 def test_keep_last_and_resume_from_a_given_checkpoint(tiny_overrides: list[str], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     fit(load_config(QUICK, [*tiny_overrides, "train.epochs=3", "train.keep_last=2"]))
