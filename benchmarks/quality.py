@@ -67,6 +67,22 @@ ABLATION: list[tuple[str, str, list[str]]] = [  # (name, archive, overrides on t
     ("deeper encoder: 3 blocks a level, 24 wide (0.50 vs 0.57 GFLOP)", "s15",
      ["model.blocks=3", "model.base_channels=24"]),
 ]
+# Issue 22: does depth learn its scale? configs/quick.yaml as it is (no OLD_DEFAULT) against each option
+# alone, the same steps; rows with "seed=1" repeat a row with another seed: the noise of one run.
+DEPTH_ABLATION: list[tuple[str, str, list[str]]] = [
+    ("configs/quick.yaml", "s15", []),
+    ("global scale head", "s15", ["model.scale_head=true"]),
+    ("object as a ruler (mask, pixel height, foot row)", "s15", ["model.ruler=true"]),
+    ("pyramid pooling at the bottleneck", "s15", ["model.context=ppm"]),
+    ("log depth + SILog 2", "s15", ["model.log_depth=true", "loss.w_silog=2.0"]),
+    ("configs/quick.yaml, seed 1", "s15", ["seed=1"]),
+    ("configs/quick.yaml", "diverse", []),
+    ("pyramid pooling at the bottleneck, seed 1", "s15", ["model.context=ppm", "seed=1"]),
+    ("pyramid pooling at the bottleneck", "diverse", ["model.context=ppm"]),
+]
+ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [])}
+# what each run records per epoch on the training subset, val and the unseen archive
+EVAL_KEYS = ("iou", "rmse", "delta1", "abs_rel", "delta1_ms", "abs_rel_ms", "silog")
 TRAIN_SUBSET = 640
 
 
@@ -164,8 +180,38 @@ def step_times(specs: list[dict[str, Any]], rounds: int, steps: int) -> list[flo
     return best
 
 
+def _progress_path(spec: dict[str, Any]) -> Path:
+    run_dir = Path(spec["run_dir"])
+    return run_dir.with_name(run_dir.name + ".progress.json")  # beside run_dir: fit wants that one empty
+
+
+def _resume_or_wipe(spec: dict[str, Any]) -> tuple[str, list[dict[str, Any]], int]:
+    """A run killed from outside goes on from its last checkpoint when RUN.progress.json holds the
+    same spec and a curve point for every finished epoch; otherwise its run_dir is wiped. Returns
+    (train's `resume`, the curve so far, the restarts so far)."""
+    import shutil
+
+    from maskdepth.checkpoint import read_checkpoint
+
+    progress, last = _progress_path(spec), Path(spec["run_dir"]) / "checkpoints" / "last.pt"
+    if progress.is_file() and last.is_file():
+        saved = json.loads(progress.read_text())
+        if saved["spec"] == spec and read_checkpoint(last).train.epoch == len(saved["curve"]):
+            _log(f"{spec['name']}: resuming after {len(saved['curve'])} epoch(s) from {last}")
+            return "auto", saved["curve"], saved.get("restarts", 0) + 1
+    shutil.rmtree(spec["run_dir"], ignore_errors=True)
+    return "never", [], 0
+
+
+def _save_progress(spec: dict[str, Any], curve: list[dict[str, Any]], restarts: int) -> None:
+    path = _progress_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"spec": spec, "curve": curve, "restarts": restarts}))
+
+
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train one variant, evaluating it on train / val / unseen after every epoch."""
+    """Train one variant, evaluating it on train / val / unseen after every epoch; a run killed
+    from outside resumes from its last checkpoint when started again with the same spec."""
     import torch
 
     from maskdepth.config import load_config
@@ -176,9 +222,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     size, batch = spec["size"], spec["batch"]
+    resume, curve, restarts = _resume_or_wipe(spec)
     base = [f"data.path={spec['archive']}", f"run_dir={spec['run_dir']}", f"data.size={size}",
-            "data.num_workers=0", "resume=never", "device=cpu", f"train.batch_size={batch}",
-            "train.checkpoint_minutes=0", "train.num_samples=4"]
+            "data.num_workers=0", f"resume={resume}", "device=cpu", f"train.batch_size={batch}",
+            "train.checkpoint_minutes=3", "train.num_samples=4"]
     cfg = load_config(QUICK, base + spec["overrides"])
     n_train = len(open_dataset(spec["archive"], size, "train"))
     steps_per_epoch = n_train // batch
@@ -195,7 +242,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device("cpu")
     train_loader = _subset_loader(Path(spec["archive"]), size, "train", TRAIN_SUBSET, 64)
     unseen_loader = _subset_loader(Path(spec["unseen"]), size, "all", 0, 64)
-    curve: list[dict[str, Any]] = []
+    _save_progress(spec, curve, restarts)
 
     def on_epoch_end(row: dict[str, Any], model: Any) -> None:
         start = time.perf_counter()
@@ -204,11 +251,14 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         point = {"epoch": row["epoch"], "steps": row["steps"], "seconds": row["seconds"],
                  "train_depth_loss": row["train_depth_loss"], "eval_s": time.perf_counter() - start}
         for prefix, figures in (("train", seen), ("unseen", unseen)):
-            point.update({f"{prefix}_{k}": figures[k] for k in ("iou", "rmse", "delta1", "abs_rel")})
-        point.update({k: row.get(k) for k in ("val_iou", "val_rmse", "val_delta1", "val_abs_rel")})
+            point.update({f"{prefix}_{k}": figures[k] for k in EVAL_KEYS})
+        point.update({f"val_{k}": row.get(f"val_{k}") for k in EVAL_KEYS})
+        point["val_score"] = row.get("val_score")
         curve.append(point)
+        _save_progress(spec, curve, restarts)
         _log(f"{spec['name']}: epoch {row['epoch']} step {row['steps']}: unseen rmse {unseen['rmse']:.4f} "
-             f"d1 {unseen['delta1']:.3f} iou {unseen['iou']:.3f} | val rmse {row['val_rmse']:.4f} "
+             f"d1 {unseen['delta1']:.3f} d1_ms {unseen['delta1_ms']:.3f} iou {unseen['iou']:.3f} "
+             f"| val rmse {row['val_rmse']:.4f} "
              f"| train rmse {seen['rmse']:.4f}")
 
     start = time.perf_counter()
@@ -218,7 +268,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     model, _ = load_model(Path(spec["run_dir"]) / "checkpoints" / "last.pt", "cpu")
     return {**spec, "curve": curve, "step_s": step_s, "wall_s": wall, "params": count_parameters(model),
-            "train_s": sum(p["seconds"] for p in curve), "epochs": len(curve)}
+            "train_s": sum(p["seconds"] for p in curve), "epochs": len(curve), "restarts": restarts}
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,23 +515,96 @@ def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> 
     return [results[i] for i in range(len(specs))]
 
 
-def main(argv: list[str] | None = None) -> Path | None:
-    argv = sys.argv[1:] if argv is None else argv
+def depth_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """--ablation-set depth: one row per run, the last epoch's unseen figures, metric and
+    scale-invariant side by side, with the val figures and the step time relative to the first row."""
+    ref = runs[0]
+    rows = []
+    for run in runs:
+        p = _last(run)
+        rows.append({"change": run["name"], "overrides": " ".join(run["overrides"]) or "(none)",
+                     "archive": run["archive_name"], "steps": p["steps"],
+                     **{f"{where}_{k}": rounded(p.get(f"{where}_{k}"), 4) for where in ("unseen", "val")
+                        for k in EVAL_KEYS},
+                     "gap_unseen_train": rounded(_gap(p), 4),
+                     "step_time_rel": rounded(run["step_s"] / ref["step_s"], 3),
+                     "params": run["params"], "restarts": run.get("restarts", 0)})
+    return rows
+
+
+def depth_figures(ablation: list[dict[str, Any]], specs: dict[str, dict[str, Any]],
+                  base: dict[str, dict[str, float]], archives: dict[str, Path], pictures_dir: Path) -> dict[str, Any]:
+    """Everything docs/results/depth_scale.json holds besides its meta: the table, every run's
+    per-epoch curve, the mean-depth predictors and one unseen grid per run (evenly spaced samples)."""
+    size = specs["s15"]["size"]
+    grids = {}
+    for run in ablation:
+        png = pictures_dir / f"depth_unseen_{run['key']}.png"
+        grids[run["key"]] = shown(unseen_grid(Path(run["run_dir"]), archives["unseen"], size, png,
+                                              title=f"unseen scenes, {run['name']} ({run['archive_name']}), "
+                                                    f"after {_last(run)['steps']} steps"))
+    return {
+        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "seed": v["seed"], "size": v["size"],
+                      "samples": v["num_bg"] * v["num_fg"] * 2 * v["per_pair"]} for name, v in specs.items()],
+        "ablation": depth_rows(ablation),
+        "baselines": [{"method": f"mean-depth predictor of the {name} training split", "archive": name,
+                       **{f"unseen_{k}": rounded(v, 4) for k, v in base[f"mean_depth_{name}"].items()}}
+                      for name in ("s15", "diverse")],
+        "curves": {run["key"]: [_point(q) for q in run["curve"]] for run in ablation},
+        "pictures": grids,
+    }
+
+
+def _specs(args: argparse.Namespace, specs: dict[str, dict[str, Any]], archives: dict[str, Path],
+           work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(budget runs, ablation runs) that this invocation asks for."""
+    common = dict(size=specs["s15"]["size"], batch=args.batch, threads=1, unseen=str(archives["unseen"]),
+                  calibration_steps=2 if args.smoke else 5)
+    rows, under = ABLATION_SETS[args.ablation_set]
+    prefix = "ablation" if args.ablation_set == "issue12" else args.ablation_set
+    ablation = []
+    if args.ablation_epochs and args.only != "budget":
+        for i, (name, archive, overrides) in enumerate(rows[:3] if args.smoke else rows):
+            if args.rows is None or i in args.rows:
+                ablation.append(dict(common, key=f"{prefix}{i}", name=name, archive_name=archive,
+                                     archive=str(archives[archive]), run_dir=str(work / f"{prefix}{i}"),
+                                     overrides=under + overrides, epochs=args.ablation_epochs))
+    budget = []
+    if args.only != "ablation" and args.ablation_set == "issue12":  # the depth set has no budget runs
+        for name in ("diverse", "s15"):
+            budget.append(dict(common, threads=args.threads, key=f"budget_{name}", name=f"configs/quick.yaml on {name}",
+                               archive_name=name, archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
+                               overrides=[], minutes=args.minutes))
+    return budget, ablation
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget of each budget run")
     parser.add_argument("--ablation-epochs", type=int, default=3, help="epochs of every ablation run (0: skip)")
+    parser.add_argument("--ablation-set", choices=tuple(ABLATION_SETS), default="issue12",
+                        help="issue12: the old default against each change, with the budget runs (quality.json); "
+                             "depth: configs/quick.yaml against issue 22's scale options (depth_scale.json)")
+    parser.add_argument("--rows", type=int, nargs="+",
+                        help="run only these rows (0-based) of the ablation set, e.g. beside a running invocation; "
+                             "a later --reuse invocation without --rows reports them all")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each budget run (ablation runs: 1)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--work", default="runs/bench_quality", help="archives, runs and logs")
-    parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the data file (default %(default)s)")
+    parser.add_argument("--out", help="the data file (default docs/results/quality.json, or depth_scale.json)")
     parser.add_argument("--pictures", default=str(RESULTS), help="folder of the pictures (default %(default)s)")
     parser.add_argument("--only", choices=("ablation", "budget"), help="run one part (the other is left out)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs of --work whose spec is unchanged (their results, not a rerun)")
     parser.add_argument("--smoke", action="store_true", help="32 px, tiny archives, seconds of training")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
     if args.one:
         spec = json.loads(Path(args.one).read_text())
         result = run_one(spec)
@@ -493,22 +616,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     specs = archive_specs(args.smoke)
     archives = {name: ensure_archive(work / f"{name}.zip", spec, max(1, args.jobs)) for name, spec in specs.items()}
     size = specs["s15"]["size"]
-    common = dict(size=size, batch=args.batch, threads=1, unseen=str(archives["unseen"]),
-                  calibration_steps=2 if args.smoke else 5)
-
-    ablation_specs = []
-    if args.ablation_epochs and args.only != "budget":
-        for i, (name, archive, overrides) in enumerate(ABLATION[:3] if args.smoke else ABLATION):
-            ablation_specs.append(dict(common, key=f"ablation{i}", name=name, archive_name=archive,
-                                       archive=str(archives[archive]), run_dir=str(work / f"ablation{i}"),
-                                       overrides=OLD_DEFAULT + overrides, epochs=args.ablation_epochs))
-    budget_specs = []
-    if args.only != "ablation":
-        for name in ("diverse", "s15"):
-            budget_specs.append(dict(common, threads=args.threads, key=f"budget_{name}",
-                                     name=f"configs/quick.yaml on {name}", archive_name=name,
-                                     archive=str(archives[name]), run_dir=str(work / f"budget_{name}"),
-                                     overrides=[], minutes=args.minutes))
+    budget_specs, ablation_specs = _specs(args, specs, archives, work)
     results = _launch(budget_specs + ablation_specs, work, args.jobs, args.reuse)
     budget, ablation = results[: len(budget_specs)], results[len(budget_specs):]
     if ablation:  # step times measured here, one after another in one quiet process, not during the runs
@@ -517,6 +625,12 @@ def main(argv: list[str] | None = None) -> Path | None:
             run["step_s"] = seconds
     base = baselines(archives, size)
     pictures_dir = Path(args.pictures)
+    run_meta = meta("quality", argv, device="cpu", smoke=args.smoke, ablation_set=args.ablation_set,
+                    minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),
+                    **reuse_note(ablation + budget))
+    if args.ablation_set == "depth":
+        out = Path(args.out or RESULTS / "depth_scale.json")
+        return write_results(out, run_meta, depth_figures(ablation, specs, base, archives, pictures_dir))
     pictures: dict[str, Path] = {}
     if budget:
         pictures["curves"] = curves_png(budget, base, pictures_dir / "quality_curves.png")
@@ -526,10 +640,8 @@ def main(argv: list[str] | None = None) -> Path | None:
             pictures[run["archive_name"]] = unseen_grid(
                 Path(run["run_dir"]), archives["unseen"], size, png,
                 title=f"unseen scenes, {run['name']}, after {_last(run)['steps']} steps")
-    run_meta = meta("quality", argv, device="cpu", smoke=args.smoke,
-                    minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),
-                    **reuse_note(ablation + budget))
-    return write_results(Path(args.out), run_meta, figures(args, specs, ablation, budget, base, pictures))
+    out = Path(args.out or RESULTS / "quality.json")
+    return write_results(out, run_meta, figures(args, specs, ablation, budget, base, pictures))
 
 
 if __name__ == "__main__":
