@@ -28,6 +28,13 @@ split) and background subtraction for the mask (Otsu, 3x3 open/close), from mask
 3. Pictures: unseen-scene grids of both budget runs, samples evenly spaced over the archive
    (not picked), and the curves.
 
+--ablation-set depth runs issue 22's rows instead (DEPTH_ABLATION: configs/quick.yaml as it is
+against each scale option alone, a second seed, the 1,000-scene archive; no budget runs) and
+writes docs/results/depth_scale.json: metric and scale-invariant figures side by side (δ1_ms,
+abs_rel_ms after per-image median scaling; SILog), every run's per-epoch curve and one unseen
+grid per run. --rows N ... runs some rows; a run killed from outside resumes from its last
+checkpoint when started again with the same spec (its curve is kept in RUN.progress.json).
+
 --smoke shrinks everything (32 px, tiny archives, seconds of training) for tests/test_benchmark.py.
 """
 
@@ -79,6 +86,7 @@ DEPTH_ABLATION: list[tuple[str, str, list[str]]] = [
     ("configs/quick.yaml", "diverse", []),
     ("pyramid pooling at the bottleneck, seed 1", "s15", ["model.context=ppm", "seed=1"]),
     ("pyramid pooling at the bottleneck", "diverse", ["model.context=ppm"]),
+    ("larger crops (0.5 instead of 0.3)", "s15", ["data.crop=0.5"]),
 ]
 ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [])}
 # what each run records per epoch on the training subset, val and the unseen archive
