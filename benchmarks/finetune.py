@@ -12,8 +12,7 @@ Archives (made once in --work, reused while their dataset.json arguments match):
 - low:     the same arguments at 64 px, for the 64 px stage (only without --init);
 - unseen:  --unseen-bg x --unseen-fg x 2 x 1 at --size px, seed 1 (default 20 x 4 x 2 = 160 samples):
            backgrounds and objects that no run has seen.
-At 192 px with one process, make-data took ~1 s a background and ~0.03 s a sample on this 2-core
-machine under load 4: the three archives take about 3.5 min.
+The three archives take about 3.5 min with one process (below).
 
 1. The 64 px weights: `--init CKPT` takes an existing checkpoint (a configs/quick.yaml run, e.g.
    runs/bench_finetune/stage64/checkpoints/last.pt of an earlier invocation); without it, this
@@ -33,11 +32,13 @@ machine under load 4: the three archives take about 3.5 min.
    scratch's seconds per step). Steps are the robust figure; seconds compare only on a quiet
    machine, since both runs' clocks include whatever else ran.
 
-Run time of the defaults, measured on this machine (2 cores, load ~4 from other jobs, one torch
-thread): a 192 px step at batch 8 took ~10 s, a 64 px step at batch 32 ~3.4 s, evaluating 192 px
-images ~0.26 s each. So: archives ~3.5 min, the 64 px stage ~18 min, each 192 px run ~60 min (300
-steps ~50 min, 7 x 320 val + unseen images ~10 min): about 2.3 h in all; on an idle core (about
-twice as fast) roughly 1.2 h. With --init the 64 px stage is skipped (~20 min less).
+Run time of the defaults, estimated from a timing trial on this machine (2 cores shared with two
+training jobs, load ~3.5, one torch thread, about half a core for this process): a 192 px step at
+batch 8 took 8-10 s, a 64 px step at batch 32 ~3.4 s, evaluating a 192 px image ~0.26 s, and
+make-data ~1 s a 192 px background plus ~0.03 s a sample. So: archives ~3.5 min, the 64 px stage
+~18 min, each 192 px run ~55 min (300 steps ~45 min; 7 evaluations of 160 val + 160 unseen images
+~10 min): about 2.2 h in all under that load, roughly 1.2 h on an idle core. --init skips the
+64 px stage (~18 min less); the archives are reused from --work, the run folders replaced.
 
 --smoke shrinks everything (a 32 px stage, 48 px runs, tiny archives, a few steps; < 60 s) for
 tests/test_benchmark.py.
