@@ -49,6 +49,7 @@ WRITERS = {
     "depth_scale": "the issue-22 ablation runner (branch depth, scripts/bench_quality.py --ablation-set depth) "
                    "and maskdepth evaluate --split all on the unseen archive",
     "scale_cues": "python -m benchmarks.scale_cues CHECKPOINT UNSEEN.zip",
+    "finetune": "python -m benchmarks.finetune",
 }
 
 # name -> (where the rows are in the data file, [(column header, cell template)], transposed).
@@ -164,6 +165,35 @@ TABLES: dict[str, Spec] = {
         ("gap val − train", "{gap_val_train:.3f}"),
         ("gap unseen − train", "{gap_unseen_train:.3f}"), ("step time", "{step_time_rel:.2f}x"),
         ("parameters", "{params:,}")], False),
+    # benchmarks/finetune.py (issue 22, item 5): scratch vs from 64 px weights, the same steps at 192 px;
+    # metric and scale-invariant depth side by side, then how soon each reaches scratch's final val figures
+    "finetune.runs": ("runs", [
+        ("run", "{run}"), ("starts from", "{init}"), ("steps", "{steps}"), ("val IoU ↑", "{val_iou:.3f}"),
+        ("val δ1 ↑", "{val_delta1:.3f}"), ("unseen δ1 ↑", "{unseen_delta1:.3f}"),
+        ("δ1 median-scaled ↑", "{unseen_delta1_ms:.3f}"), ("abs_rel ↓", "{unseen_abs_rel:.3f}"),
+        ("abs_rel median-scaled ↓", "{unseen_abs_rel_ms:.3f}"), ("SILog ↓", "{unseen_silog:.2f}"),
+        ("RMSE ↓", "{unseen_rmse:.4f}"), ("unseen IoU ↑", "{unseen_iou:.3f}"),
+        ("steps to scratch's final val IoU", "{steps_to_iou}"),
+        ("steps to scratch's final val δ1", "{steps_to_delta1}")], False),
+    "finetune.reach": ("runs", [
+        ("run", "{run}"), ("64 px stage s", "{stage_s:.0f}"), ("training s", "{training_s:.0f}"),
+        ("val IoU target (scratch's final)", "{target_iou:.3f}"), ("steps to it", "{steps_to_iou}"),
+        ("s to it", "{s_to_iou:.0f}"), ("s incl. the 64 px stage", "{total_s_to_iou:.0f}"),
+        ("step equivalents incl. the stage", "{total_steps_to_iou:.0f}"),
+        ("val δ1 target (scratch's final)", "{target_delta1:.3f}"), ("steps to it", "{steps_to_delta1}"),
+        ("s to it", "{s_to_delta1:.0f}"), ("s incl. the 64 px stage", "{total_s_to_delta1:.0f}"),
+        ("step equivalents incl. the stage", "{total_steps_to_delta1:.0f}")], False),
+    "finetune.curves": ("curves.*", [
+        ("run", "{run}"), ("step", "{steps}"), ("s", "{seconds:.0f}"), ("val IoU", "{val_iou:.3f}"),
+        ("val δ1", "{val_delta1:.3f}"), ("val δ1 median-scaled", "{val_delta1_ms:.3f}"),
+        ("unseen IoU", "{unseen_iou:.3f}"), ("unseen δ1", "{unseen_delta1:.3f}"),
+        ("unseen δ1 median-scaled", "{unseen_delta1_ms:.3f}"), ("unseen abs_rel", "{unseen_abs_rel:.3f}"),
+        ("unseen RMSE", "{unseen_rmse:.4f}")], False),
+    "finetune.settings": ("settings", [
+        ("image side of the compared runs, px", "{size}"), ("steps per run", "{steps}"), ("batch", "{batch}"),
+        ("evaluations after step 0", "{epochs}"), ("first stage: side px, steps, batch",
+                                                  "{stage_size}, {stage_steps}, {stage_batch}"),
+        ("torch threads", "{threads}"), ("config", "`{config}`")], True),
     # benchmarks/full_size_job.py
     "full_size_job.run": ("run", [
         ("archive", "`{archive}`"), ("archive GB", "{archive_gb:.2f}"),

@@ -1,5 +1,6 @@
-"""benchmarks/report.py and benchmarks/quality.py run end to end with --smoke: the data files they write
-and the tables benchmarks/render.py makes of them (their classical baselines: tests/test_baselines.py)."""
+"""benchmarks/report.py, benchmarks/quality.py and benchmarks/finetune.py run end to end with --smoke: the data
+files they write and the tables benchmarks/render.py makes of them (their classical baselines:
+tests/test_baselines.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import quality, render, report
+from benchmarks import finetune, quality, render, report
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +112,41 @@ def test_bench_quality_depth_set_writes_metric_and_scale_invariant_figures(tmp_p
     again = json.loads(out.read_text())
     assert again["meta"]["runs_reused"] == "1 of 1"
     assert again["ablation"][0]["unseen_delta1"] == data["ablation"][1]["unseen_delta1"]
+
+
+def test_finetune_plan_gives_the_steps_in_about_evals_epochs():
+    assert finetune.plan(300, 160, 6) == (6, 50)  # the defaults at 192 px: 1,280 train samples, batch 8
+    assert finetune.plan(300, 40, 8) == (8, 38)  # no epoch longer than the split
+    assert finetune.plan(3, 100, 10) == (3, 1)
+
+
+def test_bench_finetune_smoke_compares_scratch_with_the_low_resolution_start(tmp_path):
+    out, work = tmp_path / "finetune.json", tmp_path / "work"
+    finetune.main(["--smoke", "--work", str(work), "--out", str(out)])
+    data = json.loads(out.read_text())
+    _meta_ok(data["meta"], "finetune", "--smoke")
+    assert data["meta"]["sources"] and all((render.REPO / s).exists() for s in data["meta"]["sources"])
+    figures = [f"{split}_{k}" for split in ("val", "unseen") for k in finetune.KEYS]
+    runs = {r["run"]: r for r in data["runs"]}
+    assert list(runs) == ["scratch", "from64"] and runs["from64"]["init"] == "32 px weights"
+    for row in runs.values():
+        assert _finite(row, [*figures, "steps", "training_s", "total_s"]), row["run"]
+        assert row["steps"] == data["settings"]["steps"] > 0
+    assert runs["scratch"]["steps_to_iou"] is not None and runs["scratch"]["stage_s"] == 0  # its own final value
+    assert data["stage64"]["seconds"] > 0 and runs["from64"]["stage_s"] == pytest.approx(data["stage64"]["seconds"],
+                                                                                         abs=0.05)
+    curves = data["curves"]
+    assert [p["steps"] for p in curves["scratch"]] == [p["steps"] for p in curves["from64"]]
+    assert curves["scratch"][0]["steps"] == 0 and len(curves["scratch"]) == data["settings"]["epochs"] + 1
+    assert all(_finite(p, figures) for c in curves.values() for p in c)
+    # step 0: the weights were loaded (from64 starts elsewhere than scratch's random init)
+    assert any(curves["from64"][0][k] != curves["scratch"][0][k] for k in figures)
+    # --init CKPT reads the same stage back from the checkpoint
+    stage = finetune.stage_from(work / "stage64" / "checkpoints" / "last.pt")
+    assert (stage["size"], stage["steps"]) == (data["stage64"]["size"], data["stage64"]["steps"]) == (32, 3)
+    assert stage["seconds"] == pytest.approx(data["stage64"]["seconds"], abs=1e-3)
+    tables = _render_all("finetune", data)
+    assert "| scratch | random | 4 |" in tables["finetune.runs"] and "| from64 | 32 px weights | 4 |" in \
+        tables["finetune.runs"]
+    assert tables["finetune.reach"] and tables["finetune.curves"].count("| from64 |") == 3
+    assert "`python -m benchmarks.finetune --smoke" in tables["finetune.meta"]
