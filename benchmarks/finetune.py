@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, RESULTS, log, meta, rounded, shown, write_results
-from benchmarks.quality import _subset_loader, ensure_archive
+from benchmarks.quality import ensure_archive, subset_loader
 
 QUICK = REPO / "configs" / "quick.yaml"
 # what the figures depend on (tests/test_figures.py: a newer commit of one of them marks them stale)
@@ -162,7 +162,7 @@ def train_run(name: str, overrides: list[str], unseen: Path, size: int) -> dict[
     cfg = load_config(QUICK, overrides)
     _fresh(Path(cfg.run_dir))
     device = torch.device("cpu")
-    unseen_loader = _subset_loader(unseen, size, "all", 0, 32)
+    unseen_loader = subset_loader(unseen, size, "all", 0, 32)
     curve: list[dict[str, Any]] = []
 
     def point(row: dict[str, Any], model: Any, val: dict[str, float] | None = None) -> None:

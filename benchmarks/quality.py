@@ -132,7 +132,9 @@ def ensure_archive(path: Path, spec: dict[str, Any], workers: int) -> Path:
 # one training run (runs in its own process: `--one SPEC.json`)
 
 
-def _subset_loader(path: Path, size: int, split: str, limit: int, batch: int) -> Any:
+def subset_loader(path: Path, size: int, split: str, limit: int, batch: int) -> Any:
+    """An unshuffled uint8 DataLoader of `split` of the archive at `path`; with `limit`, that many
+    samples evenly spaced over the split (not picked)."""
     import numpy as np
     import torch
 
@@ -248,8 +250,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config(QUICK, base + spec["overrides"] + extra)
 
     device = torch.device("cpu")
-    train_loader = _subset_loader(Path(spec["archive"]), size, "train", TRAIN_SUBSET, 64)
-    unseen_loader = _subset_loader(Path(spec["unseen"]), size, "all", 0, 64)
+    train_loader = subset_loader(Path(spec["archive"]), size, "train", TRAIN_SUBSET, 64)
+    unseen_loader = subset_loader(Path(spec["unseen"]), size, "all", 0, 64)
     _save_progress(spec, curve, restarts)
 
     def on_epoch_end(row: dict[str, Any], model: Any) -> None:
