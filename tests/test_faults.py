@@ -357,6 +357,45 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
     assert saved["step"] > 0 and f"(step {saved['step']})" in last_line
 
 
+@pytest.mark.usefixtures("sigint_delivered")
+@pytest.mark.parametrize("saved_before", [True, False], ids=["after_an_epoch", "before_any_checkpoint"])
+def test_a_second_ctrl_c_stops_at_once_with_the_interruption_line(
+        saved_before: bool, tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: a second Ctrl-C (the first asks for a clean stop, the second stops at once) printed
+    an empty `maskdepth: ` line. It says where the run stands, exits 130, and last.pt stays whole."""
+    from maskdepth import train
+
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    if saved_before:
+        fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    before = last.read_bytes() if saved_before else None
+    real_optimise = train._optimise
+
+    def optimise(*a, **k) -> None:  # Ctrl-C twice inside one step: the second one interrupts at once
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        real_optimise(*a, **k)
+
+    monkeypatch.setattr(train, "_optimise", optimise)
+    handler_before = signal.getsignal(signal.SIGINT)
+    capsys.readouterr()
+    assert main(["train", str(QUICK), *tiny_overrides]) == 130
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].startswith("maskdepth:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    if saved_before:
+        assert lines[0] == (f"maskdepth: interrupted again: stopped at once, without saving; {last} holds the last "
+                            "saved position: run again to continue from there")
+        assert last.read_bytes() == before
+    else:
+        assert lines[0] == ("maskdepth: interrupted again: stopped at once, before any checkpoint was saved; "
+                            "run again to start the run over")
+        assert not last.exists()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 10. a run knows its data (issue 24)
 

@@ -367,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"maskdepth: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"maskdepth: {exc or 'interrupted'}", file=sys.stderr)
+        # a bare KeyboardInterrupt (Ctrl-C outside training) has an empty message, yet is truthy
+        print(f"maskdepth: {_one_line(exc) if str(exc).strip() else 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         # Flush before a possible os._exit in a DataLoader worker teardown.
