@@ -82,6 +82,34 @@ def test_a_lock_from_another_machine_blocks_until_its_heartbeat_is_stale(tmp_pat
     assert not lock_file.exists()
 
 
+def test_a_heartbeat_in_the_future_is_clock_skew_not_a_live_run(tmp_path: Path) -> None:
+    """Issue 24: a lock whose heartbeat lies in the future (the other machine's clock is ahead)
+    blocked for as long as the skew. More than the take-over time ahead, it is stale, and the
+    take-over says why; less, the refusal says the heartbeat is in the future, not '-30 s ago'."""
+    import torch
+
+    from maskdepth.rundir import run_lock
+    from maskdepth.runtime import Dist
+
+    lock_file = tmp_path / LOCK_NAME
+    ahead = {"host": "colab-vm-with-a-fast-clock", "pid": 1, "token": "x", "since": time.time()}
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 30}))
+    with pytest.raises(RunLockedError, match=r"pid 1, .*last heartbeat 30 s in the future \(its clock is ahead"):
+        RunLock(tmp_path, stale_s=120).acquire()
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 3 * 3600}))
+    notes: list[str] = []
+    with RunLock(tmp_path, stale_s=120, log=notes.append) as lock:
+        assert read_lock(tmp_path)["token"] == lock.token
+    assert notes == [f"note: took over {lock_file} of host colab-vm-with-a-fast-clock, pid 1: its heartbeat lies "
+                     "180 min in the future (clock skew between the machines), more than the 120 s after which "
+                     "a lock is stale"], notes
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 3 * 3600}))
+    notes.clear()
+    with run_lock(tmp_path, Dist(), torch.device("cpu"), notes.append):  # what training logs
+        assert read_lock(tmp_path)["pid"] == os.getpid()
+    assert len(notes) == 1 and "in the future (clock skew" in notes[0], notes
+
+
 def test_a_live_lock_keeps_beating(tmp_path: Path) -> None:
     with RunLock(tmp_path, heartbeat_s=0.05) as lock:
         first = read_lock(tmp_path)["heartbeat"]

@@ -83,12 +83,13 @@ def resume_source(cfg: Config, run_dir: Path, log: Log) -> Path | None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, world: Dist, device: torch.device) -> Iterator[None]:
-    """Hold RUN/.lock (rank 0) for the block; every rank fails together when it is taken."""
+def run_lock(run_dir: Path, world: Dist, device: torch.device, log: Log | None = None) -> Iterator[None]:
+    """Hold RUN/.lock (rank 0) for the block; every rank fails together when it is taken. `log`
+    gets the note of a lock taken over from a machine that stopped beating (or whose clock is ahead)."""
     lock, error = None, None
     if world.main:
         try:
-            lock = RunLock(run_dir).acquire()
+            lock = RunLock(run_dir, log=log).acquire()
         except MaskDepthError as exc:
             error = exc
     if not all_ranks_true(error is None, world, device):
