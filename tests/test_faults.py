@@ -288,6 +288,43 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(bad: str, tiny_overrides: l
                                           "written by torch.save; pass RUN/checkpoints/last.pt or best.pt)"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_run_directory_is_taken_wherever_a_checkpoint_is(
+        tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: `export RUNDIR` said "checkpoint RUNDIR not found" though the folder exists.
+    export, evaluate, predict and train.init_from read RUN/checkpoints/best.pt; resume=RUN last.pt."""
+    from PIL import Image
+
+    from maskdepth.rundir import resume_source
+
+    run, best = tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.pt"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1", "train.max_steps_per_epoch=1"]))
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    exported = run / "checkpoints" / "best.ts.pt"
+    assert capsys.readouterr().out.split() == [str(exported), f"{exported}.json"]
+    assert json.loads(Path(f"{exported}.json").read_text())["checkpoint"] == str(best)
+    assert main(["evaluate", str(run), "--split", "val", "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["checkpoint"] == str(best)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["predict", str(run), "--bg", str(image), "--fg-bg", str(image), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "x_mask.png").is_file()
+    other = [*tiny_overrides[:1], f"run_dir={tmp_path / 'other'}", *tiny_overrides[2:], "train.epochs=1",
+             "train.max_steps_per_epoch=1"]
+    assert main(["train", str(QUICK), *other, f"train.init_from={run}"]) == 0
+    out = capsys.readouterr()
+    assert f"initialised from {best} (epoch 1" in out.out + out.err
+    cfg = load_config(QUICK, [*other, f"resume={run}"])
+    assert resume_source(cfg, tmp_path / "new", print) == run / "checkpoints" / "last.pt"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(empty)]) == 2
+    assert _one_error_line(capsys) == (
+        f"maskdepth: error: {empty} is a folder, not a checkpoint, and holds neither {empty}/checkpoints/best.pt nor "
+        f"{empty}/checkpoints/last.pt; pass a checkpoint file, or a run directory that has saved one")
+
+
 @pytest.mark.parametrize("override, message", [
     ("device=tpu", "config key 'device' must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"),
     ("device=cuda:x", "config key 'device' must be auto, cpu, cuda, cuda:N or mps; got 'cuda:x'"),

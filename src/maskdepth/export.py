@@ -115,13 +115,14 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     traced; it must be a positive multiple of the stride, otherwise a ConfigError (one line).
     The file is written to a temp file and renamed, so an interrupted export leaves no half file.
     """
-    from maskdepth.checkpoint import read_checkpoint
+    from maskdepth.checkpoint import read_checkpoint, resolve_checkpoint
     from maskdepth.inference import load_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its best.pt (else last.pt)
     refuse_overwrite(out, {"checkpoint": checkpoint})
     refuse_overwrite(Path(out).with_name(Path(out).name + ".json"), {"checkpoint": checkpoint}, "the sidecar of --out")
     model, cfg = load_model(checkpoint, "cpu")
