@@ -400,6 +400,16 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, workers):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zip"]
 
 
+def test_full_disk_estimate_is_in_mb_below_a_gigabyte(tmp_path, monkeypatch):
+    """Issue 24: on a nearly full disk a small archive was estimated at "about 0.0 GB"."""
+    _fail_writes_after(monkeypatch, 10, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(DataError, match=r"\(the archive needs about 0\.02 MB\)") as err:
+        make_dataset(tmp_path / "d.zip", **TINY)  # 24 samples of 32 px
+    assert "GB" not in str(err.value)
+    assert synthetic.size_text(5.6e9) == "5.6 GB" and synthetic.size_text(0.999e9) == "999 MB"
+    assert synthetic.size_text(3.46e6) == "3.5 MB" and synthetic.size_text(12) == "0.01 MB"
+
+
 def test_interrupt_leaves_no_partial_file(tmp_path, monkeypatch):
     out = tmp_path / "d.zip"
     _fail_writes_after(monkeypatch, 5, KeyboardInterrupt())
