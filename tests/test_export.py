@@ -140,3 +140,12 @@ def test_export_refuses_an_out_that_is_its_checkpoint(checkpoint: Path, tmp_path
         err = capsys.readouterr().err
         assert f"maskdepth: error: --out {out} is the input checkpoint {checkpoint}; writing it would destroy" in err
     assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_files_follow_the_umask(fmt: str, umask: int, checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 24: written files follow the umask (0644 under 022, 0664 under 002), the file and its sidecar."""
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx is not installed")
+    for path in export_checkpoint(checkpoint, tmp_path / f"m.{fmt}", fmt=fmt):
+        assert path.stat().st_mode & 0o777 == umask, (path.name, oct(path.stat().st_mode))

@@ -469,3 +469,10 @@ def test_aborted_archive_gets_no_central_directory():
     complete.write("bg/a.jpg", b"a" * 100)
     complete.close()
     assert b"PK\x05\x06" in whole.getvalue()  # a zip that is not aborted ends as usual
+
+
+def test_the_archive_follows_the_umask(umask, tmp_path):
+    """Issue 24: written files follow the umask like any file the user creates (0644 under 022,
+    0664 under 002), so an archive on a shared folder stays readable to the group."""
+    out = make_dataset(tmp_path / "d.zip", **TINY).path
+    assert out.stat().st_mode & 0o777 == umask, oct(out.stat().st_mode)
