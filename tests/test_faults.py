@@ -228,23 +228,6 @@ def test_a_missing_mask_entry_names_the_archive_the_entry_and_the_hint(tmp_path:
     assert "holes.zip" in line and "mask/bg001_fg002.png" in line and "data.skip_bad=true" in line
 
 
-@pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch):
-    """full_disk("curves.png"): from now on, writing a file of that name hits a real ENOSPC
-    (its temp file is /dev/full), as on a full disk or Drive quota."""
-    real = fileio.tempfile.mkstemp
-
-    def arm(name: str) -> None:
-        def mkstemp(*args, **kwargs):
-            if kwargs.get("prefix") == f".{name}.":
-                return os.open("/dev/full", os.O_WRONLY), str(Path(kwargs["dir"]) / f".{name}.full.tmp")
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
-
-    return arm
-
-
 @pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("name", ["last.pt", "config.yaml", "metrics.csv", "curves.png", "epoch_002.png"])

@@ -126,12 +126,44 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and disk_full(exc):
-            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
-            raise DiskFullError(f"no space left on device writing {path} ({kept})") from None
+        _give_up(path, tmp, exc)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """`with atomic_path(p) as tmp: save(tmp)`, for writers that take a file name, not a file (an
+    ONNX program's save): `tmp` is a temp file in p's folder, renamed to p when the block
+    completes and removed when it does not; a full disk is one DiskFullError naming p. A writer
+    that aborts the process on a full disk (torch.jit.save's C++ writer) cannot be guarded so:
+    write it to memory, then `write_atomic`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _follow_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _give_up(path, tmp, exc)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _give_up(path: Path, tmp: str, exc: BaseException) -> None:
+    """After a failed write: remove the temp file, and turn a full disk into one DiskFullError
+    naming the file (any other error is the caller's to re-raise)."""
+    Path(tmp).unlink(missing_ok=True)
+    if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and disk_full(exc):
+        kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+        raise DiskFullError(f"no space left on device writing {path} ({kept})") from None
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
