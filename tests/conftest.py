@@ -55,6 +55,36 @@ def tiny_overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.fixture(params=[0o022, 0o002], ids=["umask022", "umask002"])
+def umask(request: pytest.FixtureRequest):
+    """The process umask set to the parameter for the test; yields the mode a file the user
+    creates gets under it (0o666 & ~umask), which every file maskdepth writes must have too."""
+    old = os.umask(request.param)
+    try:
+        yield 0o666 & ~request.param
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch):
+    """full_disk("curves.png"): from now on, writing a file of that name through maskdepth.fileio
+    hits a real ENOSPC (its temp file is /dev/full), as on a full disk or Drive quota."""
+    from maskdepth import fileio
+
+    real = fileio.tempfile.mkstemp
+
+    def arm(name: str) -> None:
+        def mkstemp(*args, **kwargs):
+            if kwargs.get("prefix") == f".{name}.":
+                return os.open("/dev/full", os.O_WRONLY), str(Path(kwargs["dir"]) / f".{name}.full.tmp")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
+
+    return arm
+
+
 def run_process_group(cmd: list[str], *, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """subprocess.run in a session of its own; on timeout the whole process group is killed
     (torchrun's ranks included: a rank stuck in gloo's teardown must not outlive the test)."""

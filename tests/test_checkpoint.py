@@ -120,3 +120,60 @@ def test_text_files_are_not_checkpoints(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         with pytest.raises(CheckpointError, match=f"{name} is not a maskdepth checkpoint"):
             load_checkpoint(tmp_path / name)
+
+
+def test_a_run_directory_stands_for_its_best_checkpoint(tmp_path: Path) -> None:
+    """Issue 24: `export RUNDIR` said "checkpoint RUNDIR not found" though the folder exists. A run
+    directory (or its checkpoints folder) is read as RUN/checkpoints/best.pt, else last.pt; resume
+    prefers last.pt; a folder with neither is one line naming both paths."""
+    from maskdepth.checkpoint import read_checkpoint, resolve_checkpoint
+
+    run = tmp_path / "run"
+    folder = run / "checkpoints"
+    save_checkpoint(folder / "last.pt", _state(1.0))
+    assert resolve_checkpoint(run) == folder / "last.pt"  # no best.pt yet (Ctrl-C in the first epoch)
+    assert torch.equal(load_checkpoint(run)["model"]["w"], torch.full((3,), 1.0))
+    save_checkpoint(folder / "best.pt", _state(2.0))
+    assert resolve_checkpoint(run) == folder / "best.pt" == resolve_checkpoint(folder)
+    assert resolve_checkpoint(run, prefer=("last.pt", "best.pt")) == folder / "last.pt"
+    assert resolve_checkpoint(folder / "last.pt") == folder / "last.pt"  # a file stays as it is
+    ck = read_checkpoint(run)
+    assert ck.path == folder / "best.pt" and torch.equal(ck.weights["w"], torch.full((3,), 2.0))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for given in (empty, empty / "checkpoints"):
+        given.mkdir(exist_ok=True)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(given)
+        assert str(err.value) == (
+            f"{given} is a folder, not a checkpoint, and holds neither {empty / 'checkpoints' / 'best.pt'} nor "
+            f"{empty / 'checkpoints' / 'last.pt'}; pass a checkpoint file, or a run directory that has saved one")
+
+
+def test_atomically_written_files_follow_the_umask(umask: int, tmp_path: Path) -> None:
+    """Issue 24: mkstemp made every atomically written file 0600 whatever the umask, so a run
+    directory shared with a group (or on Drive) was unreadable to the others."""
+    from maskdepth.config import load_config, save_config
+    from maskdepth.fileio import atomic_open, write_atomic
+
+    from conftest import QUICK
+
+    written = [save_checkpoint(tmp_path / "checkpoints" / "last.pt", _state(1.0)),
+               write_atomic(tmp_path / "split.json", "{}\n"),
+               save_config(load_config(QUICK), tmp_path / "config.yaml")]
+    with atomic_open(tmp_path / "metrics.csv", "w") as f:
+        f.write("epoch\n")
+    written.append(tmp_path / "metrics.csv")
+    save_checkpoint(written[0], _state(2.0))  # replacing a file gives the new one the same mode
+    for path in written:
+        assert path.stat().st_mode & 0o777 == umask, (path.name, oct(path.stat().st_mode & 0o777))
+    from maskdepth import fileio
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    with pytest.MonkeyPatch.context() as mp:  # where /proc/self/status is not there (macOS): os.umask, put back
+        mp.setattr(fileio, "open", no_proc, raising=False)
+        assert fileio.user_file_mode() == umask and fileio.user_file_mode() == umask
+        write_atomic(tmp_path / "split.json", "{}\n")
+    assert (tmp_path / "split.json").stat().st_mode & 0o777 == umask

@@ -50,3 +50,18 @@ def test_overrides_after_options_reach_the_command(monkeypatch: pytest.MonkeyPat
     assert seen["checkpoint"] == "ck.pt" and seen["split"] == "val"
     assert seen["overrides"] == ["data.size=64", "device=cpu"]
     assert capsys.readouterr().out.strip() == "table"
+
+
+def test_an_interrupt_without_a_message_prints_the_interruption_line(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: str(KeyboardInterrupt()) is '' but the exception is truthy, so `exc or 'interrupted'`
+    printed an empty `maskdepth: ` line for a Ctrl-C outside training (or a second one inside it)."""
+    from maskdepth import synth
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "make_dataset", interrupted)
+    assert main(["make-data", "out.zip", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["maskdepth: interrupted"], err

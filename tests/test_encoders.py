@@ -108,6 +108,54 @@ def test_a_local_state_dict_lands_in_the_encoder(encoder: str, tmp_path: Path) -
         load_pretrained(build_model("maskdepth"), str(tmp_path / "weights.pt"))
 
 
+def _write_not_a_state_dict(kind: str, path: Path) -> None:
+    if kind == "module":
+        torch.save(torchvision.models.resnet18(weights=None), path)  # the whole model, not its state_dict
+    elif kind == "text":
+        path.write_text("resnet18 weights: see the README\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "list":
+        torch.save([torch.zeros(2)], path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:
+        torch.save({"conv1.weight": 1}, path)
+
+
+@pytest.mark.parametrize("kind, what", [
+    ("module", "a pickled torchvision.models.resnet.ResNet (a whole model saved with torch.save(model)), "
+               "not a state_dict"),
+    ("text", "a text file, not a file written by torch.save"),
+    ("empty", "an empty file"),
+    ("list", "holds a list, not a state_dict"),
+    ("tensor", "holds a single tensor, not a state_dict"),
+    ("dict", "holds a dict whose entry 'conv1.weight' is an int, not a tensor"),
+])
+def test_a_pretrained_file_that_is_no_state_dict_is_one_line(kind: str, what: str, tmp_path: Path) -> None:
+    """Issue 24: model.pretrained=FILE holding a pickled module, text, a list or a tensor gave
+    UnpicklingError / KeyError / AttributeError tracebacks. One line: what FILE is, what was expected."""
+    path = tmp_path / f"{kind}.pt"
+    _write_not_a_state_dict(kind, path)
+    with pytest.raises(ConfigError) as err:
+        load_pretrained(build_model("maskdepth", encoder="resnet18"), str(path))
+    assert str(err.value) == (f"model.pretrained={path}: {what}; expected a torchvision resnet18 state_dict, "
+                              "saved with torch.save(model.state_dict(), PATH)")
+
+
+def test_a_pretrained_module_file_is_one_line_from_the_cli(tiny_overrides: list[str], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from maskdepth.cli import main
+
+    path = tmp_path / "module.pt"
+    _write_not_a_state_dict("module", path)
+    assert main(["train", str(QUICK), *tiny_overrides, "model.encoder=resnet18", f"model.pretrained={path}"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("maskdepth: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"maskdepth: error: model.pretrained={path}: a pickled torchvision.models.resnet.ResNet")
+
+
 def test_imagenet_goes_through_torchvisions_weights_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     state = _saved_weights("resnet18", tmp_path / "w.pt")
     asked: list[str] = []

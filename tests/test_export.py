@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,57 @@ def test_export_refuses_an_out_that_is_its_checkpoint(checkpoint: Path, tmp_path
         err = capsys.readouterr().err
         assert f"maskdepth: error: --out {out} is the input checkpoint {checkpoint}; writing it would destroy" in err
     assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_files_follow_the_umask(fmt: str, umask: int, checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 24: written files follow the umask (0644 under 022, 0664 under 002), the file and its sidecar."""
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx is not installed")
+    for path in export_checkpoint(checkpoint, tmp_path / f"m.{fmt}", fmt=fmt):
+        assert path.stat().st_mode & 0o777 == umask, (path.name, oct(path.stat().st_mode))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt, name", [("torchscript", "m.ts.pt"), ("onnx", "m.onnx")])
+def test_a_full_disk_is_one_line_naming_the_export_and_leaves_no_temp_file(
+        fmt: str, name: str, checkpoint: Path, tmp_path: Path, full_disk, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: TorchScript export to a full disk aborted in C++ (exit 134) and left its temp file
+    filling the disk; ONNX said "no space left on device" without the file. Both are written from
+    memory through the atomic writer now: one line naming the file, no temp file, exit 2."""
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx is not installed")
+    out = tmp_path / "out" / name
+    out.parent.mkdir()
+    stale = out.with_name(f".{name}.tmp")  # what an export that aborted in C++ left behind
+    stale.write_bytes(b"x" * 1000)
+    full_disk(name)
+    assert main(["export", str(checkpoint), "--format", fmt, "--out", str(out), "--exporter", "legacy"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("maskdepth: ")]
+    assert lines == [f"maskdepth: error: no space left on device writing {out} (nothing was written)"], err
+    assert "Traceback" not in err and list(out.parent.iterdir()) == []
+
+
+def test_a_writer_that_takes_a_file_name_is_guarded_too(tmp_path: Path) -> None:
+    """The dynamo exporter saves to a file name (`atomic_path`): a full disk there is the same one
+    line naming the file, the temp file removed, and the previous file kept."""
+    import errno
+
+    from maskdepth.errors import DiskFullError
+    from maskdepth.fileio import atomic_path
+
+    out = tmp_path / "d.onnx"
+    out.write_bytes(b"previous")
+
+    def save(name: Path) -> None:
+        Path(name).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(name))
+
+    with pytest.raises(DiskFullError) as err, atomic_path(out) as tmp:
+        save(tmp)
+    assert str(err.value) == f"no space left on device writing {out} (the previous d.onnx is kept)"
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["d.onnx"]
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(b"new")
+    assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["d.onnx"]

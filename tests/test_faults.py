@@ -82,6 +82,34 @@ def test_a_lock_from_another_machine_blocks_until_its_heartbeat_is_stale(tmp_pat
     assert not lock_file.exists()
 
 
+def test_a_heartbeat_in_the_future_is_clock_skew_not_a_live_run(tmp_path: Path) -> None:
+    """Issue 24: a lock whose heartbeat lies in the future (the other machine's clock is ahead)
+    blocked for as long as the skew. More than the take-over time ahead, it is stale, and the
+    take-over says why; less, the refusal says the heartbeat is in the future, not '-30 s ago'."""
+    import torch
+
+    from maskdepth.rundir import run_lock
+    from maskdepth.runtime import Dist
+
+    lock_file = tmp_path / LOCK_NAME
+    ahead = {"host": "colab-vm-with-a-fast-clock", "pid": 1, "token": "x", "since": time.time()}
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 30}))
+    with pytest.raises(RunLockedError, match=r"pid 1, .*last heartbeat 30 s in the future \(its clock is ahead"):
+        RunLock(tmp_path, stale_s=120).acquire()
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 3 * 3600}))
+    notes: list[str] = []
+    with RunLock(tmp_path, stale_s=120, log=notes.append) as lock:
+        assert read_lock(tmp_path)["token"] == lock.token
+    assert notes == [f"note: took over {lock_file} of host colab-vm-with-a-fast-clock, pid 1: its heartbeat lies "
+                     "180 min in the future (clock skew between the machines), more than the 120 s after which "
+                     "a lock is stale"], notes
+    lock_file.write_text(json.dumps({**ahead, "heartbeat": time.time() + 3 * 3600}))
+    notes.clear()
+    with run_lock(tmp_path, Dist(), torch.device("cpu"), notes.append):  # what training logs
+        assert read_lock(tmp_path)["pid"] == os.getpid()
+    assert len(notes) == 1 and "in the future (clock skew" in notes[0], notes
+
+
 def test_a_live_lock_keeps_beating(tmp_path: Path) -> None:
     with RunLock(tmp_path, heartbeat_s=0.05) as lock:
         first = read_lock(tmp_path)["heartbeat"]
@@ -200,23 +228,6 @@ def test_a_missing_mask_entry_names_the_archive_the_entry_and_the_hint(tmp_path:
     assert "holes.zip" in line and "mask/bg001_fg002.png" in line and "data.skip_bad=true" in line
 
 
-@pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch):
-    """full_disk("curves.png"): from now on, writing a file of that name hits a real ENOSPC
-    (its temp file is /dev/full), as on a full disk or Drive quota."""
-    real = fileio.tempfile.mkstemp
-
-    def arm(name: str) -> None:
-        def mkstemp(*args, **kwargs):
-            if kwargs.get("prefix") == f".{name}.":
-                return os.open("/dev/full", os.O_WRONLY), str(Path(kwargs["dir"]) / f".{name}.full.tmp")
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
-
-    return arm
-
-
 @pytest.mark.slow  # over ~14 s on 2 cores (pytest --durations, 2026-12-07): make test-fast stays short
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("name", ["last.pt", "config.yaml", "metrics.csv", "curves.png", "epoch_002.png"])
@@ -258,6 +269,43 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(bad: str, tiny_overrides: l
         assert main(argv) == 2, argv
         assert _one_error_line(capsys) == f"maskdepth: error: {path} is not a maskdepth checkpoint (not a file " \
                                           "written by torch.save; pass RUN/checkpoints/last.pt or best.pt)"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_run_directory_is_taken_wherever_a_checkpoint_is(
+        tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: `export RUNDIR` said "checkpoint RUNDIR not found" though the folder exists.
+    export, evaluate, predict and train.init_from read RUN/checkpoints/best.pt; resume=RUN last.pt."""
+    from PIL import Image
+
+    from maskdepth.rundir import resume_source
+
+    run, best = tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.pt"
+    fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1", "train.max_steps_per_epoch=1"]))
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    exported = run / "checkpoints" / "best.ts.pt"
+    assert capsys.readouterr().out.split() == [str(exported), f"{exported}.json"]
+    assert json.loads(Path(f"{exported}.json").read_text())["checkpoint"] == str(best)
+    assert main(["evaluate", str(run), "--split", "val", "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["checkpoint"] == str(best)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["predict", str(run), "--bg", str(image), "--fg-bg", str(image), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "x_mask.png").is_file()
+    other = [*tiny_overrides[:1], f"run_dir={tmp_path / 'other'}", *tiny_overrides[2:], "train.epochs=1",
+             "train.max_steps_per_epoch=1"]
+    assert main(["train", str(QUICK), *other, f"train.init_from={run}"]) == 0
+    out = capsys.readouterr()
+    assert f"initialised from {best} (epoch 1" in out.out + out.err
+    cfg = load_config(QUICK, [*other, f"resume={run}"])
+    assert resume_source(cfg, tmp_path / "new", print) == run / "checkpoints" / "last.pt"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(empty)]) == 2
+    assert _one_error_line(capsys) == (
+        f"maskdepth: error: {empty} is a folder, not a checkpoint, and holds neither {empty}/checkpoints/best.pt nor "
+        f"{empty}/checkpoints/last.pt; pass a checkpoint file, or a run directory that has saved one")
 
 
 @pytest.mark.parametrize("override, message", [
@@ -355,6 +403,45 @@ def test_sigint_to_the_cli_exits_130_with_last_pt_saved(tiny_overrides: list[str
     assert re.match(r"maskdepth: interrupted (at|after) epoch \d+", last_line), last_line
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["step"] > 0 and f"(step {saved['step']})" in last_line
+
+
+@pytest.mark.usefixtures("sigint_delivered")
+@pytest.mark.parametrize("saved_before", [True, False], ids=["after_an_epoch", "before_any_checkpoint"])
+def test_a_second_ctrl_c_stops_at_once_with_the_interruption_line(
+        saved_before: bool, tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24: a second Ctrl-C (the first asks for a clean stop, the second stops at once) printed
+    an empty `maskdepth: ` line. It says where the run stands, exits 130, and last.pt stays whole."""
+    from maskdepth import train
+
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    if saved_before:
+        fit(load_config(QUICK, [*tiny_overrides, "train.epochs=1"]))
+    before = last.read_bytes() if saved_before else None
+    real_optimise = train._optimise
+
+    def optimise(*a, **k) -> None:  # Ctrl-C twice inside one step: the second one interrupts at once
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        real_optimise(*a, **k)
+
+    monkeypatch.setattr(train, "_optimise", optimise)
+    handler_before = signal.getsignal(signal.SIGINT)
+    capsys.readouterr()
+    assert main(["train", str(QUICK), *tiny_overrides]) == 130
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].startswith("maskdepth:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    if saved_before:
+        assert lines[0] == (f"maskdepth: interrupted again: stopped at once, without saving; {last} holds the last "
+                            "saved position: run again to continue from there")
+        assert last.read_bytes() == before
+    else:
+        assert lines[0] == ("maskdepth: interrupted again: stopped at once, before any checkpoint was saved; "
+                            "run again to start the run over")
+        assert not last.exists()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
 # --------------------------------------------------------------------------------------------

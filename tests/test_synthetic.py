@@ -400,6 +400,16 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, workers):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zip"]
 
 
+def test_full_disk_estimate_is_in_mb_below_a_gigabyte(tmp_path, monkeypatch):
+    """Issue 24: on a nearly full disk a small archive was estimated at "about 0.0 GB"."""
+    _fail_writes_after(monkeypatch, 10, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(DataError, match=r"\(the archive needs about 0\.02 MB\)") as err:
+        make_dataset(tmp_path / "d.zip", **TINY)  # 24 samples of 32 px
+    assert "GB" not in str(err.value)
+    assert synthetic.size_text(5.6e9) == "5.6 GB" and synthetic.size_text(0.999e9) == "999 MB"
+    assert synthetic.size_text(3.46e6) == "3.5 MB" and synthetic.size_text(12) == "0.01 MB"
+
+
 def test_interrupt_leaves_no_partial_file(tmp_path, monkeypatch):
     out = tmp_path / "d.zip"
     _fail_writes_after(monkeypatch, 5, KeyboardInterrupt())
@@ -459,3 +469,10 @@ def test_aborted_archive_gets_no_central_directory():
     complete.write("bg/a.jpg", b"a" * 100)
     complete.close()
     assert b"PK\x05\x06" in whole.getvalue()  # a zip that is not aborted ends as usual
+
+
+def test_the_archive_follows_the_umask(umask, tmp_path):
+    """Issue 24: written files follow the umask like any file the user creates (0644 under 022,
+    0664 under 002), so an archive on a shared folder stays readable to the group."""
+    out = make_dataset(tmp_path / "d.zip", **TINY).path
+    assert out.stat().st_mode & 0o777 == umask, oct(out.stat().st_mode)

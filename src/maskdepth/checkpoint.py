@@ -3,6 +3,7 @@
     state = make_state(ts, config=..., model=..., optimizer=..., scaler=..., ema=..., splits=...)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
     ck = read_checkpoint(path)              # Checkpoint: config, weights, train state, splits
+    ck = read_checkpoint(run_dir)           # a run directory: its checkpoints/best.pt (else last.pt)
     ts = restore(ck, model=..., optimizer=..., scaler=..., ema=...)   # resume training
     load_weights(model, ck)                 # inference: one mismatch message for every caller
     load_init_weights(model, path)          # train.init_from: another run's weights, nothing else
@@ -155,15 +156,38 @@ def _migrate_1(state: dict[str, Any]) -> dict[str, Any]:
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1}
 
 
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run directory stands for, in this order
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], prefer: tuple[str, ...] = CHECKPOINT_NAMES) -> Path:
+    """The checkpoint file `path` stands for: a file (or a missing path) is itself; a run directory
+    RUN, or its RUN/checkpoints folder, is the first of RUN/checkpoints/{`prefer`} that exists:
+    best.pt, else last.pt (a run stopped in its first epoch has no best.pt yet). Training's
+    resume=RUN prefers last.pt, the state to continue from. CheckpointError (one line, naming the
+    paths tried) for a folder with none of them."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    folder = path if path.name == "checkpoints" else path / "checkpoints"
+    tried = [folder / name for name in prefer]
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint, and holds neither "
+                              f"{' nor '.join(str(p) for p in tried)}; pass a checkpoint file, or a run directory "
+                              "that has saved one")
+    return found
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
                     mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict at `path`, migrated to the current format (`mmap`: tensors are mapped
-    from the file, not read, for when only the small keys are wanted).
+    from the file, not read, for when only the small keys are wanted). A run directory stands for
+    its best.pt, else last.pt (`resolve_checkpoint`).
 
     Raises CheckpointError, one line naming the file: missing, unreadable (truncated), not a
     maskdepth checkpoint (any other file: a text file, config.yaml, metrics.csv, another
     project's weights), or written by a newer maskdepth."""
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     with open(path, "rb") as f:
@@ -202,6 +226,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
                     mmap: bool = False) -> Checkpoint:
     """`load_checkpoint` as a `Checkpoint`: the parts callers need, by name."""
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path, map_location, mmap=mmap)
     sums = state.get("epoch_sums") or {}
     ts = TrainState(
@@ -247,13 +272,15 @@ def load_weights(model: nn.Module, ck: Checkpoint, *, raw: bool = False) -> nn.M
 def load_init_weights(model: nn.Module, path: str | os.PathLike[str],
                       model_config: dict[str, Any] | None = None) -> str:
     """Start a run from another run's weights (train.init_from): the evaluated weights of the
-    checkpoint at `path` (its EMA under train.ema) go into `model`, nothing else (optimiser,
-    schedule, history and RNGs start afresh). The input normalisation buffers are weights too,
-    so they come from the checkpoint: the network keeps seeing its inputs as it was trained to.
+    checkpoint at `path` (a run directory: its best.pt; the EMA under train.ema) go into `model`,
+    nothing else (optimiser, schedule, history and RNGs start afresh). The input normalisation
+    buffers are weights too, so they come from the checkpoint: the network keeps seeing its inputs
+    as it was trained to.
     `model_config` (this run's `model` section) names the differing model keys when the weights
     do not fit. Returns the line to log; CheckpointError (one line) when the file is not a
     checkpoint or its weights do not fit."""
     ck = read_checkpoint(path)
+    path = ck.path  # a run directory: the file it stands for
     problem = _mismatch(model.state_dict(), ck.weights)
     if problem:
         theirs, ours = dict(ck.config.get("model", {})), dict(model_config or {})
@@ -320,5 +347,6 @@ def all_finite(module: nn.Module) -> bool:
     return True
 
 
-__all__ = ["FORMAT", "Checkpoint", "TrainState", "all_finite", "capture_rng", "load_checkpoint", "load_init_weights",
-           "load_weights", "make_state", "read_checkpoint", "restore", "restore_rng", "save_checkpoint"]
+__all__ = ["CHECKPOINT_NAMES", "FORMAT", "Checkpoint", "TrainState", "all_finite", "capture_rng", "load_checkpoint",
+           "load_init_weights", "load_weights", "make_state", "read_checkpoint", "resolve_checkpoint", "restore",
+           "restore_rng", "save_checkpoint"]

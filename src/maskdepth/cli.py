@@ -148,10 +148,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from maskdepth.checkpoint import resolve_checkpoint
     from maskdepth.export import export_checkpoint
 
-    out = args.out or str(Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".ts.pt"))
-    for path in export_checkpoint(args.checkpoint, out, fmt=args.format, size=args.size, exporter=args.exporter):
+    checkpoint = resolve_checkpoint(args.checkpoint)  # a run directory: its best.pt (else last.pt)
+    out = args.out or str(checkpoint.with_suffix(".onnx" if args.format == "onnx" else ".ts.pt"))
+    for path in export_checkpoint(checkpoint, out, fmt=args.format, size=args.size, exporter=args.exporter):
         print(path)
     return 0
 
@@ -367,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"maskdepth: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"maskdepth: {exc or 'interrupted'}", file=sys.stderr)
+        # a bare KeyboardInterrupt (Ctrl-C outside training) has an empty message, yet is truthy
+        print(f"maskdepth: {_one_line(exc) if str(exc).strip() else 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         # Flush before a possible os._exit in a DataLoader worker teardown.

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import io
 import json
 import os
 import warnings
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 
 from maskdepth import __version__
 from maskdepth.errors import ConfigError, MaskDepthError
-from maskdepth.fileio import refuse_overwrite, write_atomic
+from maskdepth.fileio import atomic_path, refuse_overwrite, write_atomic
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "legacy", "dynamo")
@@ -70,7 +71,9 @@ def _legacy_onnx_available() -> bool:
 
 
 def _export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], out: Path, exporter: str, stride: int) -> str:
-    """Write `module` as ONNX to `out`; returns the exporter used ('legacy' or 'dynamo')."""
+    """Write `module` as ONNX to `out`, atomically; returns the exporter used ('legacy' or 'dynamo').
+    The legacy exporter writes into memory first, the dynamo one into a temp file beside `out`
+    (`atomic_path`); either way a full disk is one line naming `out`, and no temp file stays."""
     names = dict(input_names=["bg", "fg_bg"], output_names=["mask", "depth"])
     if exporter == "auto":
         exporter = "legacy" if _legacy_onnx_available() else "dynamo"
@@ -88,8 +91,10 @@ def _export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], out: Path, e
             has_switch = "dynamo" in inspect.signature(torch.onnx.export).parameters
             kwargs: dict[str, Any] = {"dynamo": False} if has_switch else {}
             axes = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(module, example, str(out), opset_version=OPSET, do_constant_folding=True,
+            buffer = io.BytesIO()
+            torch.onnx.export(module, example, buffer, opset_version=OPSET, do_constant_folding=True,
                               dynamic_axes={n: axes for n in ("bg", "fg_bg", "mask", "depth")}, **names, **kwargs)
+            write_atomic(out, buffer.getvalue())
         else:
             batch = torch.export.Dim("batch", min=1, max=1024)
             height = torch.export.Dim("h", min=1, max=4096 // stride)
@@ -97,7 +102,8 @@ def _export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], out: Path, e
             shape = {0: batch, 2: stride * height, 3: stride * width}
             program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes={"bg": shape, "fg_bg": shape},
                                         **names)
-            program.save(str(out))
+            with atomic_path(out) as tmp:
+                program.save(str(tmp))
     return exporter
 
 
@@ -113,15 +119,17 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
 
     `size` (default: the size it was trained at) is the side of the example input that is
     traced; it must be a positive multiple of the stride, otherwise a ConfigError (one line).
-    The file is written to a temp file and renamed, so an interrupted export leaves no half file.
+    The file is written to a temp file and renamed, so an interrupted export leaves no half file,
+    and a full disk is one DiskFullError naming it, with no temp file left behind.
     """
-    from maskdepth.checkpoint import read_checkpoint
+    from maskdepth.checkpoint import read_checkpoint, resolve_checkpoint
     from maskdepth.inference import load_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its best.pt (else last.pt)
     refuse_overwrite(out, {"checkpoint": checkpoint})
     refuse_overwrite(Path(out).with_name(Path(out).name + ".json"), {"checkpoint": checkpoint}, "the sidecar of --out")
     model, cfg = load_model(checkpoint, "cpu")
@@ -132,19 +140,16 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     model.check_inputs(*example)  # a size that is not a multiple of the stride: one line
     module = Probabilities(model).eval()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        if fmt == "torchscript":
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.jit.save(torch.jit.trace(module, example), str(tmp))
-            how = "torch.jit.trace"
-        else:
-            how = "torch.onnx.export (" + _export_onnx(module, example, tmp, exporter, stride) + f", opset {OPSET})"
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # what an export that aborted in C++ once left
+    if fmt == "torchscript":  # into memory first: torch.jit.save's C++ writer aborts the process on a full disk
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(module, example), buffer)
+        write_atomic(out, buffer.getvalue())
+        how = "torch.jit.trace"
+    else:
+        how = "torch.onnx.export (" + _export_onnx(module, example, out, exporter, stride) + f", opset {OPSET})"
     sidecar = out.with_name(out.name + ".json")
     write_atomic(sidecar, json.dumps({
         "format": fmt, "exported_by": how, "checkpoint": str(checkpoint),

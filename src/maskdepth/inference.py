@@ -127,13 +127,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data: str | os.Pa
     model, cfg, ck = _load(checkpoint, "cpu", overrides)
     device = resolve_device(cfg.device)
     model.to(device)
-    note = check_same_data(ck, cfg.data.path, f"checkpoint {checkpoint}", tqdm.write, refuse=not other_data,
+    note = check_same_data(ck, cfg.data.path, f"checkpoint {ck.path}", tqdm.write, refuse=not other_data,
                            advice=f"pass --data {cfg.data.path} (other_data=True) to evaluate on it anyway")
-    dataset, loader = _split_loader(cfg, checkpoint, data, split, batch_size, device)
+    dataset, loader = _split_loader(cfg, ck.path, data, split, batch_size, device)
     found = FailureReport(worst) if report is not None else None
     figures = evaluate(model, loader, device, regions=True, progress=True, on_batch=found)
     results: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(ck.path),
         "epoch": ck.train.epoch,
         "step": ck.train.step,
         "split": split,

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from maskdepth.checkpoint import Checkpoint, TrainState, read_checkpoint
+from maskdepth.checkpoint import Checkpoint, TrainState, read_checkpoint, resolve_checkpoint
 from maskdepth.config import Config, config_from_dict, diff_configs, save_config
 from maskdepth.data.manifest import load_manifest
 from maskdepth.errors import CheckpointError, ConfigError, DataError, MaskDepthError, TrainingError
@@ -72,9 +72,10 @@ def resume_source(cfg: Config, run_dir: Path, log: Log) -> Path | None:
             raise ConfigError(f"run_dir {run_dir} is not empty and resume=never; choose another run_dir "
                               "or use resume=auto")
         return None
-    source = Path(cfg.resume)
+    source = resolve_checkpoint(cfg.resume, prefer=("last.pt", "best.pt"))  # a run directory: the state to continue
     if not source.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no such checkpoint file (use auto, never or a path to a .pt file)")
+        raise ConfigError(f"resume={cfg.resume}: no such checkpoint file (use auto, never, a path to a .pt file or "
+                          "a run directory)")
     if last.is_file() and last.resolve() != source.resolve():
         # The run already has progress of its own: continuing it loses nothing; restarting would.
         log(f"note: {run_dir} already has {last}; continuing from it rather than from {source}")
@@ -83,12 +84,13 @@ def resume_source(cfg: Config, run_dir: Path, log: Log) -> Path | None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, world: Dist, device: torch.device) -> Iterator[None]:
-    """Hold RUN/.lock (rank 0) for the block; every rank fails together when it is taken."""
+def run_lock(run_dir: Path, world: Dist, device: torch.device, log: Log | None = None) -> Iterator[None]:
+    """Hold RUN/.lock (rank 0) for the block; every rank fails together when it is taken. `log`
+    gets the note of a lock taken over from a machine that stopped beating (or whose clock is ahead)."""
     lock, error = None, None
     if world.main:
         try:
-            lock = RunLock(run_dir).acquire()
+            lock = RunLock(run_dir, log=log).acquire()
         except MaskDepthError as exc:
             error = exc
     if not all_ranks_true(error is None, world, device):

@@ -8,7 +8,10 @@ last heartbeat. While the lock is held, a daemon thread rewrites it every `HEART
 seconds. A lock is stale, and is taken over, when
 - its host is this machine and its pid is not running (a killed run, rerun at once), or
 - its heartbeat is older than `STALE_S` seconds (a Colab runtime that vanished: its pid means
-  nothing here, and it stopped beating).
+  nothing here, and it stopped beating), or
+- its heartbeat lies more than `STALE_S` seconds in the future: the clocks of the two machines
+  differ by more than a live run could explain, and waiting for it would block for the skew.
+A take-over by heartbeat is logged as a note that says why.
 `flock` is not used: Drive's mount does not share it between machines. Taking the lock writes
 the file atomically and reads it back after a moment, so of two processes racing for a stale
 lock only the one whose token is in the file goes on.
@@ -22,6 +25,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +56,38 @@ def read_lock(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _stale(info: dict[str, Any], now: float, stale_s: float) -> bool:
+def _stale(info: dict[str, Any], now: float, stale_s: float) -> str | None:
+    """Why the lock `info` is stale ('' when its process is gone from this host), or None: it is live."""
     if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
-        return True
-    return now - float(info.get("heartbeat", 0.0)) > stale_s
+        return ""
+    beat = now - float(info.get("heartbeat", 0.0))
+    if beat > stale_s:
+        return f"its heartbeat is {_age(beat)} old, more than the {stale_s:.0f} s after which a lock is stale"
+    if -beat > stale_s:
+        return (f"its heartbeat lies {_age(-beat)} in the future (clock skew between the machines), more than the "
+                f"{stale_s:.0f} s after which a lock is stale")
+    return None
 
 
 def _age(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _heartbeat(seconds_ago: float) -> str:
+    """'last heartbeat 5 s ago', or for a clock ahead of ours 'last heartbeat 30 s in the future (...)'."""
+    if seconds_ago >= -1.0:  # a second of jitter between two clocks is not worth a word
+        return f"last heartbeat {_age(max(seconds_ago, 0.0))} ago"
+    return f"last heartbeat {_age(-seconds_ago)} in the future (its clock is ahead of this machine's)"
+
+
 class RunLock:
     """Context manager holding `RUN/.lock` for this process (see the module docstring)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], *, heartbeat_s: float = HEARTBEAT_S,
-                 stale_s: float = STALE_S) -> None:
+                 stale_s: float = STALE_S, log: Callable[[str], Any] | None = None) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        self._log = log or (lambda line: None)
         self.token = secrets.token_hex(8)
         self.since = time.time()
         self._stop = threading.Event()
@@ -86,8 +105,12 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         holder = read_lock(self.path.parent)
         now = time.time()
-        if holder is not None and holder.get("token") != self.token and not _stale(holder, now, self.stale_s):
-            self._refuse(holder, now)
+        if holder is not None and holder.get("token") != self.token:
+            why = _stale(holder, now, self.stale_s)
+            if why is None:
+                self._refuse(holder, now)
+            if why:
+                self._log(f"note: took over {self.path} of host {holder.get('host')}, pid {holder.get('pid')}: {why}")
         self._write()
         time.sleep(0.05)  # a racing writer's rename lands in this window; the file then names it
         holder = read_lock(self.path.parent)
@@ -102,7 +125,7 @@ class RunLock:
         beat = now - float(holder.get("heartbeat", now))
         raise RunLockedError(
             f"{self.path.parent} is in use by another training (host {holder.get('host')}, pid {holder.get('pid')}, "
-            f"since {since}, last heartbeat {_age(beat)} ago); wait for it to end, or use another run_dir "
+            f"since {since}, {_heartbeat(beat)}); wait for it to end, or use another run_dir "
             f"(a lock whose heartbeat stops is taken over after {self.stale_s:.0f} s)")
 
     def _beat(self) -> None:

@@ -18,13 +18,14 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from maskdepth.errors import ConfigError
+from maskdepth.errors import ConfigError, TrainingInterrupted
 
 
 @dataclass
@@ -209,11 +210,16 @@ class StopRequest:
 
     DataLoader workers ignore SIGINT (`ignore_interrupts`, their worker_init_fn): in a terminal
     Ctrl-C reaches the whole process group, and a worker that dies of it would break the batch
-    the loop is waiting for."""
+    the loop is waiting for.
 
-    def __init__(self, log: Any = print) -> None:
+    The second Ctrl-C's bare KeyboardInterrupt (whose message is empty) leaves the block as a
+    TrainingInterrupted that says where the run stands: `checkpoint` (the run's last.pt), if it
+    exists, holds the last position saved."""
+
+    def __init__(self, log: Any = print, checkpoint: str | os.PathLike[str] | None = None) -> None:
         self.requested = False
         self._log = log
+        self._checkpoint = checkpoint
         self._previous: Any = None
 
     def __enter__(self) -> StopRequest:
@@ -234,8 +240,17 @@ class StopRequest:
         if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self._previous)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         self._restore()
+        if self.requested and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+            raise TrainingInterrupted(self.stopped_at_once()) from None
+
+    def stopped_at_once(self) -> str:
+        """The line for a second Ctrl-C: nothing was saved, what the last checkpoint holds."""
+        if self._checkpoint is not None and Path(self._checkpoint).is_file():
+            return (f"interrupted again: stopped at once, without saving; {self._checkpoint} holds the last saved "
+                    "position: run again to continue from there")
+        return "interrupted again: stopped at once, before any checkpoint was saved; run again to start the run over"
 
 
 def ignore_interrupts(worker_id: int = 0) -> None:

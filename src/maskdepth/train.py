@@ -182,7 +182,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
     log = tqdm.write if world.main else (lambda *a, **k: None)
     try:
         source = resume_source(cfg, run_dir, log)
-        with run_lock(run_dir, world, device), StopRequest(log) as stop, contextlib.ExitStack() as stack:
+        with run_lock(run_dir, world, device, log), StopRequest(log, last) as stop, contextlib.ExitStack() as stack:
             ck = read_resumable(source, cfg, log)
             if ck is not None and run_finished(ck.train, cfg, run_dir, log):
                 if world.main:

@@ -596,7 +596,7 @@ def make_dataset(
         _discard(tmp, fileobj, pool)
         if exc.errno == errno.ENOSPC:
             raise DataError(f"no space left on device while writing {out}; free some space (the archive needs about "
-                            f"{_estimate_bytes(size, count, image_format) / 1e9:.1f} GB) and run again") from exc
+                            f"{size_text(_estimate_bytes(size, count, image_format))}) and run again") from exc
         raise DataError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except BaseException:  # including KeyboardInterrupt: never leave the temp file behind
         _discard(tmp, fileobj, pool)
@@ -619,6 +619,14 @@ def _discard(tmp: Path, fileobj, pool) -> None:
         tmp.unlink()
     except FileNotFoundError:
         pass
+
+
+def size_text(n_bytes: float) -> str:
+    """A file size for a message: GB from 1 GB on, else MB (never "0.0 GB" for a small archive)."""
+    if n_bytes >= 1e9:
+        return f"{n_bytes / 1e9:.1f} GB"
+    mb = n_bytes / 1e6
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 1 else f"{max(mb, 0.01):.2f} MB"
 
 
 def _estimate_bytes(size: int, count: int, image_format: str) -> float:
