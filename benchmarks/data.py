@@ -12,7 +12,8 @@ Throughput of the data pipeline (samples/s), side by side with
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
           workers: zip reads (CRC checked), decoding (JPEGs by torchvision.io.decode_jpeg,
           make-data's PNG masks by maskdepth's reader, the rest by PIL), resizing, checks, cached
-          backgrounds, float32 [0, 1] tensors (converted from the uint8 batch);
+          backgrounds, float32 [0, 1] tensors (each decoded uint8 image converted as it is
+          written into its row);
   naive   the files extracted to disk, every sample opening its four images with PIL and applying
           torchvision transforms (Resize, ToTensor), same DataLoader settings;
   ours uint8  open_dataset(uint8=True): bg, fg_bg and mask as uint8 (what training uses; the
