@@ -114,6 +114,9 @@ def _rounds(cells: list[Cell], repeats: int) -> None:
 
 
 KINDS = ("fg_bg", "mask", "depth")
+# what the figures depend on (tests/test_figures.py: a newer commit of one of them marks them stale)
+SOURCES = ("benchmarks/data.py", "src/maskdepth/data/archive.py", "src/maskdepth/data/manifest.py",
+           "src/maskdepth/data/images.py", "src/maskdepth/data/dataset.py", "src/maskdepth/data/_buffers.py")
 
 
 def _decoders() -> dict[str, dict[str, Any]]:
@@ -626,8 +629,12 @@ def cd_parser_rows(rows: list[dict]) -> list[dict]:
 
 def _per_cpu_alone(row: dict) -> dict:
     """A throughput row without its per-CPU-second figures when DataLoader workers did the work:
-    their CPU time is not this process's, so only the wall-clock rates mean anything there."""
-    return row if row["workers"] == 0 else {k: v for k, v in row.items() if not k.endswith("_cpu")}
+    their CPU time is not this process's, so only the wall-clock rates mean anything there. A
+    one-process row gets its rates over the decode limit, per CPU second (`NAME_per_limit`)."""
+    if row["workers"] == 0:
+        return {**row, **{f"{name}_per_limit": row[f"{name}_cpu"] / row["limit_cpu"]
+                          for name in ("ours", "ours_uint8", "dataset_only")}}
+    return {k: v for k, v in row.items() if not k.endswith("_cpu")}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -696,7 +703,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if skipped:
         report["ablations_left_out"] = skipped
     archive = str(args.data) if args.data else f"made by the benchmark: {args.samples} samples at 192 px"
-    write_results(args.out, meta("data", argv, archive=archive), report)
+    write_results(args.out, meta("data", argv, archive=archive, sources=list(SOURCES)), report)
     return report
 
 
