@@ -56,6 +56,9 @@ def meta(benchmark: str, argv: list[str], **extra: Any) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        # 1, 5 and 15 minute load averages when the figures were written: on a shared machine
+        # other jobs slow a benchmark down (a load near the core count or above: read ratios)
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         **extra,
     }
 

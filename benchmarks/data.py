@@ -12,7 +12,8 @@ Throughput of the data pipeline (samples/s), side by side with
   ours    open_dataset(..., in_memory=True) through a DataLoader (batch 32, collate) with 0, 1, 2
           workers: zip reads (CRC checked), decoding (JPEGs by torchvision.io.decode_jpeg,
           make-data's PNG masks by maskdepth's reader, the rest by PIL), resizing, checks, cached
-          backgrounds, float32 [0, 1] tensors (converted from the uint8 batch);
+          backgrounds, float32 [0, 1] tensors (each decoded uint8 image converted as it is
+          written into its row);
   naive   the files extracted to disk, every sample opening its four images with PIL and applying
           torchvision transforms (Resize, ToTensor), same DataLoader settings;
   ours uint8  open_dataset(uint8=True): bg, fg_bg and mask as uint8 (what training uses; the
@@ -113,6 +114,9 @@ def _rounds(cells: list[Cell], repeats: int) -> None:
 
 
 KINDS = ("fg_bg", "mask", "depth")
+# what the figures depend on (tests/test_figures.py: a newer commit of one of them marks them stale)
+SOURCES = ("benchmarks/data.py", "src/maskdepth/data/archive.py", "src/maskdepth/data/manifest.py",
+           "src/maskdepth/data/images.py", "src/maskdepth/data/dataset.py", "src/maskdepth/data/_buffers.py")
 
 
 def _decoders() -> dict[str, dict[str, Any]]:
@@ -625,8 +629,12 @@ def cd_parser_rows(rows: list[dict]) -> list[dict]:
 
 def _per_cpu_alone(row: dict) -> dict:
     """A throughput row without its per-CPU-second figures when DataLoader workers did the work:
-    their CPU time is not this process's, so only the wall-clock rates mean anything there."""
-    return row if row["workers"] == 0 else {k: v for k, v in row.items() if not k.endswith("_cpu")}
+    their CPU time is not this process's, so only the wall-clock rates mean anything there. A
+    one-process row gets its rates over the decode limit, per CPU second (`NAME_per_limit`)."""
+    if row["workers"] == 0:
+        return {**row, **{f"{name}_per_limit": row[f"{name}_cpu"] / row["limit_cpu"]
+                          for name in ("ours", "ours_uint8", "dataset_only")}}
+    return {k: v for k, v in row.items() if not k.endswith("_cpu")}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -695,7 +703,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if skipped:
         report["ablations_left_out"] = skipped
     archive = str(args.data) if args.data else f"made by the benchmark: {args.samples} samples at 192 px"
-    write_results(args.out, meta("data", argv, archive=archive), report)
+    write_results(args.out, meta("data", argv, archive=archive, sources=list(SOURCES)), report)
     return report
 
 

@@ -13,11 +13,19 @@ benchmarks/render.py` turns into the GPU section of docs/results.md.
 3. The T4 path: images/s of MaskDepthNet's training step (the loop's autocast and GradScaler) at
    64 and 192 px in fp32 / fp16 / bf16, channels_last off and on, torch.compile off and on, with
    peak GPU memory (`precision`); the loader's rate (2 workers, pinned memory) against the step's
-   at the training size (`loader`); and a resume parity check: 2 epochs in one go against 1 epoch,
-   a restart and the second, train.deterministic=true, weights compared bit for bit (`resume`).
+   at the training size (`loader`); and a resume parity check: 2 epochs in one go against a run
+   resumed from the first one's epoch-1 checkpoint, train.deterministic=true, weights compared bit
+   for bit (`resume`).
 `--dry-run` (`bash benchmarks/gpu.sh --dry-run`) takes every one of those code paths on the CPU
-with tiny settings in under two minutes (a check that it works, not a measurement; fp16 where this
-torch has it on the CPU, torch.compile in one cell), so that the first GPU run cannot fail on a typo.
+with tiny settings in under two minutes (a check that it works, not a measurement): every cell of
+the matrix at 64 and 192 px (a 2-level MaskDepthNet of width 8, batch 1, one call each; fp16 where
+this torch has it on the CPU), torch.compile on and off in bench_model too (MaskDepthNet only), the
+training run, the loader and the resume check at 64 px (in fp16, the T4's precision; one-row
+sample grids), written to a temporary file: docs/results is not touched. Its torch.compile traces
+with TorchDynamo and runs the captured graphs eagerly (backend "eager"): graph breaks, guards,
+autocast and channels_last under compile are exercised, a code generator is not (the CPU's
+inductor emits C++, not CUDA's Triton kernels, and takes minutes per cell on 2 cores).
+tests/test_gpu_dry_run.py runs it, so that the first GPU run cannot fail on a typo.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from benchmarks.common import REPO, RESULTS, meta, rounded, write_results
 from benchmarks.model import bench_one
 
 GPU_BATCH = {64: 256, 128: 128, 192: 64}
-_DRY_MODEL: dict[str, int] = {}  # a dry run's tiny network: {"base_channels": 8}
+_DRY_MODEL: dict[str, int] = {}  # a dry run's tiny network: {"base_channels": 8, "num_stages": 2}
+_COMPILE: dict[str, str] = {}  # torch.compile's options: a dry run's {"backend": "eager"}
+_DRY_TRAIN: list[str] = []  # a dry run's last overrides of its training runs: one-row sample grids
 _LAST_DATA: dict[str, list[str]] = {}  # bench_train's data overrides, for the loader and resume checks
 
 
@@ -55,14 +65,16 @@ def _peak_mb(device: torch.device) -> float | None:
 
 
 def bench_steps(device: torch.device, sizes: list[int], batches: dict[int, int], steps: int,
-                compile_modes: tuple[bool, ...] = (False, True)) -> list[dict[str, Any]]:
+                compile_modes: tuple[bool, ...] = (False, True),
+                compile_models: tuple[str, ...] = ("maskdepth", "seed")) -> list[dict[str, Any]]:
     rows = []
     for compile_ in compile_modes:
         # compiling happens in the first calls: give it untimed warm-up steps
         args = argparse.Namespace(amp=True, channels_last=device.type == "cuda", compile=compile_,
-                                  warmup=10 if compile_ else 3, steps=steps)
+                                  warmup=(10 if compile_ else 3) if steps > 1 else 0, steps=steps,
+                                  compile_backend=_COMPILE.get("backend"))
         for size in sizes:
-            for name in ("maskdepth", "seed"):
+            for name in compile_models if compile_ else ("maskdepth", "seed"):
                 row: dict[str, Any] = {"model": name, "size": size, "batch": batches[size], "compile": compile_}
                 _reset_peak(device)
                 try:
@@ -99,7 +111,7 @@ def bench_train(device: torch.device, work: Path, samples: int, steps: int, batc
     overrides = [f"data.path={data}", f"run_dir={run_dir}", f"data.size={size}", f"data.num_workers={workers}",
                  f"train.batch_size={batch}", "train.epochs=2", f"train.max_steps_per_epoch={steps}",
                  "resume=never", f"device={device}", "train.checkpoint_minutes=0", "train.num_samples=4",
-                 *(f"model.{k}={v}" for k, v in _DRY_MODEL.items())]
+                 *(f"model.{k}={v}" for k, v in _DRY_MODEL.items()), *_DRY_TRAIN]
     cfg = load_config(REPO / "configs" / "full192.yaml", overrides)
     _LAST_DATA["overrides"] = [f"data.path={data}", f"data.size={size}", f"data.num_workers={workers}",
                                f"train.batch_size={batch}", f"device={device}", "train.checkpoint_minutes=0",
@@ -125,14 +137,10 @@ def bench_train(device: torch.device, work: Path, samples: int, steps: int, batc
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-def _matrix(dry_run: bool, compile_: str) -> list[tuple[str, bool, bool]]:
-    """(amp, channels_last, compile) cells: all of them on a GPU; a dry run compiles one cell, and
-    only with --compile on (inductor on a busy 2-core CPU takes minutes)."""
+def _matrix(compile_: str) -> list[tuple[str, bool, bool]]:
+    """(amp, channels_last, compile) cells: every precision x channels_last, with the --compile settings."""
     compiles = {"both": (False, True), "off": (False,), "on": (True,)}[compile_]
-    if dry_run:
-        compiles = (False, True) if compile_ == "on" else (False,)
-    cells = [(amp, cl, c) for c in compiles for amp in PRECISIONS for cl in (False, True)]
-    return [cell for cell in cells if not (dry_run and cell[2] and cell[:2] != ("fp32", False))]
+    return [(amp, cl, c) for c in compiles for amp in PRECISIONS for cl in (False, True)]
 
 
 def bench_precision(device: torch.device, sizes: list[int], batches: dict[int, int], steps: int,
@@ -145,7 +153,8 @@ def bench_precision(device: torch.device, sizes: list[int], batches: dict[int, i
         _reset_peak(device)
         try:
             step = _train_step(device, amp, channels_last, compile_, size, batches[size])
-            row["train_ips"] = rounded(batches[size] / _best_seconds(step, device, steps, 5 if compile_ else 2), 1)
+            warmup = (5 if compile_ else 2) if steps > 1 else 0  # a dry run: one call (the compiling one)
+            row["train_ips"] = rounded(batches[size] / _best_seconds(step, device, steps, warmup), 1)
         except Exception as exc:  # e.g. fp16 or compile unsupported here: record it, measure the rest
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
         row["peak_mem_mb"] = rounded(_peak_mb(device), 0)
@@ -167,7 +176,7 @@ def _train_step(device: torch.device, amp: str, channels_last: bool, compile_: b
     dtype, _ = amp_dtype(amp, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model("maskdepth", **_DRY_MODEL).to(device, memory_format=fmt)
-    net = torch.compile(model) if compile_ else model
+    net = torch.compile(model, **_COMPILE) if compile_ else model
     optimizer, scaler = torch.optim.AdamW(model.parameters(), lr=1e-4), grad_scaler(dtype == torch.float16, device)
     x = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     target = (x[:, :1] > 0.5).float()
@@ -226,18 +235,30 @@ def bench_loader(cfg: Any, device: torch.device, batches: int, step_ips: float |
 
 
 def check_resume(cfg_path: Path, overrides: list[str], work: Path) -> dict[str, Any]:
-    """2 epochs in one go against 1 epoch, a new process state and the second: equal weights?"""
+    """2 epochs in one go against a second run that resumes from the first one's epoch-1 checkpoint
+    (resume=PATH: the weights, optimiser, scaler, EMA and RNG states as a restarted session reads
+    them; the learning-rate schedule of the same 2 epochs): are the final weights bit-identical?"""
     from maskdepth.checkpoint import load_checkpoint
     from maskdepth.config import load_config
     from maskdepth.train import fit
 
-    common = [*overrides, "train.deterministic=true", "train.epochs=2"]
-    fit(load_config(cfg_path, [*common, f"run_dir={work / 'straight'}"]))
-    fit(load_config(cfg_path, [*common, f"run_dir={work / 'resumed'}", "train.epochs=1"]))
-    fit(load_config(cfg_path, [*common, f"run_dir={work / 'resumed'}"]))
-    a, b = (load_checkpoint(work / run / "checkpoints" / "last.pt")["model"] for run in ("straight", "resumed"))
+    common = [*overrides, "train.deterministic=true", "train.epochs=2", "train.keep_last=2"]
+    straight = fit(load_config(cfg_path, [*common, f"run_dir={work / 'straight'}"]))
+    epoch_1 = straight / "checkpoints" / "epoch_001.pt"
+    resumed = fit(load_config(cfg_path, [*common, f"run_dir={work / 'resumed'}", f"resume={epoch_1}"]))
+    a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, resumed))
+    if b["step"] != a["step"] or load_checkpoint(epoch_1)["epoch"] != 1:
+        raise RuntimeError(f"the resume check did not resume at epoch 1: steps {a['step']} and {b['step']}")
+    a, b = a["model"], b["model"]
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
     return {"bit_exact": all(torch.equal(a[k], b[k]) for k in a), "max_abs_diff": diff}
+
+
+def _precision_name(amp: str, device: torch.device) -> str:
+    """The precision train.amp=`amp` trains in on `device` (auto: bf16 or, on a T4, fp16)."""
+    from maskdepth.runtime import amp_dtype
+
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp_dtype(amp, device)[0]]
 
 
 def _user_args(argv: list[str]) -> list[str]:
@@ -250,6 +271,8 @@ def _user_args(argv: list[str]) -> list[str]:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from maskdepth.runtime import cpu_fp16_unsupported
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu.json", help="the data file (default %(default)s)")
     parser.add_argument("--device", default="cuda")
@@ -269,10 +292,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true",
                         help="every code path on the CPU with tiny settings (< 2 min): a check, not a measurement")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        args.device, args.sizes, args.precision_sizes, args.steps = "cpu", [32], [32], 1
-        args.samples, args.batch, args.workers, args.train_size = 80, 4, 0, 32
-        _DRY_MODEL["base_channels"] = 8
+    if args.dry_run:  # every cell and section, each as small as it gets (docstring)
+        args.device, args.sizes, args.precision_sizes, args.steps = "cpu", [32], [64, 192], 1
+        args.samples, args.batch, args.workers, args.train_size = 80, 4, 0, 64
+        args.compile = "both"
+        _DRY_MODEL.update(base_channels=8, num_stages=2)
+        _COMPILE["backend"] = "eager"
+        # the training runs in the T4's precision, as train.amp=auto on a T4 (bf16 where this torch has no CPU fp16),
+        # with one-row sample grids (matplotlib took half of the run's time)
+        _DRY_TRAIN[:] = [f"train.amp={'bf16' if cpu_fp16_unsupported() else 'fp16'}", "train.num_samples=1",
+                         "train.worst_samples=1"]
     return args
 
 
@@ -287,17 +316,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batches = GPU_BATCH
     else:
         gpu, cuda = "none (CPU check run)", None
-        batches = {s: 2 for s in {*args.sizes, *args.precision_sizes}}
+        batches = {s: 1 for s in {*args.sizes, *args.precision_sizes}}
     argv = sys.argv[1:] if argv is None else argv
     print(f"bench_gpu on {gpu}, torch {torch.__version__}, CUDA {cuda}", flush=True)
     run_meta = meta("gpu", argv, gpu=gpu, device=str(device), compile=args.compile, dry_run=args.dry_run)
     run_meta["command"] = " ".join(["bash benchmarks/gpu.sh", *_user_args(argv)])
-    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile if not args.dry_run else "off"]
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile]
     pbatches = {s: batches.get(s, 32) for s in args.precision_sizes}
+    # a dry run compiles MaskDepthNet only in bench_model: tracing the seed network adds half a minute, same code path
+    compiled = ("maskdepth",) if args.dry_run else ("maskdepth", "seed")
     result: dict[str, Any] = {
-        "bench_model": bench_steps(device, args.sizes, {s: batches.get(s, 32) for s in args.sizes}, args.steps, modes),
+        "bench_model": bench_steps(device, args.sizes, {s: batches.get(s, 32) for s in args.sizes}, args.steps, modes,
+                                   compiled),
         "precision": bench_precision(device, args.precision_sizes, pbatches,
-                                     args.steps, _matrix(args.dry_run, args.compile))}
+                                     args.steps, _matrix(args.compile))}
     _train_checks(args, device, result)
     write_results(args.out, run_meta, result)
     return result
@@ -306,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _train_checks(args: argparse.Namespace, device: torch.device, result: dict[str, Any]) -> None:
     """The training run, the loader against the step and the resume parity check, each recorded or its error."""
     from maskdepth.config import load_config
+    from maskdepth.runtime import channels_last_on
 
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         errors: dict[str, str] = {}
@@ -321,12 +354,13 @@ def _train_checks(args: argparse.Namespace, device: torch.device, result: dict[s
                           f"{t['peak_mem_mb'] or 0:.0f} MB", flush=True)
                     continue
                 overrides = [*_LAST_DATA["overrides"], f"run_dir={Path(tmp) / name}", "resume=never",
-                             f"train.max_steps_per_epoch={max(args.steps, 2)}", "train.num_samples=2"]
+                             f"train.max_steps_per_epoch={max(args.steps, 2)}", "train.num_samples=2", *_DRY_TRAIN]
                 if name == "loader":
                     cfg = load_config(REPO / "configs" / "full192.yaml",
                                       [*overrides, f"data.num_workers={args.loader_workers}"])
                     step = [r.get("train_ips") for r in result.get("precision", []) if r["size"] == args.train_size
-                            and r["amp"] == cfg.train.amp.replace("auto", "bf16") and not r["compile"]]
+                            and r["amp"] == _precision_name(cfg.train.amp, device) and not r["compile"]
+                            and r["channels_last"] == channels_last_on(cfg.train.channels_last, device)]
                     step_ips = max(filter(None, step), default=None)
                     result["loader"] = bench_loader(cfg, device, max(args.steps, 2), step_ips)
                 else:

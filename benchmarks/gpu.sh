@@ -11,7 +11,8 @@
 #   4. the T4 path: fp32 / fp16 / bf16 x channels_last x torch.compile at 64 and 192 px, the loader
 #      (2 workers, pinned memory) against the step, and a resume parity check (benchmarks/gpu.py).
 # bash benchmarks/gpu.sh --dry-run: every code path on the CPU with tiny settings (< 2 min), written
-# to ${TMPDIR:-/tmp}/gpu_dry_run.json, docs/results untouched: run it before the GPU is there.
+# to ${TMPDIR:-/tmp}/gpu_dry_run.json, docs/results untouched: run it before the GPU is there
+# (tests/test_gpu_dry_run.py does; what it checks and what it cannot: benchmarks/gpu.py's docstring).
 # Extra arguments go to benchmarks/gpu.py. Set PYTHON to choose the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,6 +29,9 @@ from pathlib import Path
 from benchmarks.common import RESULTS, meta, module_env, rounded, write_results
 
 FULL = dict(num_bg=1000, num_fg=100, per_pair=2)  # make-data's defaults: 400,000 samples
+# what the figures depend on (tests/test_figures.py: a newer commit of one of them marks them stale)
+SOURCES = ("benchmarks/make_data.py", "src/maskdepth/synth/make.py", "src/maskdepth/synth/scene.py",
+           "src/maskdepth/synth/objects.py")
 
 
 def _child(size: int, workers: int, samples: int) -> dict:
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
               "prepare_s_per_item": rounded(r["prepare_seconds"] / r["prepare_items"] * r["workers"], 3),
               "kb_per_sample": rounded(r["bytes_per_sample"] / 1e3, 2), "main_rss_mb": rounded(r["main_rss_mb"], 0),
               "worker_rss_mb": rounded(r["worker_rss_mb"], 0)} for r in results]
-    write_results(args.out, meta("make_data", argv, full=FULL, zip_index_bytes_per_entry=rounded(per_entry, 1)),
+    write_results(args.out, meta("make_data", argv, full=FULL, zip_index_bytes_per_entry=rounded(per_entry, 1),
+                                 sources=list(SOURCES)),
                   {"rates": rates, "estimate": estimate})
     return 0
 

@@ -118,7 +118,8 @@ def bench_one(name: str, size: int, batch: int, args: argparse.Namespace, device
     gflops = _forward_gflops(model, size, device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if args.compile else model
+    backend = getattr(args, "compile_backend", None)  # benchmarks/gpu.py --dry-run: "eager" (TorchDynamo alone)
+    step_model = (torch.compile(model, backend=backend) if backend else torch.compile(model)) if args.compile else model
     data = _batch(size, batch, device, args.channels_last)
     mask_loss = DiceBCELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

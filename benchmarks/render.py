@@ -239,6 +239,8 @@ TABLES: dict[str, Spec] = {
         ("px", "{size}"), ("workers", "{workers}"), ("decode limit /CPU-s", "{limit_cpu:,.0f}"),
         ("strict limit /CPU-s", "{limit_strict_cpu:,.0f}"), ("ours /CPU-s", "{ours_cpu:,.0f}"),
         ("naive /CPU-s", "{naive_cpu:,.0f}"), ("ours uint8 /CPU-s", "{ours_uint8_cpu:,.0f}"),
+        ("ds[i] /CPU-s", "{dataset_only_cpu:,.0f}"), ("ours / limit", "{ours_per_limit:.2f}"),
+        ("ours uint8 / limit", "{ours_uint8_per_limit:.2f}"), ("ds[i] / limit", "{dataset_only_per_limit:.2f}"),
         ("ours /s", "{ours:,.0f}"), ("ours uint8 /s", "{ours_uint8:,.0f}")], False),
     "data.index": ("index", _INDEX, False),
     "data.ablations": ("ablations", _ABLATION, False),

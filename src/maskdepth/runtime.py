@@ -111,6 +111,20 @@ def all_ranks_finite(loss: torch.Tensor, world: Dist) -> bool:
     return bool(finite.item())
 
 
+def broadcast_buffers(modules: list[torch.nn.Module | None], world: Dist) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) copied into every rank's `modules`, in
+    place. DDP sends rank 0's buffers before each forward pass, but the pass then updates each
+    rank's own, so after an epoch's last step they differ by rank, and so do the EMA's averages of
+    them: without this, each rank would validate another model than the one rank 0 saves, and
+    a resumed run's validation would differ from the uninterrupted one's. Training never reads a
+    rank's own buffers (the next forward pass takes rank 0's), so it changes nothing else."""
+    if world.world == 1:
+        return
+    for module in filter(None, modules):
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def _bf16_native() -> bool:
     """bf16 in hardware (compute capability >= 8.0: A100, L4, H100), not emulated (T4, V100)."""
     try:

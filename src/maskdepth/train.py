@@ -49,8 +49,9 @@ from maskdepth.report import EpochGrids
 # isort: off
 from maskdepth.rundir import (grid_path, last_checkpoint, prepare_run_dir, read_resumable, repair_run_dir,
                               resume_source, run_finished, run_lock, save_epoch, training_clock)
-from maskdepth.runtime import (Dist, StopRequest, all_ranks_finite, all_ranks_true, amp_dtype, channels_last_on,
-                               any_rank, grad_scaler, ignore_interrupts, init_distributed, settle, shutdown_distributed)
+from maskdepth.runtime import (Dist, StopRequest, all_ranks_finite, all_ranks_true, amp_dtype, broadcast_buffers,
+                               channels_last_on, any_rank, grad_scaler, ignore_interrupts, init_distributed, settle,
+                               shutdown_distributed)
 # isort: on
 from maskdepth.tblog import tensorboard_log
 
@@ -206,6 +207,7 @@ def fit(cfg: Config, on_epoch_end: EpochHook | None = None) -> Path:
             for _ in range(ts.epoch, cfg.train.epochs):
                 figures, out_of_time = train_one_epoch(p, ts, cfg, world, device, total=total, stop=stop,
                                                        save=lambda: save(last), on_step=tb.step if tb else None)
+                broadcast_buffers([p.model, p.ema and p.ema.module], world)  # every rank validates rank 0's model
                 t0 = time.monotonic()
                 val = evaluate(p.eval_model, p.val_loader, device, mask_loss=p.mask_loss, depth_loss=p.depth_loss,
                                loss_weights=(cfg.loss.mask_weight, cfg.loss.depth_weight), amp_dtype=p.amp_dtype,

@@ -32,9 +32,9 @@ memory comes from is `_buffers.py`'s business (`tuned_memory=False` switches its
 
 uint8 batches (`uint8=True`, what training, evaluation and inference use): bg and fg_bg as uint8
 0..255 and mask as uint8 {0, 1}, depth float32 as always; `to_float(batch)` gives the float batch,
-bit for bit, on whatever device the batch is. Batches are always decoded this way; a float
-dataset (the default, `uint8=False`) converts each uint8 row into float32 buffers right after
-writing it, with the arithmetic of `to_float` (there is no separate float32 decoding path).
+bit for bit, on whatever device the batch is. Images are always decoded as uint8; a float dataset
+(the default, `uint8=False`) converts each one into its float32 row as it writes it, with the
+arithmetic of `to_float` (no uint8 row is written and read back; no separate float32 decoder).
 
 No augmentation here: training augments whole batches on its device (`maskdepth.data.augment`,
 config keys data.flip, data.crop, data.photometric), one path for every run.
@@ -146,19 +146,15 @@ class MaskDepthDataset(Dataset):
         when the dataset has this method): each item's tensors are rows of [B, ...] tensors, which
         `collate` hands on without copying. Inside a DataLoader worker the buffers are in shared
         memory, as default_collate's would be. Decoded as uint8 (depth float32); a float dataset
-        (`uint8=False`) also converts each row into float32 buffers, as `to_float` does."""
+        (`uint8=False`) writes float32 rows, converted as `to_float` converts."""
         shapes = self._shapes(len(indices))
         dtypes = {key: _DTYPES[key] if self.uint8 else torch.float32 for key in IMAGE_KEYS}
         tuned = self.tuned_memory
         if tuned and get_worker_info() is None:
             reuse_freed_batch_memory(sum(dtypes[key].itemsize * math.prod(shape) for key, shape in shapes.items()))
-        # the uint8 buffers that a float dataset converts stay private: only what is sent is shared
-        buffers = {key: batch_buffer(shape, _DTYPES[key], shared=tuned and (self.uint8 or key not in UINT8_KEYS))
-                   for key, shape in shapes.items()}
-        floats = None if self.uint8 else {key: batch_buffer(shapes[key], torch.float32, shared=tuned)
-                                          for key in UINT8_KEYS}
-        items = self._load_batch(indices, buffers, skip_bad=self.skip_bad, floats=floats)
-        buffers.update(floats or {})
+        # a float dataset writes its images straight as float32: it has no uint8 buffers
+        buffers = {key: batch_buffer(shape, dtypes[key], shared=tuned) for key, shape in shapes.items()}
+        items = self._load_batch(indices, buffers, skip_bad=self.skip_bad)
         rows = {key: buffer.unbind(0) for key, buffer in buffers.items()}  # views, as buffer[j]
         for j, item in enumerate(items):
             if item is not None:
@@ -189,16 +185,14 @@ class MaskDepthDataset(Dataset):
 
     def _load_batch(
         self, indices: Sequence[int], out: dict[str, torch.Tensor], *, skip_bad: bool,
-        floats: dict[str, torch.Tensor] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Samples `indices` written into the rows of `out` ([B, C, size, size] per image key:
-        uint8 for bg / fg_bg / mask, float32 for depth); returns their dicts without the images.
-        `floats` (float32 buffers for bg / fg_bg / mask): each row is also converted into them as
-        `to_float` converts it (bit for bit), right after it is written, while it is in cache (a
-        separate pass over the batch would cost a good part of a float dataset's throughput). A
-        bad sample raises DataError, or with `skip_bad` is counted in `bad_count` and None (its
-        rows hold garbage). Every image is decoded before any row is written, so that those
-        writes do not evict the decoders' code and tables from the cache in between."""
+        uint8 for bg / fg_bg / mask, or float32 for a float dataset, converted from the decoded
+        uint8 images as `to_float` converts them, bit for bit; depth float32 always); returns
+        their dicts without the images. A bad sample raises DataError, or with `skip_bad` is
+        counted in `bad_count` and None (its rows hold garbage). Every image is decoded before
+        any row is written, so that those writes do not evict the decoders' code and tables from
+        the cache in between."""
         for i in indices:
             if not 0 <= i < len(self.rows):
                 raise IndexError(f"index {i} out of range for a dataset of {len(self.rows)} samples")
@@ -206,7 +200,7 @@ class MaskDepthDataset(Dataset):
         errors: dict[int, DataError] = {}
         decoded = self._decode_by_kind(rows, errors, skip_bad)
         items, ready = self._pair(indices, rows, decoded, errors, skip_bad)
-        _write_rows(ready, out, floats)
+        _write_rows(ready, out)
         return items
 
     def _decode_by_kind(self, rows: list[int], errors: dict[int, DataError], skip_bad: bool) -> list[list]:
@@ -279,19 +273,16 @@ class MaskDepthDataset(Dataset):
                 "bg_id": m.bg_ids[m.bg_code[row]], "fg_id": m.fg_ids[m.fg_code[row]]}
 
 
-def _write_rows(ready: list[tuple], out: dict[str, torch.Tensor], floats: dict[str, torch.Tensor] | None) -> None:
-    """Write each decoded sample into its row of the batch buffers (and of `floats`, converted)."""
+def _write_rows(ready: list[tuple], out: dict[str, torch.Tensor]) -> None:
+    """Write each decoded sample into its row of the batch buffers: uint8 images copied, or, in
+    float32 buffers, converted on the way (one pass: no uint8 copy is written and read back)."""
     bg_out, fg_bg_out, mask_out, depth_out = (out[key].numpy() for key in IMAGE_KEYS)
-    float_out = None if floats is None else {key: t.numpy() for key, t in floats.items()}
+    scale = 1.0 if bg_out.dtype == np.uint8 else 255.0
     for j, bg, fg_bg, mask, depth, depth_scale in ready:
-        np.copyto(bg_out[j], bg)
-        np.copyto(fg_bg_out[j], fg_bg)
-        np.copyto(mask_out[j, 0], mask, casting="unsafe")  # uint8 0 / 1
+        to_unit(bg, bg_out[j], scale)
+        to_unit(fg_bg, fg_bg_out[j], scale)
+        np.copyto(mask_out[j, 0], mask, casting="unsafe")  # 0 / 1
         to_unit(depth, depth_out[j, 0], depth_scale)
-        if float_out is not None:
-            to_unit(bg_out[j], float_out["bg"][j], 255.0)
-            to_unit(fg_bg_out[j], float_out["fg_bg"][j], 255.0)
-            np.copyto(float_out["mask"][j], mask_out[j], casting="unsafe")
 
 
 def to_unit(values: np.ndarray, out: np.ndarray, scale: float) -> None:
