@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from nbclient import NotebookClient
 
 from maskdepth import colab
@@ -183,6 +184,9 @@ def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         with open(run / "metrics.csv", newline="") as f:
             assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
         assert any(p.name.endswith("_mask.png") for p in (run / "predictions").iterdir())
+    # INIT_192_FROM_64 (on by default): the 192 px run started from section 1's best weights
+    init = yaml.safe_load((drive / "runs" / "smoke_full192" / "config.yaml").read_text())["train"]["init_from"]
+    assert Path(init) == drive / "runs" / "smoke_quick64" / "checkpoints" / "best.pt"
     # Both synthetic datasets were generated on "local disk" and cached on "Drive".
     assert len(list(local.glob("synthetic_*.zip"))) == 2
     on_drive = sorted(p.name for p in (drive / "data").glob("*.zip"))
