@@ -92,6 +92,9 @@ ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [
 # what each run records per epoch on the training subset, val and the unseen archive
 EVAL_KEYS = ("iou", "rmse", "delta1", "abs_rel", "delta1_ms", "abs_rel_ms", "silog")
 TRAIN_SUBSET = 640
+# what the figures depend on (tests/test_figures.py: a figure older than one of these is stale)
+SOURCES = ["benchmarks/quality.py", "src/maskdepth/train.py", "src/maskdepth/model/maskdepthnet.py",
+           "src/maskdepth/losses.py", "src/maskdepth/metrics.py", "configs/quick.yaml"]
 
 
 def _log(message: str) -> None:
@@ -635,7 +638,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             run["step_s"] = seconds
     base = baselines(archives, size)
     pictures_dir = Path(args.pictures)
-    run_meta = meta("quality", argv, device="cpu", smoke=args.smoke, ablation_set=args.ablation_set,
+    run_meta = meta("quality", argv, device="cpu", smoke=args.smoke, ablation_set=args.ablation_set, sources=SOURCES,
                     minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),
                     **reuse_note(ablation + budget))
     if args.ablation_set == "depth":
