@@ -46,10 +46,10 @@ WRITERS = {
     "make_data": "python -m benchmarks.make_data",
     "full_size_job": "python -m benchmarks.full_size_job",
     "gpu": "bash benchmarks/gpu.sh (on a CUDA machine)",
-    "depth_scale": "the issue-22 ablation runner (branch depth, scripts/bench_quality.py --ablation-set depth) "
-                   "and maskdepth evaluate --split all on the unseen archive",
+    "depth_scale": "python -m benchmarks.quality --ablation-set depth --only ablation",
     "scale_cues": "python -m benchmarks.scale_cues CHECKPOINT UNSEEN.zip",
     "finetune": "python -m benchmarks.finetune",
+    "long_run": "python -m benchmarks.long_run",
 }
 
 # name -> (where the rows are in the data file, [(column header, cell template)], transposed).
@@ -194,6 +194,21 @@ TABLES: dict[str, Spec] = {
         ("evaluations after step 0", "{epochs}"), ("first stage: side px, steps, batch",
                                                   "{stage_size}, {stage_steps}, {stage_batch}"),
         ("torch threads", "{threads}"), ("config", "`{config}`")], True),
+    # benchmarks/long_run.py (issue 22, item 6): configs/quick.yaml for long on 1,000 scenes, every epoch
+    "long_run.curve": ("curve", [
+        ("epoch", "{epoch}"), ("step", "{steps}"), ("training min", "{minutes:g}"),
+        ("train δ1", "{train_delta1:.3f}"), ("val δ1", "{val_delta1:.3f}"), ("unseen δ1 ↑", "{unseen_delta1:.3f}"),
+        ("unseen δ1 median-scaled ↑", "{unseen_delta1_ms:.3f}"), ("unseen abs_rel ↓", "{unseen_abs_rel:.3f}"),
+        ("unseen SILog ↓", "{unseen_silog:.2f}"), ("unseen RMSE ↓", "{unseen_rmse:.4f}"),
+        ("unseen IoU ↑", "{unseen_iou:.3f}")], False),
+    "long_run.level_off": ("level_off", [
+        ("figure", "{figure}"), ("best", "{best:.4f}"), ("at step", "{best_step}"), ("last", "{last:.4f}"),
+        ("settles (stays within ± tolerance of the best) at step", "{settled_step} (± {tolerance:g})"),
+        ("training min to there", "{settled_minutes:g}"),
+        ("change over the last third (from step)", "{last_third_gain:+.4f} ({last_third_from_step})")], False),
+    "long_run.baseline": ("baseline", [
+        ("method", "{method}"), ("unseen δ1", "{delta1:.3f}"), ("unseen δ1 median-scaled", "{delta1_ms:.3f}"),
+        ("unseen abs_rel", "{abs_rel:.3f}"), ("unseen RMSE", "{rmse:.4f}")], False),
     # benchmarks/full_size_job.py
     "full_size_job.run": ("run", [
         ("archive", "`{archive}`"), ("archive GB", "{archive_gb:.2f}"),

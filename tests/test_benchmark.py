@@ -1,4 +1,4 @@
-"""benchmarks/report.py, benchmarks/quality.py and benchmarks/finetune.py run end to end with --smoke: the data
+"""benchmarks/report.py, quality.py, finetune.py and long_run.py run end to end with --smoke: the data
 files they write and the tables benchmarks/render.py makes of them (their classical baselines:
 tests/test_baselines.py)."""
 
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import finetune, quality, render, report
+from benchmarks import finetune, long_run, quality, render, report
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +149,27 @@ def test_bench_finetune_smoke_compares_scratch_with_the_low_resolution_start(tmp
         tables["finetune.runs"]
     assert tables["finetune.reach"] and tables["finetune.curves"].count("| from64 |") == 3
     assert "`python -m benchmarks.finetune --smoke" in tables["finetune.meta"]
+
+
+def test_bench_long_run_smoke_writes_every_epoch_and_where_it_levels_off(tmp_path):
+    out, work, pictures = tmp_path / "long_run.json", tmp_path / "work", tmp_path / "pictures"
+    common = ["--smoke", "--epochs", "2", "--work", str(work), "--out", str(out), "--pictures", str(pictures)]
+    long_run.main(common)
+    data = json.loads(out.read_text())
+    _meta_ok(data["meta"], "long_run", "--smoke --epochs 2")
+    assert data["meta"]["sources"] and all((render.REPO / s).exists() for s in data["meta"]["sources"])
+    curve = data["curve"]
+    assert [p["epoch"] for p in curve] == [1, 2] and curve[-1]["steps"] == data["settings"]["steps"] > 0
+    assert curve[0]["minutes"] <= curve[1]["minutes"]
+    figures = [f"{w}_{k}" for w in ("train", "val", "unseen") for k in long_run.KEYS]
+    assert all(_finite(p, figures) for p in curve)
+    assert [r["figure"] for r in data["level_off"]] == [k for k, _ in long_run.WATCH]
+    assert _finite(data["baseline"], ["delta1", "delta1_ms", "rmse"])
+    for picture in ("long_run_curves.png", "long_run_unseen.png"):
+        assert (pictures / picture).read_bytes()[:4] == b"\x89PNG"
+    tables = _render_all("long_run", data)
+    assert len(tables["long_run.curve"].splitlines()) == 2 + 2 and "`python -m benchmarks.long_run --smoke" in \
+        tables["long_run.meta"]
+    long_run.main([*common, "--reuse"])  # the finished run is reported again, not rerun
+    again = json.loads(out.read_text())
+    assert again["meta"]["reused"] is True and again["curve"] == curve

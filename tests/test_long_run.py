@@ -1,0 +1,36 @@
+"""benchmarks/long_run.py's reading of a curve (hand-computed values; its end-to-end smoke run is in
+tests/test_benchmark.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import long_run
+
+
+def _points(delta1: list[float], rmse: list[float]) -> list[dict]:
+    return [{"epoch": i + 1, "steps": 100 * (i + 1), "minutes": 2.0 * (i + 1), "unseen_delta1": d,
+             "unseen_delta1_ms": d + 0.2, "unseen_rmse": r} for i, (d, r) in enumerate(zip(delta1, rmse, strict=True))]
+
+
+def test_level_off_finds_where_each_figure_stays_near_its_best():
+    points = _points([0.40, 0.55, 0.62, 0.60, 0.63, 0.625], [0.20, 0.12, 0.10, 0.095, 0.094, 0.0935])
+    rows = {r["figure"]: r for r in long_run.level_off(points, tolerance=0.01)}
+    d1 = rows["unseen_delta1"]
+    # best 0.63 at step 500; 0.60 at step 400 is 0.03 below it, so it settles at step 500, not 300
+    assert (d1["best"], d1["best_step"], d1["last"]) == (0.63, 500, 0.625)
+    assert (d1["settled_step"], d1["settled_minutes"]) == (500, 10.0)
+    # the last third starts at the first step >= 600 * 2 / 3 = 400: 0.625 - 0.60
+    assert d1["last_third_from_step"] == 400 and d1["last_third_gain"] == pytest.approx(0.025)
+    assert rows["unseen_delta1_ms"]["settled_step"] == 500
+    # RMSE: lower is better; best 0.0935 (step 600), within 0.01 from step 300 (0.10)
+    rmse = rows["unseen_rmse"]
+    assert (rmse["best"], rmse["best_step"], rmse["settled_step"]) == (0.0935, 600, 300)
+    assert rmse["last_third_gain"] == pytest.approx(0.095 - 0.0935)  # positive: better
+
+
+def test_level_off_of_a_curve_still_rising_is_its_last_point():
+    points = _points([0.3, 0.4, 0.5, 0.6], [0.3, 0.2, 0.15, 0.12])
+    rows = {r["figure"]: r for r in long_run.level_off(points, tolerance=0.01)}
+    assert rows["unseen_delta1"]["settled_step"] == 400 and rows["unseen_rmse"]["settled_step"] == 400
+    assert rows["unseen_delta1"]["last_third_gain"] == pytest.approx(0.1)  # from step 300 (the first >= 266.7)
