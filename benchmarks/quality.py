@@ -29,10 +29,11 @@ split) and background subtraction for the mask (Otsu, 3x3 open/close), from mask
    (not picked), and the curves.
 
 --ablation-set depth runs issue 22's rows instead (DEPTH_ABLATION: configs/quick.yaml as it is
-against each scale option alone, a second seed, the 1,000-scene archive; no budget runs) and
-writes docs/results/depth_scale.json: metric and scale-invariant figures side by side (δ1_ms,
-abs_rel_ms after per-image median scaling; SILog), every run's per-epoch curve and one unseen
-grid per run. --rows N ... runs some rows; a run killed from outside resumes from its last
+against each scale option alone, seeds 1 and 2 of the baseline and of pyramid pooling, the
+1,000-scene archive; no budget runs) and writes docs/results/depth_scale.json: metric and
+scale-invariant figures side by side (δ1_ms, abs_rel_ms after per-image median scaling; SILog),
+the rows that differ only by seed taken together (`seeds`: mean and range), every run's
+per-epoch curve and one unseen grid per run. --rows N ... runs some rows; a run killed from outside resumes from its last
 checkpoint when started again with the same spec (its curve is kept in RUN.progress.json).
 
 --smoke shrinks everything (32 px, tiny archives, seconds of training) for tests/test_benchmark.py.
@@ -87,6 +88,8 @@ DEPTH_ABLATION: list[tuple[str, str, list[str]]] = [
     ("pyramid pooling at the bottleneck, seed 1", "s15", ["model.context=ppm", "seed=1"]),
     ("pyramid pooling at the bottleneck", "diverse", ["model.context=ppm"]),
     ("larger crops (0.5 instead of 0.3)", "s15", ["data.crop=0.5"]),
+    ("configs/quick.yaml, seed 2", "s15", ["seed=2"]),
+    ("pyramid pooling at the bottleneck, seed 2", "s15", ["model.context=ppm", "seed=2"]),
 ]
 ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [])}
 # what each run records per epoch on the training subset, val and the unseen archive
@@ -545,6 +548,30 @@ def depth_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+SEED_FIGURES = ("unseen_delta1", "unseen_delta1_ms", "unseen_abs_rel", "unseen_rmse", "unseen_iou")
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that differ only by `seed=N` (named "..., seed N"), taken together: per change and
+    archive with two seeds or more, the mean, lowest and highest of each SEED_FIGURES figure, so
+    that an option's effect reads against the baseline's own seed spread."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        change = row["change"].split(", seed ")[0]
+        groups.setdefault((change, row["archive"]), []).append(row)
+    out = []
+    for (change, archive), members in groups.items():
+        if len(members) < 2:
+            continue
+        summary: dict[str, Any] = {"change": change, "archive": archive, "seeds": len(members)}
+        for key in SEED_FIGURES:
+            values = [m[key] for m in members]
+            summary.update({f"{key}_mean": rounded(sum(values) / len(values), 4), f"{key}_min": min(values),
+                            f"{key}_max": max(values)})
+        out.append(summary)
+    return out
+
+
 def depth_figures(ablation: list[dict[str, Any]], specs: dict[str, dict[str, Any]],
                   base: dict[str, dict[str, float]], archives: dict[str, Path], pictures_dir: Path) -> dict[str, Any]:
     """Everything docs/results/depth_scale.json holds besides its meta: the table, every run's
@@ -559,7 +586,8 @@ def depth_figures(ablation: list[dict[str, Any]], specs: dict[str, dict[str, Any
     return {
         "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "seed": v["seed"], "size": v["size"],
                       "samples": v["num_bg"] * v["num_fg"] * 2 * v["per_pair"]} for name, v in specs.items()],
-        "ablation": depth_rows(ablation),
+        "ablation": (rows := depth_rows(ablation)),
+        "seeds": seed_summary(rows),
         "baselines": [{"method": f"mean-depth predictor of the {name} training split", "archive": name,
                        **{f"unseen_{k}": rounded(v, 4) for k, v in base[f"mean_depth_{name}"].items()}}
                       for name in ("s15", "diverse")],

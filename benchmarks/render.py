@@ -151,6 +151,14 @@ TABLES: dict[str, Spec] = {
         ("abs_rel ↓", "{unseen_abs_rel:.3f}"), ("abs_rel median-scaled ↓", "{unseen_abs_rel_ms:.3f}"),
         ("SILog ↓", "{unseen_silog:.2f}"), ("RMSE ↓", "{unseen_rmse:.4f}"), ("IoU ↑", "{unseen_iou:.3f}"),
         ("parameters", "{params:,}")], False),
+    # the same rows taken together over seeds: an option's effect against the baseline's seed spread
+    "depth_scale.seeds": ("seeds", [
+        ("change", "{change}"), ("trained on", "{archive}"), ("seeds", "{seeds}"),
+        ("unseen δ1 ↑ mean (range)", "{unseen_delta1_mean:.3f} ({unseen_delta1_min:.3f} – {unseen_delta1_max:.3f})"),
+        ("δ1 median-scaled ↑", "{unseen_delta1_ms_mean:.3f} ({unseen_delta1_ms_min:.3f} – {unseen_delta1_ms_max:.3f})"),
+        ("abs_rel ↓", "{unseen_abs_rel_mean:.3f} ({unseen_abs_rel_min:.3f} – {unseen_abs_rel_max:.3f})"),
+        ("RMSE ↓", "{unseen_rmse_mean:.4f} ({unseen_rmse_min:.4f} – {unseen_rmse_max:.4f})"),
+        ("IoU ↑", "{unseen_iou_mean:.3f} ({unseen_iou_min:.3f} – {unseen_iou_max:.3f})")], False),
     "quality.targets": ("targets", [
         ("archive", "{archive}"), ("δ1 ≥ 0.75", "{delta1_ok:yes|**no**} ({unseen_delta1:.3f})"),
         ("RMSE ≤ half the mean predictor's", "{rmse_ok:yes|**no**} ({unseen_rmse:.3f} vs {half_mean_rmse:.3f})"),

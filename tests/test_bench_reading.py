@@ -1,11 +1,12 @@
-"""benchmarks/long_run.py's reading of a curve (hand-computed values; its end-to-end smoke run is in
-tests/test_benchmark.py)."""
+"""How the benchmarks read their runs, on hand-computed values: benchmarks/long_run.py (where a curve
+levels off) and benchmarks/quality.py (an ablation's seeds taken together). Their end-to-end smoke
+runs are in tests/test_benchmark.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks import long_run
+from benchmarks import long_run, quality, render
 
 
 def _points(delta1: list[float], rmse: list[float]) -> list[dict]:
@@ -34,3 +35,21 @@ def test_level_off_of_a_curve_still_rising_is_its_last_point():
     rows = {r["figure"]: r for r in long_run.level_off(points, tolerance=0.01)}
     assert rows["unseen_delta1"]["settled_step"] == 400 and rows["unseen_rmse"]["settled_step"] == 400
     assert rows["unseen_delta1"]["last_third_gain"] == pytest.approx(0.1)  # from step 300 (the first >= 266.7)
+
+
+def _row(change: str, archive: str, d1: float, rmse: float) -> dict:
+    return {"change": change, "archive": archive, "unseen_delta1": d1, "unseen_delta1_ms": d1 + 0.2,
+            "unseen_abs_rel": 0.25, "unseen_rmse": rmse, "unseen_iou": 0.87}
+
+
+def test_seed_summary_takes_the_seeds_of_one_change_together():
+    rows = [_row("configs/quick.yaml", "s15", 0.579, 0.1046), _row("global scale head", "s15", 0.563, 0.1057),
+            _row("configs/quick.yaml, seed 1", "s15", 0.533, 0.1092), _row("configs/quick.yaml", "diverse", 0.62, 0.09),
+            _row("configs/quick.yaml, seed 2", "s15", 0.561, 0.1060)]
+    (summary,) = quality.seed_summary(rows)  # one change with two seeds or more; other archives apart
+    assert (summary["change"], summary["archive"], summary["seeds"]) == ("configs/quick.yaml", "s15", 3)
+    assert summary["unseen_delta1_mean"] == pytest.approx((0.579 + 0.533 + 0.561) / 3, abs=1e-4)
+    assert (summary["unseen_delta1_min"], summary["unseen_delta1_max"]) == (0.533, 0.579)
+    assert (summary["unseen_rmse_min"], summary["unseen_rmse_max"]) == (0.1046, 0.1092)
+    assert "| configs/quick.yaml | s15 | 3 | 0.558 (0.533 – 0.579) |" in \
+        render.render_table("depth_scale.seeds", {"seeds": [summary]})
