@@ -33,8 +33,9 @@ against each scale option alone, seeds 1 and 2 of the baseline and of pyramid po
 1,000-scene archive; no budget runs) and writes docs/results/depth_scale.json: metric and
 scale-invariant figures side by side (δ1_ms, abs_rel_ms after per-image median scaling; SILog),
 the rows that differ only by seed taken together (`seeds`: mean and range), every run's
-per-epoch curve and one unseen grid per run. --rows N ... runs some rows; a run killed from outside resumes from its last
-checkpoint when started again with the same spec (its curve is kept in RUN.progress.json).
+per-epoch curve and one unseen grid per run. --rows N ... runs some rows; a run killed from
+outside resumes from its last checkpoint when started again with the same spec (its curve is kept
+in RUN.progress.json).
 
 --smoke shrinks everything (32 px, tiny archives, seconds of training) for tests/test_benchmark.py.
 """
