@@ -25,21 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, log, meta, rounded, save_png, shown, write_results
-from benchmarks.quality import archive_specs, ensure_archive, run_one, unseen_grid
+from benchmarks.common import RESULTS, meta, rounded, shown, write_results
+from benchmarks.quality import (
+    archive_specs,
+    baselines,
+    curves_png,
+    ensure_archive,
+    finished_result,
+    run_one,
+    spec_files,
+    unseen_grid,
+)
 
 SOURCES = ["benchmarks/long_run.py", "benchmarks/quality.py", "src/maskdepth/train.py",
            "src/maskdepth/model/maskdepthnet.py", "src/maskdepth/losses.py", "configs/quick.yaml"]
 KEYS = ("iou", "rmse", "delta1", "delta1_ms", "abs_rel", "abs_rel_ms", "silog")
 WATCH = (("unseen_delta1", 1), ("unseen_delta1_ms", 1), ("unseen_rmse", -1))  # (figure, +1: higher is better)
-
-
-def _log(message: str) -> None:
-    log(message, who="bench_long_run")
 
 
 def _spec(args: argparse.Namespace, archives: dict[str, Path], size: int, work: Path) -> dict[str, Any]:
@@ -50,10 +56,10 @@ def _spec(args: argparse.Namespace, archives: dict[str, Path], size: int, work: 
 
 
 def _run(spec: dict[str, Any], work: Path, reuse: bool) -> dict[str, Any]:
-    spec_path, done = work / "spec_long.json", work / "spec_long.result.json"
-    if reuse and done.is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == spec:
-        _log(f"reusing the finished run ({done})")
-        return dict(json.loads(done.read_text()), reused=True)
+    found = finished_result(work, spec) if reuse else None
+    if found is not None:
+        return found
+    spec_path, done = spec_files(work, spec)
     spec_path.write_text(json.dumps(spec))
     result = run_one(spec)
     done.write_text(json.dumps(result))
@@ -92,40 +98,7 @@ def level_off(points: list[dict[str, Any]], tolerance: float) -> list[dict[str, 
     return rows
 
 
-def mean_predictor(archives: dict[str, Path], size: int) -> dict[str, float]:
-    """The mean-depth predictor of the training split, scored on the unseen archive."""
-    import torch
-
-    from maskdepth.baselines import mean_depth, score_baselines
-    from maskdepth.data import collate, open_dataset
-
-    train_set = open_dataset(archives["diverse"], size, "train")
-    means = {"mean": mean_depth(train_set[i]["depth"] for i in range(len(train_set)))}
-    loader = torch.utils.data.DataLoader(open_dataset(archives["unseen"], size, "all"), batch_size=64,
-                                         collate_fn=collate)
-    return {k: rounded(v, 4) for k, v in score_baselines(loader, means, kernel=None)["mean"].items()}
-
-
-def curves_png(points: list[dict[str, Any]], base: dict[str, float], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    steps = [p["steps"] for p in points]
-    panels = (("delta1", "depth δ1 ↑"), ("delta1_ms", "δ1 after per-image median scaling ↑"), ("rmse", "RMSE ↓"))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for where, label in (("train", "training scenes"), ("val", "val (held-out bg)"), ("unseen", "unseen archive")):
-            ax.plot(steps, [p[f"{where}_{key}"] for p in points], marker="o", ms=2, label=label)
-        if key in base:
-            ax.axhline(base[key], color="gray", ls=":", label="mean-depth predictor (unseen)")
-        ax.set_title(f"configs/quick.yaml on 1,000 scenes: {title}", fontsize=8)
-        ax.set_xlabel("training step (batch 32)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_png(fig, path)
+CURVES = (("delta1", "depth δ1 ↑"), ("delta1_ms", "δ1 after per-image median scaling ↑"), ("rmse", "RMSE ↓"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,8 +115,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    import sys
-
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     started = time.perf_counter()
@@ -154,7 +125,7 @@ def main(argv: list[str] | None = None) -> Path:
     size = specs["diverse"]["size"]
     run = _run(_spec(args, archives, size, work), work, args.reuse)
     points = curve_points(run)
-    base = mean_predictor(archives, size)
+    base = baselines(archives, size, names=("diverse",), otsu=False)  # the mean-depth predictor on unseen
     pictures = Path(args.pictures)
     grid = unseen_grid(Path(run["run_dir"]), archives["unseen"], size, pictures / "long_run_unseen.png",
                        title=f"unseen scenes, configs/quick.yaml on 1,000 scenes, after {points[-1]['steps']} steps")
@@ -166,9 +137,11 @@ def main(argv: list[str] | None = None) -> Path:
                      "epochs": args.epochs, "steps": points[-1]["steps"], "threads": 1,
                      "archives": {name: specs[name] for name in ("diverse", "unseen")}},
         "level_off": level_off(points, args.tolerance),
-        "baseline": {"method": "mean-depth predictor of the diverse training split", **base},
+        "baseline": {"method": "mean-depth predictor of the diverse training split",
+                     **{k: rounded(v, 4) for k, v in base["mean_depth_diverse"].items()}},
         "curve": points,
-        "pictures": {"curves": shown(curves_png(points, base, pictures / "long_run_curves.png")), "grid": shown(grid)},
+        "pictures": {"curves": shown(curves_png([run], base, pictures / "long_run_curves.png", CURVES)),
+                     "grid": shown(grid)},
     }
     return write_results(Path(args.out), run_meta, figures)
 

@@ -292,22 +292,25 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 # baselines and pictures
 
 
-def baselines(archives: dict[str, Path], size: int) -> dict[str, dict[str, float]]:
-    """On the unseen archive: the mean-depth predictor of each training split (`mean_depth_<name>`)
-    and background subtraction with a 3x3 opening and closing (`otsu`), by maskdepth.baselines."""
+def baselines(archives: dict[str, Path], size: int, names: tuple[str, ...] = ("diverse", "s15"),
+              otsu: bool = True) -> dict[str, dict[str, float]]:
+    """On the unseen archive: the mean-depth predictor of the training split of each archive in
+    `names` (`mean_depth_<name>`) and, with `otsu`, background subtraction with a 3x3 opening and
+    closing (`otsu`), by maskdepth.baselines."""
     import torch
 
     from maskdepth.baselines import mean_depth, score_baselines
     from maskdepth.data import collate, open_dataset
 
     means = {}
-    for name in ("diverse", "s15"):
+    for name in names:
         train_set = open_dataset(archives[name], size, "train")
         means[f"mean_depth_{name}"] = mean_depth(train_set[i]["depth"] for i in range(len(train_set)))
     unseen = open_dataset(archives["unseen"], size, "all")
     loader = torch.utils.data.DataLoader(unseen, batch_size=64, collate_fn=collate)
-    out = score_baselines(loader, means, kernel=3)
-    out["otsu"] = out.pop("bgsub")
+    out = score_baselines(loader, means, kernel=3 if otsu else None)
+    if otsu:
+        out["otsu"] = out.pop("bgsub")
     return out
 
 
@@ -365,17 +368,22 @@ def error_by_depth(run_dir: Path, unseen: Path, size: int) -> list[dict[str, flo
 SPLIT_LABELS = {"train": "training scenes", "val": "val (held-out bg)", "unseen": "unseen archive"}
 
 
-def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path) -> Path:
+CURVE_METRICS = (("rmse", "depth RMSE (lower is better)"), ("delta1", "depth δ1 (higher is better)"))
+
+
+def curves_png(runs: list[dict[str, Any]], base: dict[str, dict[str, float]], path: Path,
+               metrics: tuple[tuple[str, str], ...] = CURVE_METRICS) -> Path:
+    """One row of panels per run, one panel per (metric, label) of `metrics`: train, val and unseen
+    per epoch, and the mean-depth predictor of the run's archive (`base`, from `baselines`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
+    fig, axes = plt.subplots(len(runs), len(metrics), figsize=(5 * len(metrics), 3.2 * len(runs)), squeeze=False)
     for row, run in zip(axes, runs, strict=True):
         steps = [p["steps"] for p in run["curve"]]
-        for ax, metric, label in ((row[0], "rmse", "depth RMSE (lower is better)"),
-                                  (row[1], "delta1", "depth δ1 (higher is better)")):
+        for ax, (metric, label) in zip(row, metrics, strict=True):
             for split, style in (("train", "-"), ("val", "--"), ("unseen", "-")):
                 ax.plot(steps, [p[f"{split}_{metric}"] for p in run["curve"]], style, marker="o", ms=3,
                         label=SPLIT_LABELS[split])
@@ -495,6 +503,21 @@ def reuse_note(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "run_hours_in_all": rounded(sum(r["wall_s"] for r in runs) / 3600, 2)}
 
 
+def spec_files(work: Path, spec: dict[str, Any]) -> tuple[Path, Path]:
+    """(WORK/spec_KEY.json, WORK/spec_KEY.result.json): a run's spec and, once it finished, its result."""
+    spec_path = work / f"spec_{spec['key']}.json"
+    return spec_path, spec_path.with_suffix(".result.json")
+
+
+def finished_result(work: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a finished run of `work` whose spec is `spec` (marked `reused`), else None."""
+    spec_path, done = spec_files(work, spec)
+    if done.is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == spec:
+        _log(f"reusing the finished run {spec['name']} ({done})")
+        return dict(json.loads(done.read_text()), reused=True)
+    return None
+
+
 def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> list[dict[str, Any]]:
     """Run every spec in its own process (`--one`), `jobs` at a time; results in spec order. With
     `reuse`, a run whose spec and result are already in `work` is not run again."""
@@ -504,11 +527,10 @@ def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> 
     while pending or running:
         while pending and len(running) < jobs:
             i, spec = pending.pop(0)
-            spec_path = work / f"spec_{spec['key']}.json"
-            done = spec_path.with_suffix(".result.json")
-            if reuse and done.is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == spec:
-                results[i] = dict(json.loads(done.read_text()), reused=True)
-                _log(f"reusing the finished run {spec['name']} ({done})")
+            spec_path, done = spec_files(work, spec)
+            found = finished_result(work, spec) if reuse else None
+            if found is not None:
+                results[i] = found
                 continue
             done.unlink(missing_ok=True)
             spec_path.write_text(json.dumps(spec))
@@ -527,7 +549,7 @@ def _launch(specs: list[dict[str, Any]], work: Path, jobs: int, reuse: bool) -> 
             if proc.returncode:
                 raise SystemExit(f"run {specs[i]['name']} failed (exit {proc.returncode}); see "
                                  f"{work / ('log_' + specs[i]['key'] + '.txt')}")
-            results[i] = json.loads(spec_path.with_suffix(".result.json").read_text())
+            results[i] = json.loads(spec_files(work, specs[i])[1].read_text())
             _log(f"finished {specs[i]['name']}")
     return [results[i] for i in range(len(specs))]
 
