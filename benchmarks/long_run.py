@@ -1,15 +1,18 @@
-"""python -m benchmarks.long_run [--epochs 24] [--work runs/bench_long] [--out docs/results/long_run.json] [--reuse]
+"""python -m benchmarks.long_run [--epochs 24] [--archive diverse|objects] [--work runs/bench_long] [--reuse]
 
 How far does training go (issue 22, item 6)? One long run of configs/quick.yaml as it is, on the
 1,000-scene archive of benchmarks.quality (1,000 backgrounds x 4 objects x 2 flips, seed 0, 64 px),
 evaluated after every epoch on the training scenes (640 samples evenly spaced), on val (held-out
 backgrounds of the same archive) and on the unseen archive (60 backgrounds x 10 objects x 2 flips,
-seed 1: scenes and objects no run has seen). Metric and scale-invariant depth figures side by side
-(δ1, δ1 after per-image median scaling, abs_rel, RMSE, SILog) and the mask IoU.
+seed 1: scenes and objects no run has seen). --archive objects trains on the same 1,000 scenes
+with 4 of 100 objects each (make-data --fg-per-bg 4, as many samples) instead. Metric and
+scale-invariant depth figures side by side (δ1, δ1 after per-image median scaling, abs_rel, RMSE,
+SILog) and the mask IoU.
 
-Writes docs/results/long_run.json (`python -m benchmarks.render` turns it into the `long_run.*`
-tables of docs/results.md), docs/results/long_run_curves.png and an unseen grid of the last
-epoch. `level_off` says, for unseen δ1, δ1 median-scaled and RMSE, the first step from which the
+Writes docs/results/long_run.json (long_run_objects.json with --archive objects;
+`python -m benchmarks.render` turns it into the `long_run.*` tables of docs/results.md),
+docs/results/long_run_curves.png and an unseen grid of the last epoch (long_run_objects_*.png).
+`level_off` says, for unseen δ1, δ1 median-scaled and RMSE, the first step from which the
 figure stays within --tolerance of its best value, and what the last third of the steps still
 bought: what more steps buy a Colab user.
 
@@ -48,10 +51,16 @@ KEYS = ("iou", "rmse", "delta1", "delta1_ms", "abs_rel", "abs_rel_ms", "silog")
 WATCH = (("unseen_delta1", 1), ("unseen_delta1_ms", 1), ("unseen_rmse", -1))  # (figure, +1: higher is better)
 
 
+def _stem(archive: str) -> str:
+    """long_run (the 1,000-scene archive) or long_run_<archive>: the run's folder, data file and pictures."""
+    return "long_run" if archive == "diverse" else f"long_run_{archive}"
+
+
 def _spec(args: argparse.Namespace, archives: dict[str, Path], size: int, work: Path) -> dict[str, Any]:
+    key = "long" if args.archive == "diverse" else f"long_{args.archive}"
     return dict(size=size, batch=args.batch, threads=1, unseen=str(archives["unseen"]),
-                calibration_steps=2 if args.smoke else 5, key="long", name="configs/quick.yaml, long run",
-                archive_name="diverse", archive=str(archives["diverse"]), run_dir=str(work / "long"),
+                calibration_steps=2 if args.smoke else 5, key=key, name="configs/quick.yaml, long run",
+                archive_name=args.archive, archive=str(archives[args.archive]), run_dir=str(work / key),
                 overrides=[], epochs=args.epochs)
 
 
@@ -104,10 +113,12 @@ CURVES = (("delta1", "depth δ1 ↑"), ("delta1_ms", "δ1 after per-image median
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=24, help="epochs of 200 steps (the LR schedule's length)")
+    parser.add_argument("--archive", choices=("diverse", "objects"), default="diverse",
+                        help="1,000 scenes with the same 4 objects, or with 4 of 100 objects each")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tolerance", type=float, default=0.01, help="how close to its best a settled figure is")
     parser.add_argument("--work", default="runs/bench_long", help="archives, the run and its spec")
-    parser.add_argument("--out", default=str(RESULTS / "long_run.json"), help="the data file")
+    parser.add_argument("--out", help="the data file (default docs/results/long_run.json, long_run_objects.json)")
     parser.add_argument("--pictures", default=str(RESULTS), help="folder of the pictures (default %(default)s)")
     parser.add_argument("--reuse", action="store_true", help="report a finished run with the same spec, not rerun it")
     parser.add_argument("--smoke", action="store_true", help="32 px, tiny archives, seconds of training")
@@ -121,29 +132,32 @@ def main(argv: list[str] | None = None) -> Path:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     specs = archive_specs(args.smoke)
-    archives = {name: ensure_archive(work / f"{name}.zip", specs[name], 2) for name in ("diverse", "unseen")}
-    size = specs["diverse"]["size"]
+    names = (args.archive, "unseen")
+    archives = {name: ensure_archive(work / f"{name}.zip", specs[name], 2) for name in names}
+    size = specs[args.archive]["size"]
+    stem = _stem(args.archive)
     run = _run(_spec(args, archives, size, work), work, args.reuse)
     points = curve_points(run)
-    base = baselines(archives, size, names=("diverse",), otsu=False)  # the mean-depth predictor on unseen
+    base = baselines(archives, size, names=(args.archive,), otsu=False)  # the mean-depth predictor on unseen
     pictures = Path(args.pictures)
-    grid = unseen_grid(Path(run["run_dir"]), archives["unseen"], size, pictures / "long_run_unseen.png",
-                       title=f"unseen scenes, configs/quick.yaml on 1,000 scenes, after {points[-1]['steps']} steps")
+    what = "1,000 scenes" if args.archive == "diverse" else "1,000 scenes x 4 of 100 objects"
+    grid = unseen_grid(Path(run["run_dir"]), archives["unseen"], size, pictures / f"{stem}_unseen.png",
+                       title=f"unseen scenes, configs/quick.yaml on {what}, after {points[-1]['steps']} steps")
     run_meta = meta("long_run", argv, device="cpu", smoke=args.smoke, sources=SOURCES,
                     minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),
                     reused=bool(run.get("reused")), restarts=run.get("restarts", 0))
     figures = {
-        "settings": {"config": "configs/quick.yaml", "archive": "diverse", "size": size, "batch": args.batch,
+        "settings": {"config": "configs/quick.yaml", "archive": args.archive, "size": size, "batch": args.batch,
                      "epochs": args.epochs, "steps": points[-1]["steps"], "threads": 1,
-                     "archives": {name: specs[name] for name in ("diverse", "unseen")}},
+                     "archives": {name: specs[name] for name in names}},
         "level_off": level_off(points, args.tolerance),
-        "baseline": {"method": "mean-depth predictor of the diverse training split",
-                     **{k: rounded(v, 4) for k, v in base["mean_depth_diverse"].items()}},
+        "baseline": {"method": f"mean-depth predictor of the {args.archive} training split",
+                     **{k: rounded(v, 4) for k, v in base[f"mean_depth_{args.archive}"].items()}},
         "curve": points,
-        "pictures": {"curves": shown(curves_png([run], base, pictures / "long_run_curves.png", CURVES)),
+        "pictures": {"curves": shown(curves_png([run], base, pictures / f"{stem}_curves.png", CURVES)),
                      "grid": shown(grid)},
     }
-    return write_results(Path(args.out), run_meta, figures)
+    return write_results(Path(args.out or RESULTS / f"{stem}.json"), run_meta, figures)
 
 
 if __name__ == "__main__":

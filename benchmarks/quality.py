@@ -30,12 +30,13 @@ split) and background subtraction for the mask (Otsu, 3x3 open/close), from mask
 
 --ablation-set depth runs issue 22's rows instead (DEPTH_ABLATION: configs/quick.yaml as it is
 against each scale option alone, seeds 1 and 2 of the baseline and of pyramid pooling, the
-1,000-scene archive; no budget runs) and writes docs/results/depth_scale.json: metric and
-scale-invariant figures side by side (δ1_ms, abs_rel_ms after per-image median scaling; SILog),
-the rows that differ only by seed taken together (`seeds`: mean and range), every run's
-per-epoch curve and one unseen grid per run. --rows N ... runs some rows; a run killed from
-outside resumes from its last checkpoint when started again with the same spec (its curve is kept
-in RUN.progress.json).
+1,000-scene archive, and the same 1,000 scenes with 4 of 100 objects each instead of the same 4
+objects in every scene ("objects", make-data --fg-per-bg); no budget runs) and writes
+docs/results/depth_scale.json: metric and scale-invariant figures side by side (δ1_ms, abs_rel_ms
+after per-image median scaling; SILog), the rows that differ only by seed taken together
+(`seeds`: mean and range), every run's per-epoch curve and one unseen grid per run. --rows N ...
+runs some rows; a run killed from outside resumes from its last checkpoint when started again
+with the same spec (its curve is kept in RUN.progress.json).
 
 --smoke shrinks everything (32 px, tiny archives, seconds of training) for tests/test_benchmark.py.
 """
@@ -91,6 +92,7 @@ DEPTH_ABLATION: list[tuple[str, str, list[str]]] = [
     ("larger crops (0.5 instead of 0.3)", "s15", ["data.crop=0.5"]),
     ("configs/quick.yaml, seed 2", "s15", ["seed=2"]),
     ("pyramid pooling at the bottleneck, seed 2", "s15", ["model.context=ppm", "seed=2"]),
+    ("configs/quick.yaml", "objects", []),
 ]
 ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [])}
 # what each run records per epoch on the training subset, val and the unseen archive
@@ -108,11 +110,19 @@ def _log(message: str) -> None:
 def archive_specs(smoke: bool) -> dict[str, dict[str, Any]]:
     if smoke:
         return {"diverse": dict(num_bg=20, num_fg=2, per_pair=1, seed=0, size=32),
+                "objects": dict(num_bg=20, num_fg=4, fg_per_bg=2, per_pair=1, seed=0, size=32),
                 "s15": dict(num_bg=5, num_fg=8, per_pair=1, seed=0, size=32),
                 "unseen": dict(num_bg=4, num_fg=3, per_pair=1, seed=1, size=32)}
+    # "objects": as many samples as "diverse", its 1,000 scenes each with 4 of 100 objects (40 scenes each)
     return {"diverse": dict(num_bg=1000, num_fg=4, per_pair=1, seed=0, size=64),
+            "objects": dict(num_bg=1000, num_fg=100, fg_per_bg=4, per_pair=1, seed=0, size=64),
             "s15": dict(num_bg=100, num_fg=40, per_pair=1, seed=0, size=64),
             "unseen": dict(num_bg=60, num_fg=10, per_pair=1, seed=1, size=64)}
+
+
+def archive_samples(spec: dict[str, Any]) -> int:
+    """The number of samples of an archive_specs entry."""
+    return spec["num_bg"] * spec.get("fg_per_bg", spec["num_fg"]) * 2 * spec["per_pair"]
 
 
 def ensure_archive(path: Path, spec: dict[str, Any], workers: int) -> Path:
@@ -607,13 +617,14 @@ def depth_figures(ablation: list[dict[str, Any]], specs: dict[str, dict[str, Any
                                               title=f"unseen scenes, {run['name']} ({run['archive_name']}), "
                                                     f"after {_last(run)['steps']} steps"))
     return {
-        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "seed": v["seed"], "size": v["size"],
-                      "samples": v["num_bg"] * v["num_fg"] * 2 * v["per_pair"]} for name, v in specs.items()],
+        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"],
+                      "fg_per_bg": v.get("fg_per_bg", v["num_fg"]), "seed": v["seed"], "size": v["size"],
+                      "samples": archive_samples(v)} for name, v in specs.items()],
         "ablation": (rows := depth_rows(ablation)),
         "seeds": seed_summary(rows),
         "baselines": [{"method": f"mean-depth predictor of the {name} training split", "archive": name,
                        **{f"unseen_{k}": rounded(v, 4) for k, v in base[f"mean_depth_{name}"].items()}}
-                      for name in ("s15", "diverse")],
+                      for name in ("s15", "diverse", "objects")],
         "curves": {run["key"]: [_point(q) for q in run["curve"]] for run in ablation},
         "pictures": grids,
     }
@@ -687,7 +698,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         seconds_per_step = step_times(ablation, rounds=1 if args.smoke else 3, steps=1 if args.smoke else 4)
         for run, seconds in zip(ablation, seconds_per_step, strict=True):
             run["step_s"] = seconds
-    base = baselines(archives, size)
+    base = baselines(archives, size, names=("diverse", "s15", "objects") if args.ablation_set == "depth" else
+                     ("diverse", "s15"))
     pictures_dir = Path(args.pictures)
     run_meta = meta("quality", argv, device="cpu", smoke=args.smoke, ablation_set=args.ablation_set, sources=SOURCES,
                     minutes_of_this_invocation=rounded((time.perf_counter() - started) / 60, 1),

@@ -46,6 +46,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
         num_fg=args.num_fg,
         per_pair=args.per_pair,
         seed=args.seed,
+        fg_per_bg=args.fg_per_bg,
         workers=args.workers,
         overwrite=args.overwrite,
         image_format=args.format,
@@ -176,7 +177,7 @@ def _add_data_commands(sub: Any) -> None:
     p = sub.add_parser(
         "make-data",
         help="generate a synthetic dataset archive",
-        description="Render a procedural dataset: num_bg * num_fg * 2 (flip) * per_pair samples.",
+        description="Render a procedural dataset: num_bg * num_fg (or --fg-per-bg) * 2 (flip) * per_pair samples.",
     )
     p.add_argument("out", metavar="OUT.zip", help="archive to write (written to a temp file, renamed when complete)")
     p.add_argument("--size", type=int, default=192, help="image side in pixels, >= 32 (default 192)")
@@ -185,6 +186,10 @@ def _add_data_commands(sub: Any) -> None:
                         "generalise to unseen scenes, docs/results.md; the original dataset had 100)")
     p.add_argument("--num-fg", type=int, default=100, help="number of foreground objects (default 100)")
     p.add_argument("--per-pair", type=int, default=2, help="placements per bg x fg x flip (default 2)")
+    p.add_argument("--fg-per-bg", type=int, default=None, metavar="K",
+                   help="objects per scene, dealt from the pool of --num-fg so each object appears equally "
+                        "often (default: every object with every scene); many scenes and many objects in "
+                        "a small archive")
     p.add_argument("--seed", type=int, default=0, help="random seed; same arguments give a byte-identical archive")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg",

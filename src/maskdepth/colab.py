@@ -40,8 +40,9 @@ def synthetic_once(
     """A synthetic dataset zip in `folder`, generated only if neither it nor a cached copy exists.
 
     `options` go to `maskdepth.synth.make_dataset` (size, num_bg, num_fg, per_pair,
-    seed, workers, ...); the file name spells out the ones that change the data, e.g.
-    `synthetic_64px_100bg_100fg_2pp_seed0.zip`, so other settings give another file. With
+    seed, fg_per_bg, workers, ...); the file name spells out the ones that change the data, e.g.
+    `synthetic_64px_100bg_100fg_2pp_seed0.zip` (`..._1000bg_4of100fg_...` with fg_per_bg=4), so
+    other settings give another file. With
     `cache_dir` (a Drive folder) a newly generated archive is also copied there, and a later
     runtime copies it back instead of generating it again.
     """
@@ -51,7 +52,8 @@ def synthetic_once(
 
     defaults = {k: p.default for k, p in inspect.signature(make_dataset).parameters.items()}
     o = {**defaults, **options}
-    name = f"synthetic_{o['size']}px_{o['num_bg']}bg_{o['num_fg']}fg_{o['per_pair']}pp_seed{o['seed']}"
+    objects = f"{o['num_fg']}fg" if o.get("fg_per_bg") in (None, o["num_fg"]) else f"{o['fg_per_bg']}of{o['num_fg']}fg"
+    name = f"synthetic_{o['size']}px_{o['num_bg']}bg_{objects}_{o['per_pair']}pp_seed{o['seed']}"
     if o.get("image_format", "jpg") != "jpg":
         name += f"_{o['image_format']}"
     path = Path(folder) / f"{name}.zip"

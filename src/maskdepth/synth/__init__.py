@@ -21,6 +21,7 @@ from maskdepth.synth.make import (
     background_scene,
     make_dataset,
     render_background,
+    scene_objects,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "background_scene",
     "make_dataset",
     "render_background",
+    "scene_objects",
 ]

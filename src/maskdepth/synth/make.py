@@ -6,7 +6,11 @@
 Shape of the original dataset: `num_bg` background scenes x `num_fg` foreground objects x 2
 (the object as drawn and mirrored) x `per_pair` random placements. The defaults (1000 x 100 x 2 x
 2) give the original's 400,000 samples with ten times its 100 backgrounds: scene diversity is
-what makes depth generalise to unseen scenes (docs/results.md), and scenes cost nothing here. Backgrounds are 3D rooms,
+what makes depth generalise to unseen scenes (docs/results.md), and scenes cost nothing here.
+With `fg_per_bg=K` each scene gets only K of the `num_fg` objects (num_bg x K x 2 x per_pair
+samples), dealt from one seeded shuffle of the pool so that every object appears in as many scenes
+as any other (within one): many scenes and many objects in a small archive. A (scene, object)
+pair's placements are the same whatever K, so such an archive is a subset of the full one. Backgrounds are 3D rooms,
 halls, streets and yards ray cast with a pinhole camera (`scene.py`), so their depth is exact
 geometry; objects are textured silhouettes with soft alpha (`objects.py`). A placement stands
 the object on the floor: its foot is a floor pixel, its distance is the floor's depth there, its
@@ -117,6 +121,7 @@ class _Job:
     bg_width: int
     fg_width: int
     k_width: int
+    fg_per_bg: int  # objects per scene (num_fg: every object with every scene)
 
     def bg_id(self, b: int) -> str:
         return f"bg{b:0{self.bg_width}d}"
@@ -142,13 +147,17 @@ class MakeDataSummary:
     prepare_seconds: float  # of which rendering the backgrounds and drawing the objects
     info: dict = field(repr=False)  # the dataset.json contents
 
+    def _objects(self) -> str:
+        k = self.info.get("fg_per_bg", self.num_fg)
+        return f"{self.num_fg} fg" if k == self.num_fg else f"{k} of {self.num_fg} fg"
+
     def format(self) -> str:
         cov = self.info["mask_coverage"]
         depth = self.info["depth"]
         mb = self.bytes / 1e6
         rate = self.count / max(self.seconds, 1e-9)
         return (
-            f"wrote {self.path}: {self.count} samples ({self.num_bg} bg x {self.num_fg} fg x 2 flips x "
+            f"wrote {self.path}: {self.count} samples ({self.num_bg} bg x {self._objects()} x 2 flips x "
             f"{self.per_pair} placements) at {self.size}x{self.size} px, {self.image_format}, "
             f"{mb:.1f} MB in {self.seconds:.1f} s ({rate:.0f} samples/s). Mask coverage mean "
             f"{100 * cov['mean']:.1f}% (min {100 * cov['min']:.2f}%, max {100 * cov['max']:.1f}%); depth mean "
@@ -201,7 +210,22 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-_DOMAIN_BG, _DOMAIN_FG, _DOMAIN_PLACE = 1, 2, 3
+_DOMAIN_BG, _DOMAIN_FG, _DOMAIN_PLACE, _DOMAIN_DEAL = 1, 2, 3, 4
+
+
+def scene_objects(num_bg: int, num_fg: int, fg_per_bg: int | None = None, *, seed: int = 0) -> list[list[int]]:
+    """The object indices each scene is paired with: [num_bg][K], K = fg_per_bg (default num_fg).
+
+    Without fg_per_bg (or with K = num_fg) every scene gets every object, in order. Otherwise the
+    pool is shuffled once with `seed` and dealt round: scene b gets positions b*K .. b*K+K-1 of the
+    shuffled pool, modulo num_fg, sorted. So a scene's K objects are distinct and each object
+    appears in floor(num_bg*K/num_fg) or one more scenes.
+    """
+    k = num_fg if fg_per_bg is None else fg_per_bg
+    if k == num_fg:
+        return [list(range(num_fg)) for _ in range(num_bg)]
+    order = _rng(seed, _DOMAIN_DEAL).permutation(num_fg)
+    return [sorted(int(order[(b * k + j) % num_fg]) for j in range(k)) for b in range(num_bg)]
 
 
 def background_scene(bg_index: int, *, seed: int = 0) -> SceneSpec:
@@ -249,7 +273,7 @@ def render_background(bg_index: int, *, size: int = 192, seed: int = 0) -> tuple
     Returns (rgb uint8 [S,S,3] as written to bg/, depth float32 [S,S] in (0,1] before quantisation
     (z / FAR_M, larger = farther), floor bool [S,S]: the pixels where an object may stand).
     """
-    job = _Job(size=size, seed=seed, per_pair=1, image_format="png", bg_width=3, fg_width=3, k_width=2)
+    job = _Job(size=size, seed=seed, per_pair=1, image_format="png", bg_width=3, fg_width=3, k_width=2, fg_per_bg=1)
     bd = _prepare_background(job, bg_index)["backdrop"]
     return bd.rgb, np.clip(bd.depth_m / FAR_M, DEPTH_MIN, 1.0).astype(np.float32), bd.floor
 
@@ -493,14 +517,17 @@ class ArchiveWriter:
             pass
 
 
-def _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format) -> None:
+def _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format, fg_per_bg) -> None:
     for name, value, low in (("size", size, MIN_SIZE), ("num_bg", num_bg, 1), ("num_fg", num_fg, 1),
-                             ("per_pair", per_pair, 1)):
+                             ("per_pair", per_pair, 1), ("fg_per_bg", 1 if fg_per_bg is None else fg_per_bg, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ConfigError(f"make-data: {name} must be an integer, got {value!r}")
         if value < low:
             what = f"at least {low}" if low > 1 else "a positive integer"
             raise ConfigError(f"make-data: {name} must be {what}, got {value}")
+    if fg_per_bg is not None and fg_per_bg > num_fg:
+        raise ConfigError(f"make-data: fg_per_bg ({fg_per_bg}) cannot exceed num_fg ({num_fg}): a scene gets "
+                          "distinct objects from the pool of num_fg")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"make-data: seed must be a non-negative integer, got {seed!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
@@ -550,18 +577,21 @@ def make_dataset(
     num_fg: int = 100,
     per_pair: int = 2,
     seed: int = 0,
+    fg_per_bg: int | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     image_format: str = "jpg",
     progress: bool = True,
 ) -> MakeDataSummary:
-    """Render num_bg * num_fg * 2 * per_pair samples into the zip `out` (see the module docstring).
+    """Render num_bg * fg_per_bg * 2 * per_pair samples into the zip `out` (see the module docstring).
 
     Args:
         out: the archive to write. Written to a temp file in the same folder and renamed when
             complete; an existing `out` is kept untouched unless the new archive is complete.
         size: image side in pixels (>= 32). num_bg, num_fg, per_pair: positive counts.
         seed: the same seed and arguments give a byte-identical archive.
+        fg_per_bg: objects per scene, dealt from the pool of num_fg (`scene_objects`); default
+            (None) num_fg: every scene with every object.
         workers: processes (default: all cores; 1 runs in this process).
         image_format: "jpg" (quality 90, 8-bit depth) or "png" (lossless, 16-bit depth).
         progress: show a tqdm progress bar.
@@ -570,14 +600,15 @@ def make_dataset(
         ConfigError: a bad argument. DataError: `out` exists (without overwrite), its folder is
             missing or not writable, or the disk filled up while writing.
     """
-    _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format)
+    _check_args(size, num_bg, num_fg, per_pair, seed, workers, image_format, fg_per_bg)
     out = Path(out)
     size, num_bg, num_fg, per_pair, seed = int(size), int(num_bg), int(num_fg), int(per_pair), int(seed)
-    count = num_bg * num_fg * 2 * per_pair
+    k = num_fg if fg_per_bg is None else int(fg_per_bg)
+    count = num_bg * k * 2 * per_pair
     job = _Job(size=size, seed=seed, per_pair=per_pair, image_format=image_format,
                bg_width=max(3, len(str(num_bg - 1))), fg_width=max(3, len(str(num_fg - 1))),
-               k_width=max(2, len(str(per_pair - 1))))
-    n_workers = min(workers or _default_workers(), num_bg * num_fg)
+               k_width=max(2, len(str(per_pair - 1))), fg_per_bg=k)
+    n_workers = min(workers or _default_workers(), num_bg * k)
     tmp, fileobj = _open_temp(out, overwrite)
     start = time.perf_counter()
     pool = None
@@ -681,7 +712,8 @@ def _write_samples(archive: ArchiveWriter, job: _Job, backdrops: list[_Backdrop]
     fg_stats = np.zeros((2, 3), np.int64)
     depth_hist = np.zeros(256, np.int64)
     n = 0
-    tasks = ((b, f, backdrops[b], sprites[f]) for b in range(len(backdrops)) for f in range(len(sprites)))
+    pairs = scene_objects(len(backdrops), len(sprites), job.fg_per_bg, seed=job.seed)
+    tasks = ((b, f, backdrops[b], sprites[f]) for b in range(len(backdrops)) for f in pairs[b])
     func = _work_chunk if pool is not None else (lambda task: _render_chunk(job, *task))
     with tqdm(total=count, unit="sample", desc="make-data", disable=not progress, smoothing=0.05) as bar:
         for res in _ordered(func, tasks, pool, 4 * n_workers):
@@ -730,6 +762,7 @@ def _dataset_info(job: _Job, num_bg, num_fg, count, bg_stats, fg_stats, coverage
         "seed": job.seed,
         "num_bg": num_bg,
         "num_fg": num_fg,
+        "fg_per_bg": job.fg_per_bg,
         "flips": 2,
         "per_pair": job.per_pair,
         "image_format": ext,
