@@ -173,3 +173,11 @@ def test_bench_long_run_smoke_writes_every_epoch_and_where_it_levels_off(tmp_pat
     long_run.main([*common, "--reuse"])  # the finished run is reported again, not rerun
     again = json.loads(out.read_text())
     assert again["meta"]["reused"] is True and again["curve"] == curve
+    # the same 1,000 scenes with objects dealt from a larger pool: its own run, data file and pictures
+    other = tmp_path / "objects.json"
+    long_run.main(["--smoke", "--epochs", "1", "--archive", "objects", "--work", str(work), "--out", str(other),
+                   "--pictures", str(pictures)])
+    data = json.loads(other.read_text())
+    assert data["settings"]["archive"] == "objects" and data["settings"]["archives"]["objects"]["fg_per_bg"] == 2
+    assert len(data["curve"]) == 1 and data["baseline"]["method"].endswith("objects training split")
+    assert (work / "long_objects").is_dir() and (pictures / "long_run_objects_unseen.png").is_file()

@@ -449,3 +449,25 @@ def test_extract_pair_from_a_manifest_csv(tiny_data: Path, tmp_path: Path) -> No
         assert fg_bg.read_bytes() == z.read(f"fg_bg/{fg_bg.name}")
     with zipfile.ZipFile(folder / "bg_192.zip") as z:
         assert bg.read_bytes() == z.read(f"bg_192/{fg_bg.name.split('_')[0]}.jpg")
+
+
+def test_synthetic_once_names_the_archive_by_what_changes_the_data(tmp_path: Path, monkeypatch) -> None:
+    import functools
+
+    from maskdepth import synth
+
+    made = []
+
+    @functools.wraps(synth.make_dataset)  # the real signature: synthetic_once reads its defaults
+    def fake_make(path, **options):  # records the call, writes a placeholder archive
+        made.append((Path(path).name, options))
+        Path(path).write_bytes(b"zip")
+
+    monkeypatch.setattr("maskdepth.synth.make_dataset", fake_make)
+    full = colab.synthetic_once(tmp_path, progress=False, size=64, num_bg=10, num_fg=8, per_pair=1)
+    dealt = colab.synthetic_once(tmp_path, progress=False, size=64, num_bg=10, num_fg=8, per_pair=1, fg_per_bg=2)
+    same = colab.synthetic_once(tmp_path, progress=False, size=64, num_bg=10, num_fg=8, per_pair=1, fg_per_bg=8)
+    assert full.name == "synthetic_64px_10bg_8fg_1pp_seed0.zip" == same.name  # K = num_fg: the same data
+    assert dealt.name == "synthetic_64px_10bg_2of8fg_1pp_seed0.zip"
+    assert [name for name, _ in made] == [full.name, dealt.name]  # the third call found the first file
+    assert made[1][1]["fg_per_bg"] == 2

@@ -18,7 +18,7 @@ from PIL import Image
 from maskdepth.cli import main
 from maskdepth.data.images import png_rows
 from maskdepth.errors import ConfigError, DataError
-from maskdepth.synth import MANIFEST_COLUMNS, make_dataset, render_background
+from maskdepth.synth import MANIFEST_COLUMNS, make_dataset, render_background, scene_objects
 from maskdepth.synth import make as synthetic
 
 TINY = dict(size=32, num_bg=4, num_fg=3, per_pair=1, workers=1, progress=False)  # 24 samples
@@ -294,6 +294,52 @@ def test_zip64_records_are_readable(tiny, tmp_path, monkeypatch):
         assert all(z64.read(n) == zt.read(n) for n in zt.namelist())
 
 
+# ------------------------------------------------------------- objects per scene (fg_per_bg)
+
+
+def test_scene_objects_deal_is_balanced_distinct_and_seeded():
+    assert scene_objects(3, 4) == [[0, 1, 2, 3]] * 3 == scene_objects(3, 4, 4, seed=5)  # default: every object
+    deal = scene_objects(10, 7, 3, seed=0)
+    assert len(deal) == 10 and all(len(set(objs)) == 3 and objs == sorted(objs) for objs in deal)
+    counts = np.bincount([f for objs in deal for f in objs], minlength=7)
+    assert counts.sum() == 30 and counts.max() - counts.min() <= 1  # 30 = 4 * 7 + 2: each object 4 or 5 times
+    assert scene_objects(10, 7, 3, seed=0) == deal and scene_objects(10, 7, 3, seed=1) != deal
+
+
+def test_fg_per_bg_archive_is_the_subset_of_the_full_one(tiny, tmp_path):
+    out = tmp_path / "k.zip"
+    summary = make_dataset(out, **{**TINY, "fg_per_bg": 2})
+    assert summary.count == 4 * 2 * 2 * 1 and "(4 bg x 2 of 3 fg x 2 flips" in summary.format()
+    with zipfile.ZipFile(out) as zk, zipfile.ZipFile(tiny) as zf:
+        info = json.loads(zk.read("dataset.json"))
+        assert (info["count"], info["num_fg"], info["fg_per_bg"]) == (16, 3, 2)
+        assert json.loads(zf.read("dataset.json"))["fg_per_bg"] == 3
+        rows = _manifest(zk)
+        assert len(rows) == 16
+        for b, objs in enumerate(scene_objects(4, 3, 2, seed=0)):
+            mine = sorted({r["fg_id"] for r in rows if r["bg_id"] == f"bg{b:03d}"})
+            assert mine == [f"fg{f:03d}" for f in objs]
+        # the same (scene, object) pair is placed exactly as in the archive with every object
+        for r in rows:
+            for col in ("fg_bg", "mask", "depth", "bg"):
+                assert zk.read(r[col]) == zf.read(r[col]), r[col]
+        full = {r["fg_bg"]: r for r in _manifest(zf)}
+        assert all(full[r["fg_bg"]] == r for r in rows)
+
+
+def test_cli_make_data_fg_per_bg(tmp_path, capsys):
+    out = tmp_path / "k.zip"
+    assert main(["make-data", str(out), "--size", "32", "--num-bg", "3", "--num-fg", "5", "--fg-per-bg", "2",
+                 "--per-pair", "1", "--workers", "2", "--quiet"]) == 0
+    assert "12 samples (3 bg x 2 of 5 fg" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as zf:
+        assert len(_manifest(zf)) == 12 and json.loads(zf.read("dataset.json"))["fg_per_bg"] == 2
+    assert main(["make-data", str(tmp_path / "x.zip"), "--num-fg", "3", "--fg-per-bg", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fg_per_bg (4) cannot exceed num_fg (3)" in err and "\n" not in err
+    assert not (tmp_path / "x.zip").exists()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -312,7 +358,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("bad", [dict(num_bg=0), dict(num_fg=-1), dict(per_pair=0), dict(size=31),
-                                 dict(size=0), dict(workers=0), dict(image_format="bmp"), dict(seed=-1)])
+                                 dict(size=0), dict(workers=0), dict(image_format="bmp"), dict(seed=-1),
+                                 dict(fg_per_bg=0), dict(fg_per_bg=4), dict(fg_per_bg=1.5)])
 def test_bad_arguments(tmp_path, no_rendering, bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         make_dataset(tmp_path / "d.zip", **{**TINY, **bad})
