@@ -12,9 +12,11 @@ SILog) and the mask IoU.
 Writes docs/results/long_run.json (long_run_objects.json with --archive objects;
 `python -m benchmarks.render` turns it into the `long_run.*` tables of docs/results.md),
 docs/results/long_run_curves.png and an unseen grid of the last epoch (long_run_objects_*.png).
-`level_off` says, for unseen δ1, δ1 median-scaled and RMSE, the first step from which the
-figure stays within --tolerance of its best value, and what the last third of the steps still
-bought: what more steps buy a Colab user.
+`object_swap` scores the last checkpoint on the val split of both 1,000-scene archives: the same
+held-out scenes with other objects, so what changes is the objects alone. `level_off` says, for
+unseen δ1, δ1 median-scaled and RMSE, the first step from which the figure stays within
+--tolerance of its best value, and what the last third of the steps still bought: what more steps
+buy a Colab user.
 
 The run is benchmarks.quality's `run_one` (one torch thread, batch 32, the LR schedule planned for
 --epochs): killed from outside, it resumes from its last checkpoint when started again with the
@@ -42,6 +44,7 @@ from benchmarks.quality import (
     finished_result,
     run_one,
     spec_files,
+    subset_loader,
     unseen_grid,
 )
 
@@ -107,6 +110,31 @@ def level_off(points: list[dict[str, Any]], tolerance: float) -> list[dict[str, 
     return rows
 
 
+SWAP_KEYS = ("delta1", "delta1_ms", "rmse", "abs_rel")
+
+
+def object_swap(run_dir: Path, archives: dict[str, Path], size: int) -> list[dict[str, Any]]:
+    """The last checkpoint of `run_dir` on the val split of "diverse" and of "objects": the same
+    seed, backgrounds and split, so the same held-out scenes, with the 4 objects of every scene or
+    4 of a pool of 100 each. Per archive: IoU and SWAP_KEYS over the image, inside and outside the
+    true mask."""
+    import torch
+
+    from maskdepth.evaluate import evaluate
+    from maskdepth.inference import load_model
+
+    model, _ = load_model(run_dir / "checkpoints" / "last.pt", "cpu")
+    rows = []
+    for name in ("diverse", "objects"):
+        figures = evaluate(model, subset_loader(archives[name], size, "val", 0, 64), torch.device("cpu"),
+                           regions=True)
+        row: dict[str, Any] = {"val_of": name, "images": int(figures["count"]), "iou": rounded(figures["iou"], 4)}
+        for where, prefix in (("all", ""), ("inside", "inside_"), ("outside", "outside_")):
+            row.update({f"{where}_{k}": rounded(figures[prefix + k], 4) for k in SWAP_KEYS})
+        rows.append(row)
+    return rows
+
+
 CURVES = (("delta1", "depth δ1 ↑"), ("delta1_ms", "δ1 after per-image median scaling ↑"), ("rmse", "RMSE ↓"))
 
 
@@ -132,7 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     specs = archive_specs(args.smoke)
-    names = (args.archive, "unseen")
+    names = ("diverse", "objects", "unseen")
     archives = {name: ensure_archive(work / f"{name}.zip", specs[name], 2) for name in names}
     size = specs[args.archive]["size"]
     stem = _stem(args.archive)
@@ -154,6 +182,7 @@ def main(argv: list[str] | None = None) -> Path:
         "baseline": {"method": f"mean-depth predictor of the {args.archive} training split",
                      **{k: rounded(v, 4) for k, v in base[f"mean_depth_{args.archive}"].items()}},
         "curve": points,
+        "object_swap": object_swap(Path(run["run_dir"]), archives, size),
         "pictures": {"curves": shown(curves_png([run], base, pictures / f"{stem}_curves.png", CURVES)),
                      "grid": shown(grid)},
     }

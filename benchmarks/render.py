@@ -50,6 +50,7 @@ WRITERS = {
     "scale_cues": "python -m benchmarks.scale_cues CHECKPOINT UNSEEN.zip",
     "finetune": "python -m benchmarks.finetune",
     "long_run": "python -m benchmarks.long_run",
+    "long_run_objects": "python -m benchmarks.long_run --archive objects",
 }
 
 # name -> (where the rows are in the data file, [(column header, cell template)], transposed).
@@ -217,6 +218,11 @@ TABLES: dict[str, Spec] = {
     "long_run.baseline": ("baseline", [
         ("method", "{method}"), ("unseen δ1", "{delta1:.3f}"), ("unseen δ1 median-scaled", "{delta1_ms:.3f}"),
         ("unseen abs_rel", "{abs_rel:.3f}"), ("unseen RMSE", "{rmse:.4f}")], False),
+    "long_run.object_swap": ("object_swap", [
+        ("val split of", "{val_of}"), ("images", "{images}"), ("IoU ↑", "{iou:.3f}"), ("δ1 ↑", "{all_delta1:.3f}"),
+        ("δ1 median-scaled ↑", "{all_delta1_ms:.3f}"), ("RMSE ↓", "{all_rmse:.4f}"),
+        ("δ1 inside the object", "{inside_delta1:.3f}"), ("δ1 outside it", "{outside_delta1:.3f}"),
+        ("δ1 median-scaled outside", "{outside_delta1_ms:.3f}")], False),
     # benchmarks/full_size_job.py
     "full_size_job.run": ("run", [
         ("archive", "`{archive}`"), ("archive GB", "{archive_gb:.2f}"),
@@ -293,6 +299,9 @@ TABLES: dict[str, Spec] = {
         ("objects", "{num_fg}"), ("epochs", "{epochs}"), ("minutes", "{minutes:g}"), ("IoU", "{iou:.3f}"),
         ("Dice", "{dice:.3f}"), ("RMSE", "{rmse:.3f}"), ("δ1", "{delta1:.3f}")], False),
 }
+# benchmarks/long_run.py --archive objects writes long_run_objects.json: the same tables
+TABLES.update({"long_run_objects." + name.split(".", 1)[1]: spec for name, spec in list(TABLES.items())
+               if name.startswith("long_run.")})
 
 
 class RenderError(Exception):

@@ -165,6 +165,10 @@ def test_bench_long_run_smoke_writes_every_epoch_and_where_it_levels_off(tmp_pat
     assert all(_finite(p, figures) for p in curve)
     assert [r["figure"] for r in data["level_off"]] == [k for k, _ in long_run.WATCH]
     assert _finite(data["baseline"], ["delta1", "delta1_ms", "rmse"])
+    swap = data["object_swap"]  # the same held-out scenes, with the objects of either archive
+    assert [r["val_of"] for r in swap] == ["diverse", "objects"] and swap[0]["images"] == swap[1]["images"] > 0
+    assert all(_finite(r, [f"{w}_{k}" for w in ("all", "inside", "outside") for k in long_run.SWAP_KEYS])
+               for r in swap)
     for picture in ("long_run_curves.png", "long_run_unseen.png"):
         assert (pictures / picture).read_bytes()[:4] == b"\x89PNG"
     tables = _render_all("long_run", data)
@@ -180,4 +184,6 @@ def test_bench_long_run_smoke_writes_every_epoch_and_where_it_levels_off(tmp_pat
     data = json.loads(other.read_text())
     assert data["settings"]["archive"] == "objects" and data["settings"]["archives"]["objects"]["fg_per_bg"] == 2
     assert len(data["curve"]) == 1 and data["baseline"]["method"].endswith("objects training split")
+    tables = _render_all("long_run_objects", data)
+    assert len(tables["long_run_objects.object_swap"].splitlines()) == 2 + 2
     assert (work / "long_objects").is_dir() and (pictures / "long_run_objects_unseen.png").is_file()
