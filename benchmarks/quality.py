@@ -31,7 +31,7 @@ split) and background subtraction for the mask (Otsu, 3x3 open/close), from mask
 --ablation-set depth runs issue 22's rows instead (DEPTH_ABLATION: configs/quick.yaml as it is
 against each scale option alone, seeds 1 and 2 of the baseline and of pyramid pooling, the
 1,000-scene archive, and the same 1,000 scenes with 4 of 100 objects each instead of the same 4
-objects in every scene ("objects", make-data --fg-per-bg); no budget runs) and writes
+objects in every scene ("objects", make-data --fg-per-bg), both also with seed 1; no budget runs) and writes
 docs/results/depth_scale.json: metric and scale-invariant figures side by side (δ1_ms, abs_rel_ms
 after per-image median scaling; SILog), the rows that differ only by seed taken together
 (`seeds`: mean and range), every run's per-epoch curve and one unseen grid per run. --rows N ...
@@ -93,6 +93,8 @@ DEPTH_ABLATION: list[tuple[str, str, list[str]]] = [
     ("configs/quick.yaml, seed 2", "s15", ["seed=2"]),
     ("pyramid pooling at the bottleneck, seed 2", "s15", ["model.context=ppm", "seed=2"]),
     ("configs/quick.yaml", "objects", []),
+    ("configs/quick.yaml, seed 1", "diverse", ["seed=1"]),
+    ("configs/quick.yaml, seed 1", "objects", ["seed=1"]),
 ]
 ABLATION_SETS = {"issue12": (ABLATION, OLD_DEFAULT), "depth": (DEPTH_ABLATION, [])}
 # what each run records per epoch on the training subset, val and the unseen archive
