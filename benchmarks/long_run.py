@@ -54,13 +54,14 @@ KEYS = ("iou", "rmse", "delta1", "delta1_ms", "abs_rel", "abs_rel_ms", "silog")
 WATCH = (("unseen_delta1", 1), ("unseen_delta1_ms", 1), ("unseen_rmse", -1))  # (figure, +1: higher is better)
 
 
-def _stem(archive: str) -> str:
-    """long_run (the 1,000-scene archive) or long_run_<archive>: the run's folder, data file and pictures."""
-    return "long_run" if archive == "diverse" else f"long_run_{archive}"
+def _suffix(archive: str) -> str:
+    """What follows `long` in the run's key and folder and `long_run` in its data file and pictures:
+    nothing for the 1,000-scene archive, else `_<archive>`."""
+    return "" if archive == "diverse" else f"_{archive}"
 
 
 def _spec(args: argparse.Namespace, archives: dict[str, Path], size: int, work: Path) -> dict[str, Any]:
-    key = "long" if args.archive == "diverse" else f"long_{args.archive}"
+    key = "long" + _suffix(args.archive)
     return dict(size=size, batch=args.batch, threads=1, unseen=str(archives["unseen"]),
                 calibration_steps=2 if args.smoke else 5, key=key, name="configs/quick.yaml, long run",
                 archive_name=args.archive, archive=str(archives[args.archive]), run_dir=str(work / key),
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> Path:
     names = ("diverse", "objects", "unseen")
     archives = {name: ensure_archive(work / f"{name}.zip", specs[name], 2) for name in names}
     size = specs[args.archive]["size"]
-    stem = _stem(args.archive)
+    stem = "long_run" + _suffix(args.archive)
     run = _run(_spec(args, archives, size, work), work, args.reuse)
     points = curve_points(run)
     base = baselines(archives, size, names=(args.archive,), otsu=False)  # the mean-depth predictor on unseen

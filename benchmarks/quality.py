@@ -122,9 +122,16 @@ def archive_specs(smoke: bool) -> dict[str, dict[str, Any]]:
             "unseen": dict(num_bg=60, num_fg=10, per_pair=1, seed=1, size=64)}
 
 
-def archive_samples(spec: dict[str, Any]) -> int:
-    """The number of samples of an archive_specs entry."""
-    return spec["num_bg"] * spec.get("fg_per_bg", spec["num_fg"]) * 2 * spec["per_pair"]
+def archive_rows(specs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per archive_specs entry for a data file: its make-data arguments (fg_per_bg: objects
+    per scene, num_fg when every scene has every object) and its number of samples."""
+    rows = []
+    for name, v in specs.items():
+        k = v.get("fg_per_bg", v["num_fg"])
+        rows.append({"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "fg_per_bg": k, "flips": 2,
+                     "per_pair": v["per_pair"], "samples": v["num_bg"] * k * 2 * v["per_pair"], "seed": v["seed"],
+                     "size": v["size"]})
+    return rows
 
 
 def ensure_archive(path: Path, spec: dict[str, Any], workers: int) -> Path:
@@ -498,9 +505,7 @@ def figures(args: argparse.Namespace, specs: dict[str, dict[str, Any]], ablation
         settings.update(ablation_steps=_last(ablation[0])["steps"], reference_step_s=rounded(ablation[0]["step_s"], 3))
     return {
         "settings": settings,
-        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"], "flips": 2, "per_pair": v["per_pair"],
-                      "samples": v["num_bg"] * v["num_fg"] * 2 * v["per_pair"], "seed": v["seed"], "size": v["size"]}
-                     for name, v in specs.items()],
+        "archives": archive_rows(specs),
         "budget": budget_runs(budget), "baselines": baseline_rows(base),
         "targets": target_rows(budget, base) if budget else [],
         "ablation": ablation_rows(ablation) if ablation else [],
@@ -619,9 +624,7 @@ def depth_figures(ablation: list[dict[str, Any]], specs: dict[str, dict[str, Any
                                               title=f"unseen scenes, {run['name']} ({run['archive_name']}), "
                                                     f"after {_last(run)['steps']} steps"))
     return {
-        "archives": [{"name": name, "num_bg": v["num_bg"], "num_fg": v["num_fg"],
-                      "fg_per_bg": v.get("fg_per_bg", v["num_fg"]), "seed": v["seed"], "size": v["size"],
-                      "samples": archive_samples(v)} for name, v in specs.items()],
+        "archives": archive_rows(specs),
         "ablation": (rows := depth_rows(ablation)),
         "seeds": seed_summary(rows),
         "baselines": [{"method": f"mean-depth predictor of the {name} training split", "archive": name,

@@ -128,7 +128,8 @@ TABLES: dict[str, Spec] = {
     "report.timings": ("timings", [("section", "{section}"), ("seconds", "{seconds:.0f}")], False),
     # benchmarks/quality.py
     "quality.archives": ("archives", [
-        ("archive", "{name}"), ("backgrounds", "{num_bg:,}"), ("objects", "{num_fg}"), ("flips", "{flips}"),
+        ("archive", "{name}"), ("backgrounds", "{num_bg:,}"), ("objects", "{num_fg}"),
+        ("objects per scene", "{fg_per_bg}"), ("flips", "{flips}"),
         ("placements", "{per_pair}"), ("samples", "{samples:,}"), ("seed", "{seed}"), ("px", "{size}")], False),
     "quality.settings": ("settings", [
         ("budget per budget run, min", "{minutes:g}"), ("torch threads per budget run", "{threads}"),

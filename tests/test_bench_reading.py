@@ -53,3 +53,13 @@ def test_seed_summary_takes_the_seeds_of_one_change_together():
     assert (summary["unseen_rmse_min"], summary["unseen_rmse_max"]) == (0.1046, 0.1092)
     assert "| configs/quick.yaml | s15 | 3 | 0.558 (0.533 – 0.579) |" in \
         render.render_table("depth_scale.seeds", {"seeds": [summary]})
+
+
+def test_archive_rows_count_the_objects_each_scene_gets():
+    specs = {"all": dict(num_bg=5, num_fg=3, per_pair=2, seed=0, size=32),
+             "dealt": dict(num_bg=5, num_fg=30, fg_per_bg=3, per_pair=1, seed=1, size=32)}
+    rows = {r["name"]: r for r in quality.archive_rows(specs)}
+    assert (rows["all"]["fg_per_bg"], rows["all"]["samples"]) == (3, 5 * 3 * 2 * 2)
+    assert (rows["dealt"]["num_fg"], rows["dealt"]["fg_per_bg"], rows["dealt"]["samples"]) == (30, 3, 5 * 3 * 2 * 1)
+    table = render.render_table("quality.archives", {"archives": list(rows.values())})
+    assert "| dealt | 5 | 30 | 3 | 2 | 1 | 30 |" in table
